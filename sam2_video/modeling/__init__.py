@@ -1,0 +1,1 @@
+"""The SAM 2 network: image encoder, prompt encoder, mask decoder, memory modules."""

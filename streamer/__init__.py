@@ -1,0 +1,1 @@
+"""The sam2-stream service, ingest, protocol and command line."""
