@@ -1,0 +1,121 @@
+"""Build SAM 2 models from configs and load official checkpoints strictly."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from sam2_video.config import SAM2Config, load_config
+from sam2_video.modeling.image_encoder import build_image_encoder
+from sam2_video.modeling.memory_attention import build_memory_attention
+from sam2_video.modeling.memory_encoder import build_memory_encoder
+from sam2_video.modeling.mask_decoder import build_sam_heads
+from sam2_video.modeling.sam2 import SAM2Model
+
+logger = logging.getLogger(__name__)
+
+# How many offending keys an error message lists before "... and N more".
+_KEYS_SHOWN = 5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, or does not fit the model."""
+
+
+def build_model(config: str | Path | SAM2Config) -> SAM2Model:
+    """Construct an (uninitialised) SAM 2 model for a config name, YAML path or config.
+
+    Build under `with torch.device("meta"):` to get shapes without allocating memory.
+    """
+    cfg = load_config(config)
+    prompt_encoder, mask_decoder = build_sam_heads(cfg)
+    return SAM2Model(
+        config=cfg,
+        image_encoder=build_image_encoder(cfg),
+        sam_prompt_encoder=prompt_encoder,
+        sam_mask_decoder=mask_decoder,
+        memory_encoder=build_memory_encoder(cfg),
+        memory_attention=build_memory_attention(cfg),
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an official checkpoint (`{"model": state_dict}`) or a bare state dict.
+
+    Uses `torch.load(weights_only=True)`: no code in the file is executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {exc}"
+        ) from exc
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        raise CheckpointError(
+            f"{path} does not hold a SAM 2 state dict ({{'model': state_dict}} or a bare "
+            "mapping of names to tensors)"
+        )
+    return data
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_KEYS_SHOWN])
+    more = len(keys) - _KEYS_SHOWN
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def load_checkpoint(model: SAM2Model, path: str | Path) -> None:
+    """Load a checkpoint into `model` strictly; any missing/unexpected/mis-shaped key fails."""
+    state_dict = read_state_dict(path)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if wrong_shape:
+        problems.append(f"wrong shapes: {_listing(wrong_shape)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} does not match model {model.config.name!r}: " + "; ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_sam2(
+    config: str | Path | SAM2Config = "sam2.1_hiera_t",
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> SAM2Model:
+    """Build a SAM 2 model in eval mode, optionally loading an official checkpoint.
+
+    config: registry name (`sam2.1_hiera_t`, `sam2.1_hiera_tiny`, `sam2_hiera_l`, ...), a YAML
+        path, or a `SAM2Config`.
+    checkpoint: path to an official `.pt` file; None leaves the weights randomly initialised.
+    device: where to put the model (default: CUDA when available, else CPU).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_model(config)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+        logger.info("loaded %s into %s", checkpoint, model.config.name)
+    return model.to(device).eval()
