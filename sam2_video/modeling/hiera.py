@@ -1,0 +1,310 @@
+"""Hiera trunk: a hierarchical ViT with windowed attention and query pooling between stages.
+
+Layout inside the trunk is channels-last, (B, H, W, C). Each stage halves the resolution
+(max-pooling the attention queries and the residual of its first block) and multiplies the
+width by `dim_mul` and the head count by `head_mul`. Most blocks attend within square windows
+(padding the map up to a multiple of the window); `global_att_blocks` attend over the whole map.
+
+Attribute names follow the official checkpoints (`patch_embed.proj`, `pos_embed`,
+`pos_embed_window`, `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.layers.{0,1},proj}`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2_video.config import HieraConfig
+
+_LAYER_NORM_EPS = 1e-6
+
+
+def _max_pool_hw(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Max-pool a channels-last map: (B, H, W, C) -> (B, H // sh, W // sw, C)."""
+    x = F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride)  # (B, C, H', W')
+    return x.permute(0, 2, 3, 1)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a map into non-overlapping square windows, zero-padding bottom/right as needed.
+
+    Args:
+        x: (B, H, W, C).
+        window_size: side of the windows.
+    Returns:
+        windows: (B * nh * nw, window_size, window_size, C), row-major over the window grid.
+        grid: (nh, nw), the number of windows along H and W.
+    """
+    batch, height, width, channels = x.shape
+    pad_h = -height % window_size
+    pad_w = -width % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    nh, nw = (height + pad_h) // window_size, (width + pad_w) // window_size
+    x = x.view(batch, nh, window_size, nw, window_size, channels)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
+    return windows, (nh, nw)
+
+
+def window_unpartition(
+    windows: torch.Tensor, grid: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of `window_partition`, then crop the padding.
+
+    Args:
+        windows: (B * nh * nw, w, w, C); `w` may be smaller than at partition time when the
+            queries were pooled inside each window.
+        grid: (nh, nw) from `window_partition`.
+        hw: (H, W) to crop the re-assembled (nh * w, nw * w) map to.
+    Returns:
+        (B, H, W, C).
+    """
+    nh, nw = grid
+    window_size, channels = windows.shape[1], windows.shape[-1]
+    batch = windows.shape[0] // (nh * nw)
+    x = windows.reshape(batch, nh, nw, window_size, window_size, channels)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * window_size, nw * window_size, channels)
+    height, width = hw
+    return x[:, :height, :width, :]
+
+
+class PatchEmbed(nn.Module):
+    """Image to patch tokens: 7x7 conv with stride 4 and padding 3, output channels-last."""
+
+    def __init__(self, *, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, S/4, S/4, embed_dim)."""
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class HieraMlp(nn.Module):
+    """Two-layer GELU MLP (`layers.0`, `layers.1` as in the checkpoints)."""
+
+    def __init__(self, *, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(dim, hidden_dim), nn.Linear(hidden_dim, dim)])
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[1](self.act(self.layers[0](x)))
+
+
+class MultiScaleAttention(nn.Module):
+    """Multi-head self-attention whose queries may be max-pooled (the stage-transition block).
+
+    With pooled queries the output has the pooled resolution, so the block downsamples.
+    """
+
+    def __init__(
+        self, *, dim: int, dim_out: int, num_heads: int, q_stride: tuple[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        if dim_out % num_heads != 0:
+            raise ValueError(f"dim_out {dim_out} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q_stride = q_stride
+        self.qkv = nn.Linear(dim, 3 * dim_out)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, dim) -> (B, H', W', dim_out); H' = H // stride when pooling, else H."""
+        batch, height, width, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1)  # (B, HW, 3, h, d)
+        q, k, v = qkv.unbind(2)  # each (B, HW, h, d)
+
+        if self.q_stride is not None:
+            q = _max_pool_hw(q.reshape(batch, height, width, -1), self.q_stride)  # (B, H', W', hd)
+            height, width = q.shape[1:3]
+            q = q.reshape(batch, height * width, self.num_heads, -1)  # (B, H'W', h, d)
+
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )  # (B, h, H'W', d)
+        out = out.transpose(1, 2).reshape(batch, height, width, -1)  # (B, H', W', dim_out)
+        return self.proj(out)
+
+
+class MultiScaleBlock(nn.Module):
+    """Pre-norm transformer block: (windowed) attention, then MLP, both residual.
+
+    When `dim != dim_out` the residual goes through a linear projection (`proj`) and, with
+    `q_stride`, the same max-pooling as the queries, so both branches change size together.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        window_size: int,
+        q_stride: tuple[int, int] | None = None,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        """
+        Args:
+            dim, dim_out: input / output channels.
+            num_heads: attention heads.
+            window_size: side of the attention windows on the *input* map; 0 = global attention.
+            q_stride: pooling stride of queries and residual, or None for no downsampling.
+            mlp_ratio: MLP hidden width as a multiple of dim_out.
+        """
+        super().__init__()
+        self.dim = dim
+        self.dim_out = dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=_LAYER_NORM_EPS)
+        self.attn = MultiScaleAttention(
+            dim=dim, dim_out=dim_out, num_heads=num_heads, q_stride=q_stride
+        )
+        self.norm2 = nn.LayerNorm(dim_out, eps=_LAYER_NORM_EPS)
+        self.mlp = HieraMlp(dim=dim_out, hidden_dim=int(dim_out * mlp_ratio))
+        if dim != dim_out:
+            self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, dim) -> (B, H', W', dim_out)."""
+        shortcut = x
+        x = self.norm1(x)
+        if self.dim != self.dim_out:
+            # The residual is taken after norm1 here (unlike the same-width blocks).
+            shortcut = self.proj(x)  # (B, H, W, dim_out)
+            if self.q_stride is not None:
+                shortcut = _max_pool_hw(shortcut, self.q_stride)  # (B, H', W', dim_out)
+
+        if self.window_size > 0:
+            x, grid = window_partition(x, self.window_size)  # (B*nW, w, w, dim)
+            # Query pooling shrinks every window, so re-assemble at the pooled size.
+            x = self.attn(x)  # (B*nW, w', w', dim_out)
+            x = window_unpartition(x, grid, shortcut.shape[1:3])  # (B, H', W', dim_out)
+        else:
+            x = self.attn(x)  # (B, H', W', dim_out)
+
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nn.Module):
+    """Hiera image trunk (SAM 2 variant with the windowed absolute position embedding)."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 96,
+        num_heads: int = 1,
+        stages: tuple[int, ...] = (2, 3, 16, 3),
+        global_att_blocks: tuple[int, ...] = (12, 16, 20),
+        window_spec: tuple[int, ...] = (8, 4, 14, 7),
+        window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14),
+        q_pool: int = 3,
+        q_stride: tuple[int, int] = (2, 2),
+        dim_mul: float = 2.0,
+        head_mul: float = 2.0,
+    ) -> None:
+        """
+        Args:
+            embed_dim, num_heads: width and heads of the first stage.
+            stages: number of blocks per stage.
+            global_att_blocks: indices of blocks that attend globally instead of in windows.
+            window_spec: window side per stage (on that stage's resolution).
+            window_pos_embed_bkg_spatial_size: (h, w) of the learned background position
+                embedding, bicubically resized to the patch grid.
+            q_pool: number of stage transitions that downsample (pool queries), from the first.
+            q_stride: pooling stride at those transitions.
+            dim_mul, head_mul: width / head multipliers at each stage transition.
+        """
+        super().__init__()
+        if len(stages) != len(window_spec):
+            raise ValueError(
+                f"stages ({len(stages)}) and window_spec ({len(window_spec)}) differ in length"
+            )
+        if not 0 <= q_pool <= len(stages) - 1:
+            raise ValueError(f"q_pool must be in [0, {len(stages) - 1}], got {q_pool}")
+
+        # Index of the last block of each stage.
+        self.stage_ends = [sum(stages[: i + 1]) - 1 for i in range(len(stages))]
+        q_pool_blocks = [end + 1 for end in self.stage_ends[:-1]][:q_pool]
+
+        self.patch_embed = PatchEmbed(embed_dim=embed_dim)
+        # Windowed position embedding (arXiv 2311.05613): a coarse "background" embedding
+        # resized to the grid plus a per-window embedding tiled over it.
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg_spatial_size))
+        self.pos_embed_window = nn.Parameter(
+            torch.zeros(1, embed_dim, window_spec[0], window_spec[0])
+        )
+
+        self.blocks = nn.ModuleList()
+        dim, heads, stage = embed_dim, num_heads, 0
+        for i in range(sum(stages)):
+            # The first block of a stage still sees the previous stage's resolution, so it uses
+            # the previous stage's window (which its query pooling shrinks to the new one).
+            window_size = 0 if i in global_att_blocks else window_spec[stage]
+            dim_out = dim
+            if i - 1 in self.stage_ends:
+                dim_out = int(dim * dim_mul)
+                heads = int(heads * head_mul)
+                stage += 1
+            self.blocks.append(
+                MultiScaleBlock(
+                    dim=dim,
+                    dim_out=dim_out,
+                    num_heads=heads,
+                    window_size=window_size,
+                    q_stride=tuple(q_stride) if i in q_pool_blocks else None,
+                )
+            )
+            dim = dim_out
+
+        # Output channels per stage, deepest first (the FPN neck's `backbone_channel_list`).
+        self.channel_list = [self.blocks[end].dim_out for end in self.stage_ends[::-1]]
+
+    @classmethod
+    def from_config(cls, cfg: HieraConfig) -> "Hiera":
+        return cls(
+            embed_dim=cfg.embed_dim,
+            num_heads=cfg.num_heads,
+            stages=tuple(cfg.stages),
+            global_att_blocks=tuple(cfg.global_att_blocks),
+            window_spec=tuple(cfg.window_spec),
+            window_pos_embed_bkg_spatial_size=tuple(cfg.window_pos_embed_bkg_spatial_size),
+            q_pool=cfg.q_pool,
+            q_stride=tuple(cfg.q_stride),
+            dim_mul=cfg.dim_mul,
+            head_mul=cfg.head_mul,
+        )
+
+    def _position_embedding(self, height: int, width: int) -> torch.Tensor:
+        """(1, H, W, C) position embedding for an H x W patch grid."""
+        window = self.pos_embed_window.shape[-1]
+        if height % window or width % window:
+            raise ValueError(
+                f"patch grid {height}x{width} is not a multiple of the first window ({window}); "
+                f"use an image size that is a multiple of {4 * window}"
+            )
+        background = F.interpolate(self.pos_embed, size=(height, width), mode="bicubic")
+        tiled = self.pos_embed_window.tile(1, 1, height // window, width // window)  # (1, C, H, W)
+        return (background + tiled).permute(0, 2, 3, 1)  # (1, H, W, C)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Stage outputs of a batch of normalised images.
+
+        Args:
+            x: (B, 3, S, S) float, ImageNet-normalised, S a multiple of 32.
+        Returns:
+            One (B, C_i, S / 4 / 2**i, S / 4 / 2**i) map per stage (with the default q_pool),
+            highest resolution first; C_i = embed_dim * dim_mul**i.
+        """
+        x = self.patch_embed(x)  # (B, S/4, S/4, C)
+        x = x + self._position_embedding(x.shape[1], x.shape[2])
+
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                outputs.append(x.permute(0, 3, 1, 2))  # (B, C_i, H_i, W_i)
+        return outputs

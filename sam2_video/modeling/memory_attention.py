@@ -1,0 +1,283 @@
+"""Memory attention: conditions the current frame's features on the memory bank.
+
+Every tensor here is **batch-first**, one batch row per tracked object (the official module takes
+and returns sequence-first tensors; transpose at the call site if needed).
+
+Memory layout (per batch row, M tokens of `kv_in_dim` = mem_dim channels)::
+
+    [ frame slot 0 (HW tokens) | ... | frame slot F-1 (HW tokens) | P object-pointer tokens ]
+      spatial memory, RoPE'd with the query grid repeated per slot   no RoPE
+
+* Spatial memory comes first, as whole frames of HW tokens in the query grid's row-major order
+  (`features.flatten(2).transpose(1, 2)`); token j of the spatial block gets the RoPE angle of
+  grid cell `j % HW`. The order of the frame slots does not matter (attention is permutation
+  invariant over keys; each slot's temporal encoding is already in `memory_pos`).
+* The last `num_obj_ptr_tokens` = P tokens are object pointers (each pointer split into
+  hidden_dim / mem_dim tokens), which have no grid position and get no RoPE.
+
+Objects whose memory banks differ in length (different numbers of memory frames or pointers) are
+batched by padding each row to the same F and P and passing `memory_key_padding_mask` (B, M),
+True = padding. Pad *whole frame slots* inside the spatial block and pointer tokens inside the
+pointer block, so the two blocks have the same size for every row and `num_obj_ptr_tokens` stays
+one int (= P, the padded pointer count). Padded tokens may hold any finite values: they are
+excluded from the softmax. Each row must keep at least one unpadded token, otherwise its softmax
+is over nothing and the output is NaN. Without a mask the computation is the official one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sam2_video.config import SAM2Config
+from sam2_video.modeling.rope import apply_rope, axial_rope_cos_sin
+from sam2_video.modeling.transformer import Attention
+
+
+class RoPEAttention(Attention):
+    """Attention whose queries and (leading) keys carry axial 2D rotary position embedding.
+
+    Queries are the HW tokens of one feature grid. Keys are either the same grid
+    (self-attention) or, with `rope_k_repeat=True`, several grids of the same size one after the
+    other (cross-attention to memory frames), optionally followed by `num_k_exclude_rope` tokens
+    that get no rotation (object pointers). State-dict keys: q_proj, k_proj, v_proj, out_proj.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+    ) -> None:
+        super().__init__(
+            embedding_dim=embedding_dim,
+            num_heads=num_heads,
+            downsample_rate=downsample_rate,
+            kv_in_dim=kv_in_dim,
+        )
+        if self.head_dim % 4 != 0:
+            raise ValueError(f"RoPE needs a head dim divisible by 4, got {self.head_dim}")
+        self.rope_theta = rope_theta
+        # Cross-attention keys span several memory frames, each rotated like the query grid.
+        self.rope_k_repeat = rope_k_repeat
+        self.feat_sizes = tuple(feat_sizes)  # (width, height) of the usual query grid
+
+    def _grid_size(self, num_tokens: int) -> tuple[int, int]:
+        """(height, width) of the query grid: `feat_sizes` if it fits, else a square grid."""
+        width, height = self.feat_sizes
+        if num_tokens == width * height:
+            return height, width
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(
+                f"{num_tokens} query tokens are neither the {width}x{height} grid of feat_sizes "
+                "nor a square grid"
+            )
+        return side, side
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        num_k_exclude_rope: int = 0,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Attend queries to keys/values.
+
+        Args:
+            q: (B, HW, embedding_dim) queries, one token per grid cell in row-major order.
+            k, v: (B, Nk, kv_in_dim); the first Nk - num_k_exclude_rope keys are HW-token grids.
+            num_k_exclude_rope: number of trailing keys that get no RoPE.
+            key_padding_mask: optional (B, Nk) bool, True = key is padding and is ignored.
+
+        Returns:
+            (B, HW, embedding_dim).
+        """
+        q, k, v = self.project(q, k, v)  # (B, h, HW, d), (B, h, Nk, d), (B, h, Nk, d)
+        num_q, num_k = q.shape[-2], k.shape[-2]
+        num_k_rope = num_k - num_k_exclude_rope
+        if not 0 <= num_k_rope <= num_k:
+            raise ValueError(f"num_k_exclude_rope={num_k_exclude_rope} is outside [0, {num_k}]")
+        if num_k_rope != num_q and not (self.rope_k_repeat and num_k_rope % num_q == 0):
+            raise ValueError(
+                f"{num_k_rope} rotated keys do not match {num_q} queries "
+                f"(rope_k_repeat={self.rope_k_repeat} allows whole multiples only)"
+            )
+
+        height, width = self._grid_size(num_q)
+        cos, sin = axial_rope_cos_sin(self.head_dim, height, width, self.rope_theta, q.device)
+        q = apply_rope(q, cos, sin)
+        repeats = num_k_rope // num_q
+        k_rope = apply_rope(k[:, :, :num_k_rope], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
+        k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=-2)  # (B, h, Nk, d)
+
+        attn_mask = None
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (k.shape[0], num_k):
+                raise ValueError(
+                    f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
+                    f"expected {(k.shape[0], num_k)}"
+                )
+            attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
+        dropout_p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return self.out_proj(self.merge_heads(out))  # (B, HW, embedding_dim)
+
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm block: RoPE self-attention, RoPE cross-attention to memory, ReLU MLP.
+
+    Fixed as in every official config: no position encoding is added to the self-attention
+    queries/keys or to the cross-attention queries (RoPE carries the grid position); the memory
+    position encoding is added to the cross-attention keys (not the values). Dropout (0.1 in
+    training) is omitted: this module is inference-only and dropout has no weights.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        dim_feedforward: int,
+        num_heads: int,
+        kv_in_dim: int,
+        rope_theta: float = 10000.0,
+        feat_sizes: tuple[int, int] = (64, 64),
+    ) -> None:
+        super().__init__()
+        self.self_attn = RoPEAttention(
+            embedding_dim=d_model, num_heads=num_heads, rope_theta=rope_theta, feat_sizes=feat_sizes
+        )
+        self.cross_attn_image = RoPEAttention(
+            embedding_dim=d_model,
+            num_heads=num_heads,
+            kv_in_dim=kv_in_dim,
+            rope_theta=rope_theta,
+            rope_k_repeat=True,
+            feat_sizes=feat_sizes,
+        )
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.activation = nn.ReLU()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        num_obj_ptr_tokens: int = 0,
+        memory_key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, HW, d_model); memory, memory_pos: (B, M, kv_in_dim) -> (B, HW, d_model)."""
+        h = self.norm1(x)
+        x = x + self.self_attn(h, h, h)  # (B, HW, C)
+        h = self.norm2(x)
+        x = x + self.cross_attn_image(
+            h,
+            memory + memory_pos,
+            memory,
+            num_k_exclude_rope=num_obj_ptr_tokens,
+            key_padding_mask=memory_key_padding_mask,
+        )  # (B, HW, C)
+        h = self.norm3(x)
+        return x + self.linear2(self.activation(self.linear1(h)))  # (B, HW, C)
+
+
+class MemoryAttention(nn.Module):
+    """Stack of `MemoryAttentionLayer`s plus a final LayerNorm (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        num_layers: int,
+        dim_feedforward: int,
+        num_heads: int,
+        kv_in_dim: int,
+        rope_theta: float = 10000.0,
+        feat_sizes: tuple[int, int] = (64, 64),
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(
+                d_model=d_model,
+                dim_feedforward=dim_feedforward,
+                num_heads=num_heads,
+                kv_in_dim=kv_in_dim,
+                rope_theta=rope_theta,
+                feat_sizes=feat_sizes,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        curr: Tensor,
+        memory: Tensor,
+        curr_pos: Tensor,
+        memory_pos: Tensor,
+        num_obj_ptr_tokens: int = 0,
+        memory_key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Condition the current frame on the memory bank.
+
+        Args:
+            curr: (B, HW, d_model) current-frame features (stride-16 grid, row-major tokens).
+            memory: (B, M, kv_in_dim) memory tokens, laid out as in the module docstring.
+            curr_pos: (B, HW, d_model) sine position encoding of the current grid.
+            memory_pos: (B, M, kv_in_dim) spatial + temporal encoding of the memory tokens.
+            num_obj_ptr_tokens: number of trailing object-pointer tokens (no RoPE); with padding,
+                the padded pointer-block size shared by all rows.
+            memory_key_padding_mask: optional (B, M) bool, True = padding token (ignored).
+
+        Returns:
+            (B, HW, d_model) memory-conditioned features (after the final LayerNorm).
+        """
+        if curr.shape[0] != memory.shape[0]:
+            raise ValueError(
+                f"curr has batch {curr.shape[0]} but memory has batch {memory.shape[0]}"
+            )
+        # The position encoding enters the stack once, weakly, at the input.
+        x = curr + 0.1 * curr_pos  # (B, HW, C)
+        for layer in self.layers:
+            x = layer(
+                x,
+                memory,
+                memory_pos,
+                num_obj_ptr_tokens=num_obj_ptr_tokens,
+                memory_key_padding_mask=memory_key_padding_mask,
+            )
+        return self.norm(x)  # (B, HW, C)
+
+
+def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:
+    """Memory attention of the given model config (official weights load into it strictly)."""
+    mcfg = cfg.memory_attention
+    if mcfg.kv_in_dim != cfg.mem_dim:
+        raise ValueError(
+            f"{cfg.name}: memory attention kv_in_dim={mcfg.kv_in_dim} must equal the memory "
+            f"encoder out_dim={cfg.mem_dim}"
+        )
+    return MemoryAttention(
+        d_model=mcfg.d_model,
+        num_layers=mcfg.num_layers,
+        dim_feedforward=mcfg.dim_feedforward,
+        num_heads=mcfg.num_heads,
+        kv_in_dim=mcfg.kv_in_dim,
+        rope_theta=mcfg.rope_theta,
+        feat_sizes=mcfg.feat_sizes,
+    )

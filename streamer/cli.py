@@ -1,0 +1,146 @@
+"""`sam2-stream` command line: argument parsing only; each command's logic lives in its module.
+
+Adding a command: write `streamer/<command>.py`, then an `_add_<command>_parser` here that
+defines its options and sets `handler` to a function mapping the parsed args to an exit code.
+Command modules are imported inside their handler so `sam2-stream --help` stays fast.
+
+Exit codes: 0 success; 1 runtime failure (e.g. a download that broke off); 2 bad input
+(usage, unreadable image, unknown model, missing or unfit checkpoint, unavailable device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+
+# (flag, type, default, help) for SAM2AutomaticMaskGenerator's numeric options; defaults are the
+# generator's own (a test checks they agree). The flag maps to the keyword of the same name.
+_AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
+    ("--points-per-side", int, 32, "prompt grid is N x N points"),
+    ("--points-per-batch", int, 64, "prompts decoded at once (memory vs speed)"),
+    ("--pred-iou-thresh", float, 0.8, "keep masks whose predicted IoU is above this"),
+    ("--stability-score-thresh", float, 0.95, "keep masks at least this stable"),
+    ("--stability-score-offset", float, 1.0, "logit offset used to measure stability"),
+    ("--mask-threshold", float, 0.0, "logit threshold that binarises masks"),
+    ("--box-nms-thresh", float, 0.7, "box IoU above which duplicate masks are suppressed"),
+    ("--crop-n-layers", int, 0, "extra layers of image crops (layer i has 4**i crops)"),
+    ("--crop-nms-thresh", float, 0.7, "box IoU for suppressing duplicates across crops"),
+    ("--crop-overlap-ratio", float, 512 / 1500, "overlap of neighbouring crops (fraction)"),
+    ("--crop-n-points-downscale-factor", int, 1, "grid side is divided by this per crop layer"),
+    ("--min-mask-region-area", int, 0, "fill holes / drop islands smaller than this (pixels)"),
+)
+
+log = logging.getLogger("sam2-stream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam2-stream", description="SAM 2 segmentation from the command line."
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_segment_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sam2-stream` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    return args.handler(args)
+
+
+def _error(command: str, message: object) -> None:
+    print(f"sam2-stream {command}: error: {message}", file=sys.stderr)
+
+
+# --- segment ----------------------------------------------------------------------------
+
+
+def _add_segment_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "segment",
+        help="automatic masks for one image (COCO-style JSON + overlay PNG)",
+        description="Segment everything in IMAGE with SAM 2's automatic mask generator and "
+        "write OUT/<stem>.json (COCO RLE masks) and OUT/<stem>_overlay.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("image", type=Path, metavar="IMAGE")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="config name or YAML path")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint file (default: the official file name in checkpoints/ or "
+        "$SAM2_STREAM_CHECKPOINT_DIR)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the official checkpoint if missing"
+    )
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
+    )
+    amg = parser.add_argument_group("mask generator")
+    for flag, kind, default, text in _AMG_VALUE_OPTIONS:
+        amg.add_argument(flag, type=kind, default=default, help=text)
+    amg.add_argument(
+        "--use-m2m", action="store_true", help="refine each mask once with its own logits"
+    )
+    amg.add_argument(
+        "--no-multimask",
+        dest="multimask_output",
+        action="store_false",
+        help="one mask per grid point instead of three",
+    )
+    parser.set_defaults(handler=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from sam2_video.build import CheckpointError
+    from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
+    from sam2_video.config import ConfigError
+    from streamer import segment
+
+    amg_options = {name: getattr(args, name) for name in segment.AMG_PARAMETERS}
+    try:
+        result = segment.segment_image(
+            args.image,
+            out_dir=args.out,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            download=args.download,
+            device=args.device,
+            amg_options=amg_options,
+        )
+    except (
+        segment.ImageReadError,
+        segment.DeviceUnavailableError,
+        segment.InvalidOptionError,
+        ConfigError,
+        CheckpointNotFoundError,
+        CheckpointError,
+    ) as exc:
+        _error("segment", exc)
+        return EXIT_BAD_INPUT
+    except CheckpointDownloadError as exc:
+        _error("segment", exc)
+        return EXIT_FAILURE
+    print(f"{args.image}: {result.num_masks} masks -> {result.json_path}, {result.overlay_path}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Image encoder (Hiera + FPN neck) and position encodings.
+
+* Architecture: for every official config, the encoder built on the meta device has exactly the
+  `image_encoder.*` state-dict keys, shapes and parameter/buffer kinds of the official manifest.
+* Numerics: with the micro checkpoint, trunk stages, FPN levels and sine encodings match the
+  official outputs on the reference image (features atol 1e-4, README section 4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam2_video.config import available_configs, load_config
+from sam2_video.modeling.hiera import Hiera
+from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder
+from sam2_video.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
+
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
+MICRO = REFERENCE / "micro"
+PREFIX = "image_encoder."
+FEATURE_ATOL = 1e-4
+
+OFFICIAL_CONFIGS = [name for name in available_configs() if name != "sam2.1_micro"]
+
+
+def _manifest_entries(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    manifest = json.loads((REFERENCE / "state_dict" / f"{name}.json").read_text())["state_dict"]
+    return {
+        key: (tuple(entry["shape"]), entry["kind"])
+        for key, entry in manifest.items()
+        if key.startswith(PREFIX)
+    }
+
+
+def test_all_official_configs_are_covered() -> None:
+    assert len(OFFICIAL_CONFIGS) == 8
+    for name in OFFICIAL_CONFIGS:
+        assert (REFERENCE / "state_dict" / f"{name}.json").is_file(), name
+
+
+@pytest.mark.parametrize("name", OFFICIAL_CONFIGS)
+def test_state_dict_matches_official_manifest(name: str) -> None:
+    with torch.device("meta"):
+        encoder = build_image_encoder(load_config(name))
+    params = {PREFIX + k for k, _ in encoder.named_parameters()}
+    ours = {
+        PREFIX + key: (tuple(tensor.shape), "parameter" if PREFIX + key in params else "buffer")
+        for key, tensor in encoder.state_dict().items()
+    }
+    expected = _manifest_entries(name)
+    assert sorted(set(expected) - set(ours)) == []  # missing keys
+    assert sorted(set(ours) - set(expected)) == []  # unexpected keys
+    mismatched = {k: (ours[k], expected[k]) for k in expected if ours[k] != expected[k]}
+    assert mismatched == {}
+    assert all(t.dtype == torch.float32 for t in encoder.state_dict().values())
+
+
+@pytest.fixture(scope="module")
+def micro_encoder():
+    checkpoint = torch.load(MICRO / "sam2.1_micro.pt", map_location="cpu", weights_only=True)
+    state = checkpoint["model"]
+    encoder = build_image_encoder(load_config("sam2.1_micro")).eval()
+    encoder.load_state_dict(
+        {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}, strict=True
+    )
+    return encoder, state
+
+
+@pytest.fixture(scope="module")
+def micro_image():
+    return dict(np.load(MICRO / "image.npz"))
+
+
+def _close(actual: torch.Tensor, expected: np.ndarray, atol: float = FEATURE_ATOL) -> None:
+    assert tuple(actual.shape) == expected.shape
+    assert actual.dtype == torch.float32
+    torch.testing.assert_close(actual, torch.from_numpy(expected), atol=atol, rtol=0)
+
+
+def test_micro_trunk_and_neck_match_reference(micro_encoder, micro_image) -> None:
+    encoder, _ = micro_encoder
+    images = torch.from_numpy(micro_image["input_tensor"])
+    with torch.no_grad():
+        stages = encoder.trunk(images)
+        features, pos = encoder.neck(stages)
+    assert len(stages) == len(features) == len(pos) == 4
+    for level in range(4):
+        _close(stages[level], micro_image[f"trunk_out_{level}"])
+        _close(features[level], micro_image[f"neck_feat_{level}"])
+        _close(pos[level], micro_image[f"neck_pos_{level}"])
+
+
+def test_micro_encoder_output_drops_scalped_level(micro_encoder, micro_image) -> None:
+    encoder, _ = micro_encoder
+    with torch.no_grad():
+        out = encoder(torch.from_numpy(micro_image["input_tensor"]))
+    assert isinstance(out, BackboneOutput)
+    assert len(out.backbone_fpn) == len(out.vision_pos_enc) == 3  # scalp=1 drops the 8x8 level
+    for level in range(3):
+        _close(out.backbone_fpn[level], micro_image[f"neck_feat_{level}"])
+        _close(out.vision_pos_enc[level], micro_image[f"neck_pos_{level}"])
+    assert out.vision_features is out.backbone_fpn[-1]
+    assert tuple(out.vision_features.shape) == (1, 64, 16, 16)
+
+
+def test_micro_encoder_is_batch_consistent(micro_encoder, micro_image) -> None:
+    encoder, _ = micro_encoder
+    image = torch.from_numpy(micro_image["input_tensor"])
+    batch = torch.cat([image, image.flip(-1)])
+    with torch.no_grad():
+        out = encoder(batch)
+        single = encoder(image.flip(-1))
+    _close(out.backbone_fpn[0][:1], micro_image["neck_feat_0"])
+    torch.testing.assert_close(out.vision_features[1:], single.vision_features, atol=1e-5, rtol=0)
+    assert tuple(out.vision_pos_enc[0].shape) == (2, 64, 64, 64)
+
+
+def test_hiera_rejects_image_size_not_multiple_of_32(micro_encoder) -> None:
+    encoder, _ = micro_encoder
+    with pytest.raises(ValueError, match="multiple"):
+        encoder.trunk(torch.zeros(1, 3, 240, 240))
+
+
+def test_hiera_block_layout_matches_official_derivation() -> None:
+    """Per-block width, heads, window and pooling of sam2.1_hiera_t (from the official config)."""
+    derived = json.loads((REFERENCE / "state_dict" / "sam2.1_hiera_t.config.json").read_text())
+    expected = derived["derived"]["hiera"]
+    with torch.device("meta"):
+        trunk = Hiera.from_config(load_config("sam2.1_hiera_t").hiera)
+    assert trunk.stage_ends == expected["stage_ends"]
+    assert trunk.channel_list == expected["channel_list"]
+    for block, ref in zip(trunk.blocks, expected["blocks"], strict=True):
+        layout = (block.dim, block.dim_out, block.attn.num_heads, block.window_size)
+        assert layout == (ref["dim"], ref["dim_out"], ref["num_heads"], ref["window_size"])
+        assert block.q_stride == (tuple(ref["q_stride"]) if ref["q_stride"] else None)
+
+
+def test_sine_encoding_returns_fresh_batched_tensor() -> None:
+    pe = PositionEmbeddingSine(num_pos_feats=16)
+    first = pe(torch.zeros(2, 3, 5, 7))
+    assert tuple(first.shape) == (2, 16, 5, 7)
+    first.zero_()  # must not corrupt the cached grid
+    second = pe(torch.zeros(1, 3, 5, 7))
+    assert second.abs().sum() > 0
+    # Normalised: the last row/column sits at ~2*pi, so channel 0 (sin of y) is ~0 there.
+    assert second[0, 0, -1].abs().max() < 1e-4
+    with pytest.raises(ValueError):
+        PositionEmbeddingSine(num_pos_feats=15)
+
+
+def test_random_encoding_grid_matches_reference_dense_pe(micro_encoder, micro_image) -> None:
+    _, state = micro_encoder
+    matrix = state["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"]
+    pe = PositionEmbeddingRandom(num_pos_feats=matrix.shape[1])
+    pe.load_state_dict({"positional_encoding_gaussian_matrix": matrix}, strict=True)
+    _close(pe((16, 16))[None], micro_image["dense_pe"], atol=1e-5)
+
+
+def test_random_encoding_of_pixel_centres_equals_grid() -> None:
+    torch.manual_seed(0)
+    pe = PositionEmbeddingRandom(num_pos_feats=8)
+    height, width = 3, 5
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    centres = torch.stack([xs, ys], dim=-1).reshape(1, -1, 2).float() + 0.5  # (1, HW, 2) (x, y)
+    points = pe.forward_with_coords(centres, (height, width))  # (1, HW, 16)
+    grid = pe((height, width))  # (16, H, W)
+    assert tuple(points.shape) == (1, height * width, 16)
+    torch.testing.assert_close(points[0], grid.flatten(1).T, atol=1e-5, rtol=0)
+    # The caller's coordinates are not modified.
+    assert centres[0, 0].tolist() == [0.5, 0.5]
