@@ -75,7 +75,7 @@ def official_checkpoint(config_name: str) -> OfficialCheckpoint | None:
 
 
 def checkpoint_dir() -> Path:
-    """Directory for downloaded checkpoints: `$SAM2_STREAM_CHECKPOINT_DIR`, else `<repo>/checkpoints`."""
+    """Checkpoint folder: `$SAM2_STREAM_CHECKPOINT_DIR` if set, else `<repo>/checkpoints`."""
     override = os.environ.get(CHECKPOINT_DIR_ENV)
     return Path(override).expanduser() if override else REPO_ROOT / "checkpoints"
 

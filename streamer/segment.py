@@ -106,9 +106,9 @@ def segment_image(
 
     amg_options: SAM2AutomaticMaskGenerator keyword arguments (a subset of AMG_PARAMETERS);
         missing ones keep the generator's defaults.
-    Raises ImageReadError, DeviceUnavailableError, InvalidOptionError, ConfigError (unknown model),
-    CheckpointNotFoundError / CheckpointDownloadError, and the builder's CheckpointError
-    (a checkpoint that does not fit the model) before any heavy work where possible.
+    Raises ImageReadError, DeviceUnavailableError, InvalidOptionError, ConfigError (unknown
+    model), CheckpointNotFoundError / CheckpointDownloadError and the builder's CheckpointError
+    (a checkpoint that does not fit the model); input checks run before any heavy work.
     """
     options = dict(amg_options or {})
     unknown = sorted(set(options) - set(AMG_PARAMETERS))

@@ -36,7 +36,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
     tensor_file = b""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         if self.path == "/good.pt":
             self._send(200, self.payload, len(self.payload))
         elif self.path == "/truncated.pt":
@@ -147,7 +147,8 @@ def test_download_is_byte_identical(
 def test_download_without_progress_is_silent(
     server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    download_checkpoint(f"{server_url}/good.pt", tmp_path / "m.pt", progress=False, timeout=TIMEOUT_S)
+    url = f"{server_url}/good.pt"
+    download_checkpoint(url, tmp_path / "m.pt", progress=False, timeout=TIMEOUT_S)
     assert capsys.readouterr().err == ""
 
 

@@ -66,7 +66,7 @@ def micro_encoder():
     state = checkpoint["model"]
     encoder = build_image_encoder(load_config("sam2.1_micro")).eval()
     encoder.load_state_dict(
-        {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}, strict=True
+        {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}, strict=True
     )
     return encoder, state
 

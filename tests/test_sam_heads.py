@@ -156,10 +156,11 @@ def test_dynamic_fallback_decisions_match_reference(micro_heads, image_ref):
     """Token-0 stability and all-token IoUs logged by the official run, for single-mask cases."""
     prompt_encoder, mask_decoder = micro_heads
     arrays = image_ref["arrays"]
+    image_hw, size = arrays["image_uint8"].shape[:2], prompt_encoder.input_image_size[0]
     checked = 0
     for name, spec in image_ref["cases"].items():
         for entry in spec["dynamic_multimask_via_stability_log"]:
-            points, mask = _predictor_prompts(arrays, name, arrays["image_uint8"].shape[:2], 256)
+            points, mask = _predictor_prompts(arrays, name, image_hw, size)
             sparse, dense = prompt_encoder(points=points, boxes=None, masks=mask)
             masks, ious, _, _ = mask_decoder.predict_masks(
                 image_pe=prompt_encoder.get_dense_pe(),
@@ -196,7 +197,8 @@ def test_box_argument_equals_corner_points(micro_heads):
 def test_single_mask_mode_without_fallback_returns_token0(micro_heads, image_ref):
     prompt_encoder, mask_decoder = micro_heads
     arrays = image_ref["arrays"]
-    points, _ = _predictor_prompts(arrays, "box_single", arrays["image_uint8"].shape[:2], 256)
+    image_hw, size = arrays["image_uint8"].shape[:2], prompt_encoder.input_image_size[0]
+    points, _ = _predictor_prompts(arrays, "box_single", image_hw, size)
     sparse, dense = prompt_encoder(points=points, boxes=None, masks=None)
     kwargs = dict(
         image_pe=prompt_encoder.get_dense_pe(),

@@ -264,7 +264,7 @@ class Hiera(nn.Module):
         self.channel_list = [self.blocks[end].dim_out for end in self.stage_ends[::-1]]
 
     @classmethod
-    def from_config(cls, cfg: HieraConfig) -> "Hiera":
+    def from_config(cls, cfg: HieraConfig) -> Hiera:
         return cls(
             embed_dim=cfg.embed_dim,
             num_heads=cfg.num_heads,

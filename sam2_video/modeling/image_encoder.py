@@ -139,7 +139,9 @@ class ImageEncoder(nn.Module):
         features, pos = self.neck(self.trunk(images))
         keep = len(features) - self.scalp
         features, pos = features[:keep], pos[:keep]
-        return BackboneOutput(vision_features=features[-1], vision_pos_enc=pos, backbone_fpn=features)
+        return BackboneOutput(
+            vision_features=features[-1], vision_pos_enc=pos, backbone_fpn=features
+        )
 
 
 def build_image_encoder(cfg: SAM2Config) -> ImageEncoder:

@@ -128,10 +128,8 @@ class RoPEAttention(Attention):
                     f"expected {(k.shape[0], num_k)}"
                 )
             attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
-        dropout_p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, HW, d)
         return self.out_proj(self.merge_heads(out))  # (B, HW, embedding_dim)
-
 
 
 class MemoryAttentionLayer(nn.Module):

@@ -74,7 +74,7 @@ class CXBlock(nn.Module):
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init_value))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, dim, H, W) -> (B, dim, H, W)."""

@@ -1,0 +1,371 @@
+"""Automatic mask generation: segment everything in an image with a grid of point prompts.
+
+Pipeline (same maths and order as the official SAM 2 generator):
+1. For each crop of the crop pyramid (layer 0 = full image), embed the crop once and
+   prompt it with a regular point grid, ``points_per_batch`` points at a time.
+2. Per batch: optional mask-to-mask refinement, keep masks with predicted IoU
+   ``> pred_iou_thresh`` and stability ``>= stability_score_thresh``, binarise, drop masks
+   touching an inner crop border, encode as RLE in full-image coordinates.
+3. Box NMS inside each crop (by predicted IoU), then across crops (smaller crops win).
+4. Optional ``min_mask_region_area`` cleanup (holes filled / islands removed, then NMS
+   preferring untouched masks). The official SAM 2 CPU path silently skips it; we run it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sam2_video.image_predictor import SAM2ImagePredictor
+from sam2_video.mask_utils import (
+    MaskRecords,
+    area_from_rle,
+    batched_mask_to_box,
+    batched_nms,
+    box_area,
+    box_xyxy_to_xywh,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    coco_encode_rle,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    mask_to_rle,
+    remove_small_regions,
+    rle_to_mask,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from sam2_video.transforms import validate_image
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+
+class SAM2AutomaticMaskGenerator:
+    """Generates masks for every object in an image (the official SAM 2 AMG API).
+
+    Args:
+        predictor_or_model: a `SAM2ImagePredictor`, or a `SAM2Model` (an ``nn.Module``)
+            which is then wrapped in a new predictor.
+        points_per_side: grid points per image side (``points_per_side**2`` prompts on the
+            full image); exclusive with ``point_grids``.
+        points_per_batch: prompts run through the mask decoder at once (memory vs speed).
+        pred_iou_thresh: keep masks whose predicted IoU is ``>`` this, in [0, 1].
+        stability_score_thresh: keep masks whose stability is ``>=`` this, in [0, 1].
+        stability_score_offset: logit offset around ``mask_threshold`` for the stability score.
+        mask_threshold: logit threshold that binarises masks.
+        box_nms_thresh: box IoU above which duplicates inside a crop are dropped, in [0, 1].
+        crop_n_layers: extra crop layers; layer i has ``(2**i)**2`` crops.
+        crop_nms_thresh: box IoU for duplicates between crops, in [0, 1].
+        crop_overlap_ratio: crop overlap as a fraction of the short image side, in [0, 1).
+        crop_n_points_downscale_factor: layer i uses ``points_per_side / factor**i`` points.
+        point_grids: explicit (P_i, 2) grids of normalised (x, y) in [0, 1], one per layer.
+        min_mask_region_area: if > 0, fill holes and remove islands smaller than this (pixels).
+        output_mode: ``binary_mask`` (HxW bool), ``uncompressed_rle`` or ``coco_rle``.
+        use_m2m: refine each mask once by re-prompting with its own low-res logits.
+        multimask_output: three masks per point (else one, with the dynamic fallback).
+    """
+
+    def __init__(
+        self,
+        predictor_or_model: SAM2ImagePredictor | torch.nn.Module,
+        *,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Sequence[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        use_m2m: bool = False,
+        multimask_output: bool = True,
+    ) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side and point_grids")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("box_nms_thresh", box_nms_thresh),
+            ("crop_nms_thresh", crop_nms_thresh),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= crop_overlap_ratio < 1.0:
+            raise ValueError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}")
+        if crop_n_layers < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if crop_n_points_downscale_factor < 1:
+            raise ValueError(
+                f"crop_n_points_downscale_factor must be >= 1, got {crop_n_points_downscale_factor}"
+            )
+        if min_mask_region_area < 0:
+            raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+
+        if points_per_side is not None:
+            grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+            if any(len(g) == 0 for g in grids):
+                raise ValueError(
+                    f"points_per_side={points_per_side} leaves no points in some of the "
+                    f"{crop_n_layers} crop layers with downscale factor "
+                    f"{crop_n_points_downscale_factor}"
+                )
+        else:
+            grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
+            if len(grids) < crop_n_layers + 1:
+                raise ValueError(
+                    f"point_grids has {len(grids)} grids, need one per crop layer "
+                    f"({crop_n_layers + 1})"
+                )
+            for g in grids:
+                if g.ndim != 2 or g.shape[1] != 2 or len(g) == 0:
+                    raise ValueError(f"each point grid must have shape (P, 2), got {g.shape}")
+                if not ((g >= 0) & (g <= 1)).all():
+                    raise ValueError("point_grids must hold normalised (x, y) in [0, 1]")
+        self.point_grids: list[np.ndarray] = grids
+
+        if isinstance(predictor_or_model, torch.nn.Module):
+            predictor_or_model = SAM2ImagePredictor(predictor_or_model)
+        self.predictor = predictor_or_model
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.mask_threshold = mask_threshold
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Segment everything in ``image``.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+        Returns:
+            one dict per mask, best first within each crop:
+            ``segmentation`` (H, W) bool array or an RLE dict (see ``output_mode``),
+            ``area`` int pixels, ``bbox`` [x, y, w, h] floats, ``predicted_iou`` float,
+            ``point_coords`` [[x, y]] prompt in image pixels, ``stability_score`` float,
+            ``crop_box`` [x, y, w, h] of the crop the mask came from.
+        """
+        validate_image(image)
+        records = self._generate_records(image)
+        return self._to_annotations(records)
+
+    # ------------------------------------------------------------------ pipeline
+
+    def _generate_records(self, image: np.ndarray) -> MaskRecords:
+        orig_hw = (image.shape[0], image.shape[1])
+        crop_boxes, layer_idxs = generate_crop_boxes(
+            orig_hw, self.crop_n_layers, self.crop_overlap_ratio
+        )
+        records = MaskRecords.cat(
+            [
+                self._process_crop(image, crop_box, layer, orig_hw)
+                for crop_box, layer in zip(crop_boxes, layer_idxs)
+            ]
+        )
+        if len(crop_boxes) > 1:
+            # The same object seen in several crops: prefer the smallest crop.
+            scores = 1 / box_area(records.crop_boxes)
+            keep = batched_nms(
+                records.boxes.float(),
+                scores.to(records.boxes.device),
+                torch.zeros_like(records.boxes[:, 0]),
+                iou_threshold=self.crop_nms_thresh,
+            )
+            records = records.filter(keep)
+        if self.min_mask_region_area > 0:
+            records = self._remove_small_regions(
+                records,
+                self.min_mask_region_area,
+                max(self.box_nms_thresh, self.crop_nms_thresh),
+            )
+        logger.debug("AMG kept %d masks from %d crops", len(records), len(crop_boxes))
+        return records
+
+    def _process_crop(
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer: int,
+        orig_hw: tuple[int, int],
+    ) -> MaskRecords:
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        crop_h, crop_w = crop.shape[:2]
+        self.predictor.set_image(crop)
+        points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # (P, 2) crop pixels
+        batches = [
+            self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)
+            for i in range(0, len(points), self.points_per_batch)
+        ]
+        self.predictor.reset_predictor()
+
+        records = MaskRecords.cat(batches)
+        keep = batched_nms(
+            records.boxes.float(),
+            records.iou_preds,
+            torch.zeros_like(records.boxes[:, 0]),
+            iou_threshold=self.box_nms_thresh,
+        )
+        records = records.filter(keep)
+        records.boxes = uncrop_boxes_xyxy(records.boxes, crop_box)
+        records.points = uncrop_points(records.points, crop_box)
+        return records
+
+    def _process_batch(
+        self, points: np.ndarray, crop_box: list[int], orig_hw: tuple[int, int]
+    ) -> MaskRecords:
+        """points: (B, 2) float64 (x, y) pixels of the current crop."""
+        device = self.predictor.device
+        orig_h, orig_w = orig_hw
+        points_t = torch.as_tensor(points, dtype=torch.float32, device=device)  # (B, 2)
+        labels = torch.ones(len(points_t), dtype=torch.int32, device=device)  # (B,)
+        logits, iou_preds, low_res = self.predictor.predict_torch(
+            points_t[:, None, :],
+            labels[:, None],
+            multimask_output=self.multimask_output,
+            return_logits=True,
+        )
+        n_per_point = logits.shape[1]
+        logits = logits.flatten(0, 1)  # (B*C, h, w) crop-size logits
+        iou_preds = iou_preds.flatten(0, 1)  # (B*C,)
+        points_t = points_t.repeat_interleave(n_per_point, dim=0)  # (B*C, 2)
+        if self.use_m2m:
+            logits, iou_preds = self._refine_with_m2m(points_t, low_res.flatten(0, 1))
+
+        if self.pred_iou_thresh > 0.0:
+            keep = iou_preds > self.pred_iou_thresh
+            logits, iou_preds, points_t = logits[keep], iou_preds[keep], points_t[keep]
+        stability = calculate_stability_score(
+            logits, self.mask_threshold, self.stability_score_offset
+        )
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+            logits, iou_preds, points_t = logits[keep], iou_preds[keep], points_t[keep]
+            stability = stability[keep]
+
+        masks = logits > self.mask_threshold  # (N, h, w)
+        boxes = batched_mask_to_box(masks)  # (N, 4) crop pixels
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+        masks = uncrop_masks(masks[keep], crop_box, orig_h, orig_w)  # (N', H, W)
+        return MaskRecords(
+            iou_preds=iou_preds[keep],
+            points=points_t[keep],  # still crop pixels: shifted after the crop's NMS
+            stability_score=stability[keep],
+            boxes=boxes[keep],  # crop pixels, likewise
+            rles=mask_to_rle(masks),
+            crop_boxes=torch.tensor(crop_box, device=device).expand(len(masks), 4),
+        )
+
+    def _refine_with_m2m(self, points: Tensor, low_res: Tensor) -> tuple[Tensor, Tensor]:
+        """Re-prompt each point with its own mask as a dense prompt.
+
+        points: (N, 2) crop pixels; low_res: (N, S/4, S/4) logits.
+        Returns (N, h, w) logits and (N,) IoU predictions of the single-mask output.
+        """
+        labels = torch.ones(len(points), 1, dtype=torch.int32, device=points.device)
+        all_logits, all_ious = [], []
+        # Same chunking as the first pass: the decoder runs points_per_batch prompts at once.
+        for i in range(0, len(points), self.points_per_batch):
+            chunk = slice(i, i + self.points_per_batch)
+            logits, ious, _ = self.predictor.predict_torch(
+                points[chunk, None, :],
+                labels[chunk],
+                mask_input=low_res[chunk, None],
+                multimask_output=False,
+                return_logits=True,
+            )
+            all_logits.append(logits[:, 0])
+            all_ious.append(ious[:, 0])
+        return torch.cat(all_logits), torch.cat(all_ious)
+
+    @staticmethod
+    def _remove_small_regions(
+        records: MaskRecords, min_area: int, nms_thresh: float
+    ) -> MaskRecords:
+        """Fill holes / remove islands below ``min_area``, then drop new duplicates.
+
+        NMS scores are 1 for untouched masks and 0 for edited ones, so when a cleaned mask
+        duplicates an untouched one the untouched mask wins.
+        """
+        if len(records) == 0:
+            return records
+        cleaned, scores = [], []
+        for rle in records.rles:
+            mask, holes_changed = remove_small_regions(rle_to_mask(rle), min_area, "holes")
+            mask, islands_changed = remove_small_regions(mask, min_area, "islands")
+            cleaned.append(torch.from_numpy(mask))
+            scores.append(float(not (holes_changed or islands_changed)))
+        masks = torch.stack(cleaned)  # (N, H, W) bool
+        boxes = batched_mask_to_box(masks)  # (N, 4)
+        keep = batched_nms(
+            boxes.float(),
+            torch.tensor(scores),
+            torch.zeros(len(boxes), dtype=torch.int64),
+            iou_threshold=nms_thresh,
+        )
+        new_boxes = records.boxes.clone()
+        for i in keep.tolist():
+            if scores[i] == 0.0:
+                records.rles[i] = mask_to_rle(masks[i : i + 1])[0]
+                new_boxes[i] = boxes[i].to(new_boxes.device)
+        records.boxes = new_boxes
+        return records.filter(keep)
+
+    # ------------------------------------------------------------------ output
+
+    def _to_annotations(self, records: MaskRecords) -> list[dict[str, Any]]:
+        boxes_xywh = box_xyxy_to_xywh(records.boxes.cpu().float()).tolist()
+        crops_xywh = box_xyxy_to_xywh(records.crop_boxes.cpu().float()).tolist()
+        iou_preds = records.iou_preds.cpu().float().tolist()
+        stability = records.stability_score.cpu().float().tolist()
+        points = records.points.cpu().float().tolist()
+        annotations = []
+        for i, rle in enumerate(records.rles):
+            if self.output_mode == "binary_mask":
+                segmentation: Any = rle_to_mask(rle)
+            elif self.output_mode == "coco_rle":
+                segmentation = coco_encode_rle(rle)
+            else:
+                segmentation = rle
+            annotations.append(
+                {
+                    "segmentation": segmentation,
+                    "area": area_from_rle(rle),
+                    "bbox": boxes_xywh[i],
+                    "predicted_iou": iou_preds[i],
+                    "point_coords": [points[i]],
+                    "stability_score": stability[i],
+                    "crop_box": crops_xywh[i],
+                }
+            )
+        return annotations

@@ -1,0 +1,408 @@
+"""Offline video segmentation with the official `SAM2VideoPredictor` method names.
+
+Users of Meta's library can switch by changing the import: `init_state`, `add_new_points_or_box`,
+`add_new_mask`, `propagate_in_video`, `clear_all_prompts_in_frame`, `remove_object`,
+`reset_state` behave as the official ones. The state is a typed `VideoInferenceState`, and the
+per-frame work is the same `FrameTracker` step the streaming session uses.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sam2_video.memory_bank import ObjectMemory, PendingOutput, RetentionPolicy
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.postprocess import non_overlapping
+from sam2_video.tracker import FrameTracker, TrackerOptions
+from sam2_video.transforms import normalize_uint8_frames, preprocess, scale_points
+from sam2_video.video_io import load_video_frames
+
+# Image features of this many recent frames are cached (prompting then propagating re-uses them).
+FEATURE_CACHE_FRAMES = 2
+
+
+class UnknownObjectError(KeyError):
+    """An object id that the session does not track."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+@dataclass
+class VideoInferenceState:
+    """Everything the offline predictor keeps for one video.
+
+    frames: (T, H, W, 3) uint8 RGB at the original resolution, or (T, S, S, 3) frames already
+        resized to the model input (then `video_hw` gives the original size).
+    objects: per object id, in the order they were added (the "obj_idx" of the official code).
+    """
+
+    frames: np.ndarray
+    video_hw: tuple[int, int]
+    objects: "OrderedDict[int, ObjectMemory]" = field(default_factory=OrderedDict)
+    feature_cache: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def video_height(self) -> int:
+        return self.video_hw[0]
+
+    @property
+    def video_width(self) -> int:
+        return self.video_hw[1]
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+
+class SAM2VideoPredictor:
+    """Offline video predictor over a `SAM2Model` (composition).
+
+    add_all_frames_to_correct_as_cond: a prompt on an already tracked frame makes it a
+        conditioning frame (default False, as official: it is a correction seen only by the
+        next few frames' memory).
+    non_overlap_masks: each pixel goes to at most one object in the returned masks.
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        *,
+        fill_hole_area: int = 0,
+        non_overlap_masks: bool = False,
+        add_all_frames_to_correct_as_cond: bool = False,
+    ) -> None:
+        self.model = model
+        self.tracker = FrameTracker(model, TrackerOptions(fill_hole_area=fill_hole_area))
+        self.non_overlap_masks = non_overlap_masks
+        self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        # Offline: keep every frame's result, as the official predictor (it is offline).
+        self.retention = RetentionPolicy()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # ------------------------------------------------------------------ state
+    def init_state(
+        self,
+        video: str | Path | np.ndarray,
+        video_hw: tuple[int, int] | None = None,
+    ) -> VideoInferenceState:
+        """Open a video: an mp4/any PyAV-readable file, a folder of `<int>.jpg`, or an array.
+
+        video: path, or (T, H, W, 3) uint8 RGB frames. With `video_hw` the array holds frames
+            already resized to S x S (e.g. by the official PIL loader) from videos of that
+            (H, W) size, and they are used as they are.
+        """
+        if isinstance(video, np.ndarray):
+            frames = video
+        else:
+            frames = load_video_frames(video)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+            raise ValueError(f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape} {frames.dtype}")
+        if video_hw is None:
+            video_hw = (int(frames.shape[1]), int(frames.shape[2]))
+        elif frames.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"with video_hw the frames must be pre-resized to {self.image_size}x{self.image_size}"
+            )
+        return VideoInferenceState(frames=frames, video_hw=(int(video_hw[0]), int(video_hw[1])))
+
+    def reset_state(self, state: VideoInferenceState) -> None:
+        """Remove every object, prompt and result."""
+        state.objects.clear()
+
+    def _features(self, state: VideoInferenceState, frame_idx: int) -> ImageFeatures:
+        cached = state.feature_cache.get(frame_idx)
+        if cached is not None:
+            state.feature_cache.move_to_end(frame_idx)
+            return cached
+        frame = state.frames[frame_idx]
+        if frame.shape[:2] == (self.image_size, self.image_size) and state.video_hw != frame.shape[:2]:
+            model_input = normalize_uint8_frames(frame[None], self.device)
+        else:
+            model_input = preprocess(frame, self.image_size, self.device)
+        features = self.model.forward_image(model_input)
+        state.feature_cache[frame_idx] = features
+        while len(state.feature_cache) > FEATURE_CACHE_FRAMES:
+            state.feature_cache.popitem(last=False)
+        return features
+
+    def _object(self, state: VideoInferenceState, obj_id: int, create: bool) -> ObjectMemory:
+        obj = state.objects.get(obj_id)
+        if obj is None:
+            if not create:
+                raise UnknownObjectError(f"unknown object id {obj_id}; known: {state.obj_ids}")
+            obj = ObjectMemory(obj_id)
+            state.objects[obj_id] = obj
+        return obj
+
+    def _check_frame(self, state: VideoInferenceState, frame_idx: int) -> None:
+        if not 0 <= frame_idx < state.num_frames:
+            raise ValueError(f"frame_idx {frame_idx} outside the video (0..{state.num_frames - 1})")
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def add_new_points_or_box(
+        self,
+        inference_state: VideoInferenceState,
+        frame_idx: int,
+        obj_id: int,
+        points: np.ndarray | Tensor | None = None,
+        labels: np.ndarray | Tensor | None = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: np.ndarray | Tensor | None = None,
+    ) -> tuple[int, list[int], Tensor]:
+        """Add clicks and/or a box for an object on a frame; returns that frame's masks.
+
+        points: (P, 2) float (x, y) pixels of the video frame; labels (P,) 1 pos / 0 neg.
+        box: (4,) xyxy pixels. Returns (frame_idx, obj_ids, (N, 1, H, W) float logits) for all
+        objects on the frame (-1024 where an object has no answer yet).
+        """
+        state = inference_state
+        self._check_frame(state, frame_idx)
+        coords, point_labels = prepare_point_prompt(
+            points, labels, box, state.video_hw, self.image_size, normalize_coords
+        )
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come first: use clear_old_points=True with a box")
+        obj = self._object(state, obj_id, create=True)
+        if not clear_old_points and frame_idx in obj.points:
+            old_coords, old_labels = obj.points[frame_idx]
+            coords = torch.cat([old_coords, coords], dim=1)
+            point_labels = torch.cat([old_labels, point_labels], dim=1)
+        obj.points[frame_idx] = (coords, point_labels)
+        obj.mask_prompt_frames.discard(frame_idx)
+        features = self._features(state, frame_idx)
+        output, is_init = self.tracker.prompt_points(
+            features, obj, frame_idx, coords, point_labels, state.num_frames
+        )
+        self._store_pending(obj, frame_idx, output, is_init)
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
+
+    @torch.inference_mode()
+    def add_new_mask(
+        self,
+        inference_state: VideoInferenceState,
+        frame_idx: int,
+        obj_id: int,
+        mask: np.ndarray | Tensor,
+    ) -> tuple[int, list[int], Tensor]:
+        """Give an object's mask on a frame: (H, W) bool at the video resolution."""
+        state = inference_state
+        self._check_frame(state, frame_idx)
+        model_mask = prepare_mask_prompt(mask, self.image_size, self.device)
+        obj = self._object(state, obj_id, create=True)
+        obj.points.pop(frame_idx, None)
+        obj.mask_prompt_frames.add(frame_idx)
+        features = self._features(state, frame_idx)
+        output, is_init = self.tracker.prompt_mask(features, obj, frame_idx, model_mask)
+        self._store_pending(obj, frame_idx, output, is_init)
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
+
+    def _store_pending(self, obj: ObjectMemory, frame_idx: int, output, is_init: bool) -> None:
+        is_cond = is_init or self.add_all_frames_to_correct_as_cond
+        obj.pending[frame_idx] = PendingOutput(output, is_cond)
+
+    def _frame_masks(self, state: VideoInferenceState, frame_idx: int) -> Tensor:
+        """(N, 1, H, W) logits of every object's latest answer on a frame."""
+        outputs = [obj.output_at(frame_idx) for obj in state.objects.values()]
+        masks = self.tracker.upsample(outputs, state.video_hw)
+        if self.non_overlap_masks:
+            masks = non_overlapping(masks)
+        return masks[:, None]
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(
+        self,
+        inference_state: VideoInferenceState,
+        frame_idx: int,
+        obj_id: int,
+        need_output: bool = True,
+    ) -> tuple[int, list[int], Tensor] | None:
+        """Forget an object's prompts on a frame (its result there becomes a tracked one)."""
+        state = inference_state
+        obj = self._object(state, obj_id, create=False)
+        obj.points.pop(frame_idx, None)
+        obj.mask_prompt_frames.discard(frame_idx)
+        obj.pending.pop(frame_idx, None)
+        out = obj.conditioning.pop(frame_idx, None)
+        if out is not None:
+            obj.tracked[frame_idx] = out
+            obj.frames_tracked.pop(frame_idx, None)
+        if not need_output:
+            return None
+        return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
+
+    @torch.inference_mode()
+    def remove_object(
+        self,
+        inference_state: VideoInferenceState,
+        obj_id: int,
+        strict: bool = False,
+        need_output: bool = True,
+    ) -> tuple[list[int], list[tuple[int, Tensor]]]:
+        """Stop tracking an object; returns (obj_ids, [(frame_idx, masks)] of its prompted frames)."""
+        state = inference_state
+        obj = state.objects.get(obj_id)
+        if obj is None:
+            if strict:
+                raise UnknownObjectError(f"unknown object id {obj_id}; known: {state.obj_ids}")
+            return state.obj_ids, []
+        prompted = sorted(set(obj.points) | obj.mask_prompt_frames | set(obj.conditioning))
+        del state.objects[obj_id]
+        updated = []
+        if need_output and state.objects:
+            updated = [(t, self._frame_masks(state, t)) for t in prompted]
+        return state.obj_ids, updated
+
+    # ------------------------------------------------------------------ tracking
+    def _commit_pending(self, state: VideoInferenceState) -> None:
+        """Encode prompted frames into memory (official `propagate_in_video_preflight`)."""
+        if not state.objects:
+            raise ValueError("no object has prompts yet: add points, a box or a mask first")
+        by_frame: dict[int, list] = {}
+        for obj in state.objects.values():
+            for frame_idx, pending in obj.pending.items():
+                by_frame.setdefault(frame_idx, []).append(pending.output)
+        for frame_idx, outputs in by_frame.items():
+            self.tracker.encode_prompted(self._features(state, frame_idx), outputs)
+        for obj in state.objects.values():
+            for frame_idx, pending in obj.pending.items():
+                target = obj.conditioning if pending.is_conditioning else obj.tracked
+                target[frame_idx] = pending.output
+            obj.pending.clear()
+            if not obj.conditioning:
+                raise ValueError(f"object {obj.obj_id} has no prompt on any frame")
+            for frame_idx in obj.conditioning:
+                obj.tracked.pop(frame_idx, None)
+
+    @torch.inference_mode()
+    def propagate_in_video(
+        self,
+        inference_state: VideoInferenceState,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[int, list[int], Tensor]]:
+        """Track every object through the video; yields (frame_idx, obj_ids, (N,1,H,W) logits)."""
+        state = inference_state
+        self._commit_pending(state)
+        order = processing_order(
+            state, start_frame_idx, max_frame_num_to_track, reverse
+        )
+        for frame_idx in order:
+            objects = list(state.objects.values())
+            to_track = [obj for obj in objects if frame_idx not in obj.conditioning]
+            if to_track:
+                features = self._features(state, frame_idx)
+                outputs = self.tracker.track(
+                    features, to_track, frame_idx, reverse, state.num_frames
+                )
+                for obj, out in zip(to_track, outputs):
+                    obj.tracked[frame_idx] = out
+            for obj in objects:
+                obj.frames_tracked[frame_idx] = reverse
+                obj.retain(frame_idx, self.retention, self.model.num_maskmem)
+            yield frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
+
+
+def processing_order(
+    state: VideoInferenceState,
+    start_frame_idx: int | None,
+    max_frame_num_to_track: int | None,
+    reverse: bool,
+) -> range:
+    """Frames visited by `propagate_in_video` (official semantics)."""
+    if start_frame_idx is None:
+        start_frame_idx = min(t for obj in state.objects.values() for t in obj.conditioning)
+    if max_frame_num_to_track is None:
+        max_frame_num_to_track = state.num_frames
+    if reverse:
+        end = max(start_frame_idx - max_frame_num_to_track, 0)
+        # Starting at frame 0 there is nothing before it to track.
+        return range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
+    end = min(start_frame_idx + max_frame_num_to_track, state.num_frames - 1)
+    return range(start_frame_idx, end + 1)
+
+
+def prepare_point_prompt(
+    points: np.ndarray | Tensor | None,
+    labels: np.ndarray | Tensor | None,
+    box: np.ndarray | Tensor | None,
+    frame_hw: tuple[int, int],
+    image_size: int,
+    normalize_coords: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Validate clicks / box in frame pixels -> (coords (1, P, 2), labels (1, P)) model pixels.
+
+    A box becomes two points labelled 2, 3 placed before the clicks.
+    """
+    if (points is None) != (labels is None):
+        raise ValueError("points and labels must be given together")
+    if points is None and box is None:
+        raise ValueError("give points (with labels) or a box")
+    h, w = frame_hw if normalize_coords else (image_size, image_size)
+    coords = torch.zeros(0, 2)
+    point_labels = torch.zeros(0, dtype=torch.int32)
+    if points is not None:
+        coords = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(-1, 2)
+        point_labels = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int32)
+        if coords.shape[0] == 0:
+            raise ValueError("points is empty")
+        if point_labels.shape[0] != coords.shape[0]:
+            raise ValueError(f"{coords.shape[0]} points but {point_labels.shape[0]} labels")
+        if not bool(((point_labels == 0) | (point_labels == 1)).all()):
+            raise ValueError("labels must be 1 (positive) or 0 (negative)")
+    if box is not None:
+        corners = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
+        if corners.shape != (4,):
+            raise ValueError("box must be 4 numbers (x0, y0, x1, y1)")
+        if corners[2] < corners[0] or corners[3] < corners[1]:
+            raise ValueError(f"box must have x0 <= x1 and y0 <= y1, got {corners.tolist()}")
+        coords = torch.cat([corners.reshape(2, 2), coords])
+        point_labels = torch.cat([torch.tensor([2, 3], dtype=torch.int32), point_labels])
+    if not bool(torch.isfinite(coords).all()):
+        raise ValueError("coordinates must be finite")
+    outside = (coords[:, 0] < 0) | (coords[:, 0] > w) | (coords[:, 1] < 0) | (coords[:, 1] > h)
+    if bool(outside.any()):
+        raise ValueError(f"coordinates {coords[outside].tolist()} lie outside the {w}x{h} frame")
+    if normalize_coords:
+        coords = scale_points(coords, frame_hw, image_size)
+    return coords[None], point_labels[None]
+
+
+def prepare_mask_prompt(mask: np.ndarray | Tensor, image_size: int, device: torch.device) -> Tensor:
+    """(H, W) bool mask at frame resolution -> (1, 1, S, S) float {0, 1} in the model frame."""
+    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+    if tensor.ndim != 2 or 0 in tensor.shape:
+        raise ValueError(f"mask must be a non-empty (H, W) array, got shape {tuple(tensor.shape)}")
+    model_mask = tensor.to(device=device, dtype=torch.float32)[None, None]
+    if tuple(tensor.shape) != (image_size, image_size):
+        model_mask = F.interpolate(
+            (model_mask > 0).float(),
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        model_mask = (model_mask >= 0.5).float()
+    return model_mask
