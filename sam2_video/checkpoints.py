@@ -109,10 +109,11 @@ def ensure_checkpoint(config_name: str, checkpoint: Path | None, download: bool)
             "download; pass the path of its .pt file)"
         )
     if not download:
+        script_args = "" if entry.config_name.startswith("sam2.1") else " --all"
         raise CheckpointNotFoundError(
             f"checkpoint for {config_name!r} not found: {path}\n"
-            f"Get it with `sh {DOWNLOAD_SCRIPT}` (downloads the SAM 2.1 checkpoints into "
-            f"checkpoints/), or re-run with --download to fetch {entry.url}"
+            f"Get it with `sh {DOWNLOAD_SCRIPT}{script_args}` (saves {entry.filename} into "
+            f"{checkpoint_dir()}), or re-run with --download to fetch {entry.url} to {path}"
         )
     logger.info("downloading %s to %s", entry.url, path)
     return download_checkpoint(entry.url, path)

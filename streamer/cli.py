@@ -26,7 +26,7 @@ DEFAULT_MODEL = "sam2.1_hiera_t"
 # generator's own (a test checks they agree). The flag maps to the keyword of the same name.
 _AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
     ("--points-per-side", int, 32, "prompt grid is N x N points"),
-    ("--points-per-batch", int, 64, "prompts decoded at once (memory vs speed)"),
+    ("--points-per-batch", int, 64, "prompts decoded per batch; trades memory for speed"),
     ("--pred-iou-thresh", float, 0.8, "keep masks whose predicted IoU is above this"),
     ("--stability-score-thresh", float, 0.95, "keep masks at least this stable"),
     ("--stability-score-offset", float, 1.0, "logit offset used to measure stability"),
@@ -34,9 +34,9 @@ _AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
     ("--box-nms-thresh", float, 0.7, "box IoU above which duplicate masks are suppressed"),
     ("--crop-n-layers", int, 0, "extra layers of image crops (layer i has 4**i crops)"),
     ("--crop-nms-thresh", float, 0.7, "box IoU for suppressing duplicates across crops"),
-    ("--crop-overlap-ratio", float, 512 / 1500, "overlap of neighbouring crops (fraction)"),
+    ("--crop-overlap-ratio", float, 512 / 1500, "overlap of neighbouring crops, as a fraction"),
     ("--crop-n-points-downscale-factor", int, 1, "grid side is divided by this per crop layer"),
-    ("--min-mask-region-area", int, 0, "fill holes / drop islands smaller than this (pixels)"),
+    ("--min-mask-region-area", int, 0, "fill holes and drop islands under N pixels"),
 )
 
 log = logging.getLogger("sam2-stream")
@@ -75,27 +75,38 @@ def _add_segment_parser(commands: argparse._SubParsersAction) -> None:
         help="automatic masks for one image (COCO-style JSON + overlay PNG)",
         description="Segment everything in IMAGE with SAM 2's automatic mask generator and "
         "write OUT/<stem>.json (COCO RLE masks) and OUT/<stem>_overlay.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("image", type=Path, metavar="IMAGE")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="config name or YAML path")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+    )
     parser.add_argument(
         "--checkpoint",
         type=Path,
         default=None,
+        metavar="PATH",
         help="checkpoint file (default: the official file name in checkpoints/ or "
         "$SAM2_STREAM_CHECKPOINT_DIR)",
     )
     parser.add_argument(
         "--download", action="store_true", help="download the official checkpoint if missing"
     )
-    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
+    )
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
     )
     amg = parser.add_argument_group("mask generator")
     for flag, kind, default, text in _AMG_VALUE_OPTIONS:
-        amg.add_argument(flag, type=kind, default=default, help=text)
+        metavar = "N" if kind is int else "X"
+        amg.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default: %(default).4g)",
+        )
     amg.add_argument(
         "--use-m2m", action="store_true", help="refine each mask once with its own logits"
     )

@@ -199,6 +199,11 @@ def test_missing_checkpoint_explains_how_to_get_it(ckpt_dir: Path) -> None:
     assert not ckpt_dir.exists()
 
 
+def test_missing_sam2_checkpoint_points_to_all(ckpt_dir: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match="download_ckpts.sh --all"):
+        ensure_checkpoint("sam2_hiera_l", None, download=False)
+
+
 def test_existing_checkpoint_is_returned(tmp_path: Path) -> None:
     assert ensure_checkpoint("sam2.1_micro", MICRO_CKPT, download=False) == MICRO_CKPT
 

@@ -1,0 +1,341 @@
+"""Frame-by-frame tracking of a live stream with bounded memory.
+
+A `StreamingSession` is fed one frame at a time (`add_frame`) and answers every frame with a
+`FrameResult`. Prompts (`add_points`, `add_box`, `add_mask`) apply to the current frame and are
+answered at once. Memory per object is bounded by a `RetentionPolicy`, so a session runs at
+constant memory however long the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, RetentionPolicy
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.postprocess import non_overlapping
+from sam2_video.tracker import FrameTracker, TrackerOptions
+from sam2_video.transforms import preprocess, to_chw_float
+from sam2_video.video_predictor import (
+    UnknownObjectError,
+    prepare_mask_prompt,
+    prepare_point_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class NoFrameError(RuntimeError):
+    """A prompt arrived before the first frame."""
+
+
+class FrameSizeError(ValueError):
+    """A frame whose size differs from the stream's (call `reset()` to change size)."""
+
+
+class TooManyObjectsError(ValueError):
+    """Adding an object would exceed the session's `max_objects`."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Settings of one streaming session.
+
+    max_objects: objects tracked at most (prompts and auto-seeding stop there).
+    max_conditioning_frames: prompted frames remembered per object (first + most recent).
+    corrections_as_conditioning: a prompt on an object already tracked on this frame becomes a
+        conditioning frame, so the correction persists (the official offline default, False,
+        forgets it after a few frames).
+    fill_hole_area: holes up to this many low-res pixels are filled (official builder: 8).
+    non_overlapping: each pixel belongs to at most one object in the results.
+    return_logits: include per-object logits at frame resolution in every result.
+    lost_after: frames an object may stay absent before it is reported lost (None: never).
+    drop_lost: remove lost objects from the session.
+    """
+
+    max_objects: int = 64
+    max_conditioning_frames: int = 4
+    corrections_as_conditioning: bool = True
+    fill_hole_area: int = 8
+    non_overlapping: bool = False
+    return_logits: bool = False
+    lost_after: int | None = 30
+    drop_lost: bool = False
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Masklets of one frame (N objects, frame of H x W pixels).
+
+    frame_idx: index in the stream (0-based). pts: the caller's timestamp, passed through.
+    obj_ids: (N,) ids, in the order objects were added.
+    masks: (N, H, W) bool. logits: (N, H, W) float32 when requested, else None.
+    object_scores: (N,) float32 presence logits (> 0 present). ious: (N,) predicted IoU.
+    boxes: (N, 4) float32 xyxy pixels of each mask (zeros for empty masks).
+    lost: ids reported lost on this frame (absent for `lost_after` frames).
+    """
+
+    frame_idx: int
+    pts: float | int | None
+    obj_ids: list[int]
+    masks: np.ndarray
+    object_scores: np.ndarray
+    ious: np.ndarray
+    boxes: np.ndarray
+    logits: np.ndarray | None = None
+    lost: list[int] = field(default_factory=list)
+
+
+class StreamingSession:
+    """Tracks objects through a live stream, one frame at a time.
+
+    Not thread-safe: one worker thread drives a session. Device policy: frames, features and
+    memories live on the model's device; results are returned as CPU numpy arrays.
+    """
+
+    def __init__(self, model: SAM2Model, options: SessionOptions | None = None) -> None:
+        self.model = model
+        self.options = options or SessionOptions()
+        self.tracker = FrameTracker(model, TrackerOptions(fill_hole_area=self.options.fill_hole_area))
+        window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
+        self.retention = RetentionPolicy(
+            max_conditioning_frames=self.options.max_conditioning_frames,
+            max_frame_distance=window,
+        )
+        self.objects: OrderedDict[int, ObjectMemory] = OrderedDict()
+        self.frame_idx = -1
+        self.frame_hw: tuple[int, int] | None = None
+        self._pts: float | int | None = None
+        self._features: ImageFeatures | None = None
+        self._absent_for: dict[int, int] = {}
+        self._next_id = 1
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    def new_object_id(self) -> int:
+        """An id never used in this session (ids are not reused, even after removal)."""
+        while self._next_id in self.objects:
+            self._next_id += 1
+        obj_id = self._next_id
+        self._next_id += 1
+        return obj_id
+
+    def reset(self) -> None:
+        """Forget every object and frame; the next frame may have any size."""
+        self.objects.clear()
+        self._absent_for.clear()
+        self.frame_idx = -1
+        self.frame_hw = None
+        self._pts = None
+        self._features = None
+
+    def remove_object(self, obj_id: int) -> None:
+        if obj_id not in self.objects:
+            raise UnknownObjectError(f"unknown object id {obj_id}; known: {self.obj_ids}")
+        del self.objects[obj_id]
+        self._absent_for.pop(obj_id, None)
+
+    # ------------------------------------------------------------------ frames
+    @torch.inference_mode()
+    def add_frame(self, frame: np.ndarray | Tensor, pts: float | int | None = None) -> FrameResult:
+        """Track every object on the next frame.
+
+        frame: (H, W, 3) uint8 RGB numpy array, or a (3, H, W) / (H, W, 3) tensor (uint8, or
+            float in [0, 1]) possibly already on the model's device.
+        """
+        chw = to_chw_float(frame, self.tracker.device)  # validates shape / dtype
+        hw = (int(chw.shape[1]), int(chw.shape[2]))
+        if self.frame_hw is not None and hw != self.frame_hw:
+            raise FrameSizeError(
+                f"frame is {hw[1]}x{hw[0]} but the stream is {self.frame_hw[1]}x{self.frame_hw[0]}; "
+                "reset the session to change resolution"
+            )
+        self._commit_pending()
+        features = self.model.forward_image(preprocess(chw, self.model.image_size, chw.device))
+        self.frame_idx += 1
+        self.frame_hw = hw
+        self._pts = pts
+        self._features = features
+
+        objects = list(self.objects.values())
+        outputs = self.tracker.track(features, objects, self.frame_idx, False, None)
+        for obj, out in zip(objects, outputs):
+            obj.tracked[self.frame_idx] = out
+            obj.frames_tracked[self.frame_idx] = False
+            obj.retain(self.frame_idx, self.retention, self.model.num_maskmem)
+        lost = self._update_lost(objects, outputs)
+        return self._result(lost)
+
+    def _commit_pending(self) -> None:
+        """Encode the memory of prompts given on the previous frame before moving on."""
+        pending = [
+            (obj, frame_idx, p)
+            for obj in self.objects.values()
+            for frame_idx, p in obj.pending.items()
+        ]
+        if not pending:
+            return
+        self.tracker.encode_prompted(self._features, [p.output for _, _, p in pending])
+        for obj, frame_idx, p in pending:
+            if p.is_conditioning:
+                obj.conditioning[frame_idx] = p.output
+                obj.tracked.pop(frame_idx, None)
+            else:
+                obj.tracked[frame_idx] = p.output
+            obj.frames_tracked[frame_idx] = False
+            obj.pending.clear()
+            obj.retain(frame_idx, self.retention, self.model.num_maskmem)
+
+    def _update_lost(self, objects: list[ObjectMemory], outputs: list[FrameOutput]) -> list[int]:
+        if self.options.lost_after is None:
+            return []
+        lost = []
+        for obj, out in zip(objects, outputs):
+            absent = float(out.object_score) <= 0
+            count = self._absent_for.get(obj.obj_id, 0) + 1 if absent else 0
+            self._absent_for[obj.obj_id] = count
+            if count == self.options.lost_after:
+                lost.append(obj.obj_id)
+        if self.options.drop_lost:
+            for obj_id in lost:
+                self.remove_object(obj_id)
+        return lost
+
+    # ------------------------------------------------------------------ prompts
+    def _require_frame(self) -> ImageFeatures:
+        if self._features is None or self.frame_hw is None:
+            raise NoFrameError("no frame yet: prompts apply to the current frame")
+        return self._features
+
+    def _object_for_prompt(self, obj_id: int | None) -> ObjectMemory:
+        if obj_id is None:
+            obj_id = self.new_object_id()
+        obj = self.objects.get(obj_id)
+        if obj is None:
+            if len(self.objects) >= self.options.max_objects:
+                raise TooManyObjectsError(
+                    f"session already tracks {len(self.objects)} objects (max_objects)"
+                )
+            obj = ObjectMemory(obj_id)
+            self.objects[obj_id] = obj
+        return obj
+
+    @torch.inference_mode()
+    def add_points(
+        self,
+        obj_id: int | None,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None = None,
+        clear_old_points: bool = True,
+    ) -> FrameResult:
+        """Clicks (and/or a box) for an object on the current frame; None creates a new id.
+
+        points: (P, 2) float (x, y) pixels of the current frame; labels: (P,) 1 pos / 0 neg.
+        box: (4,) xyxy pixels. Returns the current frame's result with the refined mask.
+        Bad input raises ValueError and leaves the session as it was.
+        """
+        features = self._require_frame()
+        coords, point_labels = prepare_point_prompt(
+            points, labels, box, self.frame_hw, self.model.image_size
+        )
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come first: use clear_old_points=True with a box")
+        obj = self._object_for_prompt(obj_id)
+        if not clear_old_points and self.frame_idx in obj.points:
+            old_coords, old_labels = obj.points[self.frame_idx]
+            coords = torch.cat([old_coords, coords], dim=1)
+            point_labels = torch.cat([old_labels, point_labels], dim=1)
+        obj.points[self.frame_idx] = (coords, point_labels)
+        output, is_init = self.tracker.prompt_points(
+            features, obj, self.frame_idx, coords, point_labels, None
+        )
+        self._store_prompt(obj, output, is_init)
+        return self._result([])
+
+    def add_box(self, obj_id: int | None, box: np.ndarray) -> FrameResult:
+        """A box (4,) xyxy pixels for an object on the current frame."""
+        return self.add_points(obj_id, None, None, box=box)
+
+    @torch.inference_mode()
+    def add_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> FrameResult:
+        """A mask (H, W) bool at the current frame's size, taken as the object's answer."""
+        features = self._require_frame()
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+        if tuple(mask_t.shape) != self.frame_hw:
+            raise ValueError(f"mask must be {self.frame_hw} (the frame's H, W), got {tuple(mask_t.shape)}")
+        model_mask = prepare_mask_prompt(mask_t, self.model.image_size, self.tracker.device)
+        obj = self._object_for_prompt(obj_id)
+        obj.points.pop(self.frame_idx, None)
+        output, is_init = self.tracker.prompt_mask(features, obj, self.frame_idx, model_mask)
+        self._store_prompt(obj, output, is_init)
+        return self._result([])
+
+    def _store_prompt(self, obj: ObjectMemory, output: FrameOutput, is_init: bool) -> None:
+        is_cond = is_init or self.options.corrections_as_conditioning
+        obj.pending[self.frame_idx] = PendingOutput(output, is_cond)
+        self._absent_for[obj.obj_id] = 0
+
+    # ------------------------------------------------------------------ results
+    def current_result(self) -> FrameResult:
+        """The current frame's result (e.g. after removing an object)."""
+        self._require_frame()
+        return self._result([])
+
+    def _result(self, lost: list[int]) -> FrameResult:
+        objects = list(self.objects.values())
+        outputs = [obj.output_at(self.frame_idx) for obj in objects]
+        h, w = self.frame_hw
+        if not objects:
+            empty = np.zeros(0, np.float32)
+            return FrameResult(
+                self.frame_idx, self._pts, [], np.zeros((0, h, w), bool), empty, empty,
+                np.zeros((0, 4), np.float32), None, lost,
+            )
+        logits = self.tracker.upsample(outputs, (h, w))  # (N, H, W)
+        if self.options.non_overlapping:
+            logits = non_overlapping(logits)
+        masks = logits > 0
+        scores = torch.stack([
+            out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
+            for out in outputs
+        ]).float()
+        ious = torch.stack([
+            out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
+            for out in outputs
+        ]).float()
+        return FrameResult(
+            frame_idx=self.frame_idx,
+            pts=self._pts,
+            obj_ids=[obj.obj_id for obj in objects],
+            masks=masks.cpu().numpy(),
+            object_scores=scores.cpu().numpy(),
+            ious=ious.cpu().numpy(),
+            boxes=masks_to_boxes(masks).cpu().numpy(),
+            logits=logits.float().cpu().numpy() if self.options.return_logits else None,
+            lost=lost,
+        )
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """(N, H, W) bool -> (N, 4) float32 xyxy (inclusive pixel extents); zeros for empty masks."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, device=masks.device)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (N, H), (N, W)
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ys, h).min(dim=1).values
+    y1 = torch.where(rows, ys, -1).max(dim=1).values
+    x0 = torch.where(cols, xs, w).min(dim=1).values
+    x1 = torch.where(cols, xs, -1).max(dim=1).values
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return torch.where(rows.any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
