@@ -122,15 +122,15 @@ class SAM2AutomaticMaskGenerator:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
 
         if points_per_side is not None:
+            if int(points_per_side / crop_n_points_downscale_factor**crop_n_layers) < 1:
+                raise ValueError(
+                    f"points_per_side={points_per_side} leaves no points in crop layer "
+                    f"{crop_n_layers} with crop_n_points_downscale_factor="
+                    f"{crop_n_points_downscale_factor}"
+                )
             grids = build_all_layer_point_grids(
                 points_per_side, crop_n_layers, crop_n_points_downscale_factor
             )
-            if any(len(g) == 0 for g in grids):
-                raise ValueError(
-                    f"points_per_side={points_per_side} leaves no points in some of the "
-                    f"{crop_n_layers} crop layers with downscale factor "
-                    f"{crop_n_points_downscale_factor}"
-                )
         else:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) < crop_n_layers + 1:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
 from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
@@ -56,6 +57,8 @@ class SessionOptions:
     return_logits: include per-object logits at frame resolution in every result.
     lost_after: frames an object may stay absent before it is reported lost (None: never).
     drop_lost: remove lost objects from the session.
+    auto_seed: start tracking what the automatic mask generator finds on the first frame (and
+        every `auto_seed.reseed_every` frames); None: objects come from prompts only.
     """
 
     max_objects: int = 64
@@ -66,6 +69,7 @@ class SessionOptions:
     return_logits: bool = False
     lost_after: int | None = 30
     drop_lost: bool = False
+    auto_seed: AutoSeedOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,11 @@ class StreamingSession:
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
         self._features: ImageFeatures | None = None
+        # The current frame (3, H, W) float in [0, 1], kept for auto-seeding on demand.
+        self._frame: Tensor | None = None
         self._absent_for: dict[int, int] = {}
         self._next_id = 1
+        self._seeder: AutoSeeder | None = None  # built on first use
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -136,6 +143,7 @@ class StreamingSession:
         self.frame_hw = None
         self._pts = None
         self._features = None
+        self._frame = None
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id not in self.objects:
@@ -164,6 +172,7 @@ class StreamingSession:
         self.frame_hw = hw
         self._pts = pts
         self._features = features
+        self._frame = chw
 
         objects = list(self.objects.values())
         outputs = self.tracker.track(features, objects, self.frame_idx, False, None)
@@ -172,6 +181,8 @@ class StreamingSession:
             obj.frames_tracked[self.frame_idx] = False
             obj.retain(self.frame_idx, self.retention, self.model.num_maskmem)
         lost = self._update_lost(objects, outputs)
+        if self._is_seeding_frame():
+            self._seed()
         return self._result(lost)
 
     def _commit_pending(self) -> None:
@@ -268,6 +279,10 @@ class StreamingSession:
     @torch.inference_mode()
     def add_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> FrameResult:
         """A mask (H, W) bool at the current frame's size, taken as the object's answer."""
+        self._prompt_mask(obj_id, mask)
+        return self._result([])
+
+    def _prompt_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> None:
         features = self._require_frame()
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if tuple(mask_t.shape) != self.frame_hw:
@@ -277,12 +292,62 @@ class StreamingSession:
         obj.points.pop(self.frame_idx, None)
         output, is_init = self.tracker.prompt_mask(features, obj, self.frame_idx, model_mask)
         self._store_prompt(obj, output, is_init)
-        return self._result([])
 
     def _store_prompt(self, obj: ObjectMemory, output: FrameOutput, is_init: bool) -> None:
         is_cond = is_init or self.options.corrections_as_conditioning
         obj.pending[self.frame_idx] = PendingOutput(output, is_cond)
         self._absent_for[obj.obj_id] = 0
+
+    # ------------------------------------------------------------------ auto-seeding
+    @torch.inference_mode()
+    def auto_seed(self) -> FrameResult:
+        """Track, as new objects, what the mask generator finds on the current frame.
+
+        Masks already covered by tracked objects are skipped (`AutoSeedOptions`; the defaults
+        when the session has none). Stops quietly at the objects cap.
+        """
+        self._require_frame()
+        self._seed()
+        return self._result([])
+
+    def _is_seeding_frame(self) -> bool:
+        seed = self.options.auto_seed
+        if seed is None:
+            return False
+        return self.frame_idx == 0 or (
+            seed.reseed_every is not None and self.frame_idx % seed.reseed_every == 0
+        )
+
+    def _seed(self) -> list[int]:
+        """Add one object per kept mask on the current frame; returns the new ids."""
+        if self._seeder is None:
+            self._seeder = AutoSeeder(self.model, self.options.auto_seed or AutoSeedOptions())
+        cap = self.options.max_objects
+        if self._seeder.options.max_objects is not None:
+            cap = min(cap, self._seeder.options.max_objects)
+        room = cap - len(self.objects)
+        if room <= 0:
+            return []
+        image = (self._frame.clamp(0, 1) * 255).round().to(torch.uint8)  # (3, H, W)
+        seeds = self._seeder.propose(
+            image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), limit=room
+        )
+        new_ids = []
+        for seed in seeds:
+            obj_id = self.new_object_id()
+            self._prompt_mask(obj_id, seed.mask)
+            new_ids.append(obj_id)
+        if new_ids:
+            logger.info("frame %d: auto-seeded objects %s", self.frame_idx, new_ids)
+        return new_ids
+
+    def _tracked_union(self) -> np.ndarray:
+        """(H, W) bool: pixels inside any object's mask on the current frame."""
+        h, w = self.frame_hw
+        outputs = [obj.output_at(self.frame_idx) for obj in self.objects.values()]
+        if not outputs:
+            return np.zeros((h, w), dtype=bool)
+        return (self.tracker.upsample(outputs, (h, w)) > 0).any(dim=0).cpu().numpy()
 
     # ------------------------------------------------------------------ results
     def current_result(self) -> FrameResult:

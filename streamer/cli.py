@@ -4,7 +4,7 @@ Adding a command: write `streamer/<command>.py`, then an `_add_<command>_parser`
 defines its options and sets `handler` to a function mapping the parsed args to an exit code.
 Command modules are imported inside their handler so `sam2-stream --help` stays fast.
 
-Exit codes: 0 success; 1 runtime failure (e.g. a download that broke off); 2 bad input
+Exit codes: 0 success; 1 runtime failure (a download that broke off, unwritable output); 2 bad input
 (usage, unreadable image, unknown model, missing or unfit checkpoint, unavailable device).
 """
 
@@ -39,8 +39,6 @@ _AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
     ("--min-mask-region-area", int, 0, "fill holes and drop islands under N pixels"),
 )
 
-log = logging.getLogger("sam2-stream")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -51,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment_parser(commands)
+    _add_serve_parser(commands)
     return parser
 
 
@@ -146,12 +145,65 @@ def _run_segment(args: argparse.Namespace) -> int:
     ) as exc:
         _error("segment", exc)
         return EXIT_BAD_INPUT
-    except CheckpointDownloadError as exc:
+    except (CheckpointDownloadError, segment.OutputWriteError) as exc:
         _error("segment", exc)
         return EXIT_FAILURE
     print(f"{args.image}: {result.num_masks} masks -> {result.json_path}, {result.overlay_path}")
     return EXIT_OK
 
+
+# --- serve ------------------------------------------------------------------------------
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the live tracking service (HTTP + websocket)",
+        description="Serve SAM 2 video tracking over HTTP and websockets. Flags override the "
+        "SAM2_STREAM_* environment variables (see streamer/settings.py).",
+    )
+    parser.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port to bind (default: 8000)")
+    parser.add_argument("--model", default=None, help=f"config name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument(
+        "--vos-optimized",
+        action="store_true",
+        default=None,
+        help="ask for the compiled video path (not available yet: runs eager with a warning)",
+    )
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from sam2_video.build import CheckpointError
+    from sam2_video.config import ConfigError
+    from streamer import serve
+
+    try:
+        settings = serve.build_settings(
+            host=args.host,
+            port=args.port,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            vos_optimized=args.vos_optimized,
+        )
+    except ValidationError as exc:
+        _error("serve", exc)
+        return EXIT_BAD_INPUT
+    # Load before starting the server so a bad model or checkpoint is a clean usage error.
+    try:
+        model = serve.load_model(settings)
+    except (ConfigError, CheckpointError, OSError, RuntimeError) as exc:
+        _error("serve", exc)
+        return EXIT_BAD_INPUT
+    level = "debug" if args.verbose > 1 else "info"
+    serve.serve(settings, model=model, log_level=level)
+    return EXIT_OK
 
 if __name__ == "__main__":
     sys.exit(main())

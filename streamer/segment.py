@@ -4,12 +4,12 @@ Outputs for `photo.jpg` in `out_dir`:
 * `photo.json` - SA-1B style record: `image` (file_name, width, height) and `annotations`, one per
   mask with `id`, `segmentation` (COCO RLE: `size` [H, W], `counts` str), `bbox` (XYWH pixels),
   `area`, `predicted_iou`, `stability_score`, `point_coords` ([[x, y]] pixels), `crop_box` (XYWH).
-* `photo_overlay.png` - the image with every mask blended in its own colour and outlined.
+* `photo_overlay.png` - the image with every mask blended in its own colour and outlined
+  (`streamer.overlay`; the colour follows the annotation id).
 """
 
 from __future__ import annotations
 
-import colorsys
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,6 +26,7 @@ from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.build import build_sam2
 from sam2_video.checkpoints import ensure_checkpoint
 from sam2_video.config import load_config
+from streamer.overlay import OverlayStyle, draw_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ AMG_PARAMETERS = (
     "multimask_output",
 )
 
-_OVERLAY_ALPHA = 0.5
-
 
 class ImageReadError(ValueError):
     """The input image is missing or cannot be decoded."""
@@ -60,6 +59,10 @@ class DeviceUnavailableError(ValueError):
 
 class InvalidOptionError(ValueError):
     """A mask generator option the generator rejects (e.g. a non-positive grid size)."""
+
+
+class OutputWriteError(OSError):
+    """The output folder or files cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -135,14 +138,17 @@ def segment_image(
         "checkpoint": str(checkpoint_path),
         "mask_generator": options,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    overlay = render_overlay(image, record["annotations"])  # (H, W, 3) uint8 RGB
     stem = Path(image_path).stem
     json_path = out_dir / f"{stem}.json"
-    json_path.write_text(json.dumps(record, indent=1))
     overlay_path = out_dir / f"{stem}_overlay.png"
-    overlay = render_overlay(image, record["annotations"])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(record, indent=1))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {json_path}: {exc}") from exc
     if not cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {overlay_path}")
+        raise OutputWriteError(f"cannot write {overlay_path}")
     return SegmentResult(json_path, overlay_path, len(masks))
 
 
@@ -176,27 +182,17 @@ def coco_record(
 
 
 def render_overlay(image: np.ndarray, annotations: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Blend each RLE mask into `image` ((H, W, 3) uint8 RGB) in its own colour with an outline.
+    """Draw each RLE mask onto a copy of `image` ((H, W, 3) uint8 RGB), coloured by its id.
 
     Largest masks are drawn first so smaller ones stay visible on top of them.
     """
-    canvas = image.astype(np.float32)  # (H, W, 3)
-    thickness = max(1, round(max(image.shape[:2]) / 600))
-    by_area = sorted(annotations, key=lambda ann: ann["area"], reverse=True)
-    for rank, ann in enumerate(by_area):
+    style = OverlayStyle(draw_ids=False)  # ids would clutter hundreds of AMG masks
+    canvas = image
+    # One mask at a time: only one full-resolution mask is decoded at once.
+    for ann in sorted(annotations, key=lambda ann: ann["area"], reverse=True):
         mask = mask_utils.decode(dict(ann["segmentation"]))  # (H, W) uint8 {0, 1}
-        color = np.array(_distinct_color(rank), dtype=np.float32) * 255.0
-        inside = mask.astype(bool)
-        canvas[inside] = (1.0 - _OVERLAY_ALPHA) * canvas[inside] + _OVERLAY_ALPHA * color
-        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, color.tolist(), thickness)
-    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-
-
-def _distinct_color(index: int) -> tuple[float, float, float]:
-    """RGB in [0, 1]; golden-ratio hue steps keep neighbouring indices far apart in hue."""
-    hue = (index * 0.618033988749895) % 1.0
-    return colorsys.hsv_to_rgb(hue, 0.75, 1.0)
+        canvas = draw_overlay(canvas, [mask], [ann["id"]], style=style)
+    return canvas.copy() if canvas is image else canvas
 
 
 def _plain(value: Any) -> Any:

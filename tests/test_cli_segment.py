@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.checkpoints import CHECKPOINT_DIR_ENV
 from streamer import segment
-from streamer.cli import EXIT_BAD_INPUT, build_parser, main
+from streamer.cli import EXIT_BAD_INPUT, EXIT_FAILURE, build_parser, main
 
 TESTS = Path(__file__).parent
 TRUCK = TESTS / "data" / "truck.jpg"
@@ -145,6 +145,15 @@ def test_invalid_generator_option(tmp_path: Path, capsys: pytest.CaptureFixture[
     args = ["segment", str(TRUCK), *MICRO, "--points-per-side", "0", "--out", str(tmp_path)]
     assert main(args) == EXIT_BAD_INPUT
     assert "points_per_side" in capsys.readouterr().err
+
+
+def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    args = ["segment", str(TRUCK), *MICRO, "--points-per-side", "1", "--out", str(blocker / "x")]
+    assert main(args) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "Traceback" not in err
 
 
 def test_bad_device_is_a_usage_error() -> None:

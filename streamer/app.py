@@ -1,0 +1,291 @@
+"""FastAPI app: thin HTTP / websocket routes over the session service.
+
+`create_app(settings)` builds everything; the model is loaded once in the lifespan (in a
+thread) and shared by the one inference worker. Routes never run the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from sam2_video.modeling.sam2 import SAM2Model
+from streamer.auth import BearerAuthMiddleware
+from streamer.metrics import render_service_metrics
+from streamer.protocol import (
+    Ack,
+    Error,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    SetOptions,
+    parse_client_message,
+)
+from streamer.sessions import (
+    InvalidSourceError,
+    ServiceNotReadyError,
+    Session,
+    SessionCreate,
+    SessionEndedError,
+    SessionError,
+    SessionLimitError,
+    SessionManager,
+    SessionNotFoundError,
+)
+from streamer.settings import Settings
+from streamer.subscribers import Subscriber
+
+logger = logging.getLogger(__name__)
+
+WS_CLOSE_UNKNOWN_SESSION = 4404
+
+_STATUS = {
+    SessionNotFoundError: 404,
+    SessionLimitError: 429,
+    InvalidSourceError: 400,
+    ServiceNotReadyError: 503,
+    SessionEndedError: 409,
+}
+
+
+class SessionInfo(BaseModel):
+    """Public view of a session (GET /sessions/{id})."""
+
+    id: str
+    source: str
+    kind: str
+    state: str
+    error: str | None
+    source_state: str
+    back_pressure: str
+    created_at: float
+    frame_idx: int
+    frame_size: list[int] | None
+    obj_ids: list[int]
+    frames_captured: int
+    frames_processed: int
+    frames_dropped: int
+    queue_depth: int
+    subscribers: int
+    inference_latency_mean: float
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+def load_model(settings: Settings) -> SAM2Model:
+    """Build the configured model (blocking: call it in a thread)."""
+    from sam2_video.build import build_sam2
+
+    model = build_sam2(settings.model, checkpoint=settings.checkpoint, device=settings.device)
+    if settings.vos_optimized:
+        logger.warning("vos_optimized: no compiled path is available yet; running eager")
+    return model
+
+
+def create_app(settings: Settings | None = None, *, model: SAM2Model | None = None) -> FastAPI:
+    """The service app. settings: default `Settings()` (environment); model: a loaded model to
+    use instead of building one from the settings (tests, embedding)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = model if model is not None else await asyncio.to_thread(load_model, settings)
+        manager = SessionManager(model=loaded, settings=settings)
+        manager.start()
+        app.state.manager = manager
+        logger.info("model %s ready on %s", settings.model, manager.worker.device)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(manager.shutdown)
+
+    app = FastAPI(title="sam2-stream", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.manager = None
+    app.include_router(_http_routes())
+    app.include_router(_ws_routes())
+
+    @app.exception_handler(SessionError)
+    async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=status)
+
+    if settings.auth_token is not None:
+        app.add_middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())
+    # Last, so every route above wins over a file of the same name.
+    app.mount("/", StaticFiles(directory=settings.static_dir, html=True), name="static")
+    return app
+
+
+def _manager(request: Request | WebSocket) -> SessionManager:
+    manager = request.app.state.manager
+    if manager is None or not manager.ready:
+        raise ServiceNotReadyError("the model is not loaded yet")
+    return manager
+
+
+def _http_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        manager = request.app.state.manager
+        ready = manager is not None and manager.ready
+        body: dict[str, Any] = {"ready": ready}
+        if manager is not None and manager.worker.error:
+            body["error"] = manager.worker.error
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> PlainTextResponse:
+        text = render_service_metrics(_manager(request))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @router.post("/sessions", status_code=201)
+    async def create_session(body: SessionCreate, request: Request) -> SessionInfo:
+        manager = _manager(request)
+        # Opening a source may block (a camera, a network URL): not on the event loop.
+        session = await asyncio.to_thread(manager.create, body)
+        return SessionInfo(**session.info())
+
+    @router.get("/sessions")
+    async def list_sessions(request: Request) -> SessionList:
+        return SessionList(sessions=[SessionInfo(**s.info()) for s in _manager(request).list()])
+
+    @router.get("/sessions/{session_id}")
+    async def get_session(session_id: str, request: Request) -> SessionInfo:
+        return SessionInfo(**_manager(request).get(session_id).info())
+
+    @router.delete("/sessions/{session_id}", status_code=204)
+    async def delete_session(session_id: str, request: Request) -> None:
+        manager = _manager(request)
+        manager.get(session_id)  # 404 before going to a thread
+        await asyncio.to_thread(manager.delete, session_id)
+
+    return router
+
+
+def _ws_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/sessions/{session_id}/ws")
+    async def session_ws(websocket: WebSocket, session_id: str) -> None:
+        await websocket.accept()
+        settings: Settings = websocket.app.state.settings
+        try:
+            session = _manager(websocket).get(session_id)
+            subscriber = session.subscribe(options=settings.default_output, name="websocket")
+        except SessionError as exc:
+            code = ErrorCode.UNKNOWN_SESSION if isinstance(exc, SessionNotFoundError) else (
+                ErrorCode.SESSION_ENDED
+            )
+            await websocket.send_text(Error(code=code, message=str(exc)).model_dump_json())
+            await websocket.close(WS_CLOSE_UNKNOWN_SESSION, reason=code.value)
+            return
+        try:
+            await websocket.send_text(_hello(session, settings, subscriber).model_dump_json())
+            sender = asyncio.create_task(_send_loop(websocket, subscriber))
+            receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber, settings))
+            try:
+                done, _ = await asyncio.wait(
+                    {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (sender, receiver):
+                    task.cancel()
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+            if sender in done and sender.exception() is None:
+                # The subscriber was closed: the session was deleted or the server stops.
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(1000, reason="session closed")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.unsubscribe(subscriber)
+            subscriber.close()
+            logger.info("session %s: websocket closed", session.id)
+
+    return router
+
+
+def _hello(session: Session, settings: Settings, subscriber: Subscriber) -> Hello:
+    view = session.view
+    return Hello(
+        session_id=session.id,
+        source=session.spec,
+        state=session.state.value,
+        obj_ids=list(view.obj_ids),
+        frame_idx=view.frame_idx,
+        max_message_bytes=settings.max_message_bytes,
+        max_objects=session.tracker.options.max_objects,
+        options=subscriber.options.model_dump(mode="json"),
+    )
+
+
+async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Forward the subscriber's messages to the client until it closes."""
+    while True:
+        message = await subscriber.get()
+        if message is None:
+            return
+        await websocket.send_text(message.model_dump_json())
+
+
+async def _receive_loop(
+    websocket: WebSocket, session: Session, subscriber: Subscriber, settings: Settings
+) -> None:
+    """Parse client messages; prompts go to the worker, replies come back through the
+    subscriber (in order with the frames). Bad messages get an `error`; the loop goes on."""
+    while True:
+        raw = await websocket.receive()
+        if raw["type"] == "websocket.disconnect":
+            return
+        data = raw.get("text")
+        if data is None:
+            data = raw.get("bytes") or b""
+        try:
+            message = parse_client_message(data, max_bytes=settings.max_message_bytes)
+            if isinstance(message, SetOptions):
+                subscriber.set_options(_merge_options(subscriber, message))
+                subscriber.put_nowait(Ack(id=message.id, request=message.type,
+                                          frame_idx=session.view.frame_idx))
+                continue
+            try:
+                session.submit(message, reply_to=subscriber)
+            except SessionEndedError as exc:
+                raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
+        except ProtocolError as exc:
+            subscriber.put_nowait(exc.to_message())
+
+
+def _merge_options(subscriber: Subscriber, message: SetOptions):
+    changes: dict[str, Any] = {}
+    if message.format is not None:
+        changes["format"] = message.format
+    if message.all_objects:
+        changes["obj_ids"] = None
+    elif message.obj_ids is not None:
+        changes["obj_ids"] = tuple(message.obj_ids)
+    if message.unlimited_fps:
+        changes["max_fps"] = None
+    elif message.max_fps is not None:
+        changes["max_fps"] = message.max_fps
+    if message.mask_downscale is not None:
+        changes["mask_downscale"] = message.mask_downscale
+    return subscriber.options.model_copy(update=changes)
+

@@ -1,0 +1,71 @@
+"""Optional bearer-token auth for every HTTP and websocket endpoint except the health check.
+
+The token is read from `Authorization: Bearer <token>` or a `?token=<token>` query parameter
+(browsers cannot set headers on websockets). A bad or missing token gets HTTP 401, or for a
+websocket an accepted-then-closed connection with close code 4401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+WS_CLOSE_UNAUTHORIZED = 4401
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def _token_from(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return credentials.strip()
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    tokens = query.get("token")
+    return tokens[0] if tokens else None
+
+
+class BearerAuthMiddleware:
+    """Pure ASGI middleware (it sees websockets too, unlike `BaseHTTPMiddleware`)."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = _token_from(scope)
+        return given is not None and hmac.compare_digest(given.encode(), self._token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            body = json.dumps({"code": "unauthorized", "message": "missing or bad token"}).encode()
+            await send({
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            })
+            await send({"type": "http.response.body", "body": body})
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        # Accept first so the client sees a close code (a refused handshake is only "403").
+        await send({"type": "websocket.accept"})
+        await send({
+            "type": "websocket.close",
+            "code": WS_CLOSE_UNAUTHORIZED,
+            "reason": "missing or bad token",
+        })

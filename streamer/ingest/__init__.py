@@ -1,0 +1,86 @@
+"""Video ingest: frame sources feeding bounded frame slots.
+
+`open_source(spec)` picks the source for a spec string:
+
+- ``rtsp://...`` -> `streamer.ingest.rtsp.RtspSource`
+- ``/dev/video*`` or ``camera:N`` -> `streamer.ingest.camera.CameraSource`
+- ``webrtc`` -> a `PushSource` the WebRTC receiver feeds with `push(frame)`
+- anything else -> `FileSource` (a file path or a URL PyAV can open)
+
+Source modules other than `base` are imported lazily so the service starts without their
+optional dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.ingest.base import (
+    END_OF_STREAM,
+    BackPressure,
+    FrameSlot,
+    FrameSource,
+    InvalidTransitionError,
+    PushSource,
+    SlotClosedError,
+    SourceError,
+    SourceState,
+    SourceStats,
+    VideoFrame,
+)
+
+__all__ = [
+    "END_OF_STREAM",
+    "BackPressure",
+    "FrameSlot",
+    "FrameSource",
+    "InvalidTransitionError",
+    "PushSource",
+    "SlotClosedError",
+    "SourceError",
+    "SourceState",
+    "SourceStats",
+    "VideoFrame",
+    "open_source",
+    "source_kind",
+]
+
+WEBRTC_SPEC = "webrtc"
+
+
+def source_kind(spec: str) -> str:
+    """Classify a source spec: "rtsp", "camera", "webrtc" or "file"."""
+    if spec.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if spec.startswith("/dev/video") or spec.startswith("camera:"):
+        return "camera"
+    if spec == WEBRTC_SPEC:
+        return "webrtc"
+    return "file"
+
+
+def open_source(spec: str, *, pace: bool | None = None, **options: Any) -> FrameSource:
+    """Build (not start) the frame source for `spec`.
+
+    pace: for files, release frames at native fps as a live stream (default False: every
+        frame, batch). Ignored by live sources, which are always latest-frame.
+    options: passed to the source's constructor (e.g. `max_frames` for files).
+    Raises ValueError for an empty spec.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("source spec is empty")
+    kind = source_kind(spec)
+    if kind == "rtsp":
+        from streamer.ingest.rtsp import RtspSource
+
+        return RtspSource(spec, **options)
+    if kind == "camera":
+        from streamer.ingest.camera import CameraSource
+
+        return CameraSource(spec, **options)
+    if kind == "webrtc":
+        return PushSource(name=options.get("name", WEBRTC_SPEC))
+    from streamer.ingest.file import FileSource
+
+    return FileSource(spec, pace=bool(pace), **options)

@@ -1,0 +1,409 @@
+"""Frame sources: a decode thread per source feeding a bounded `FrameSlot`.
+
+Thread boundary: a `FrameSource` decodes on its own thread and `put`s `VideoFrame`s into its
+slot; the inference worker `get`s them. The slot's `BackPressure` policy says what happens
+when the consumer is slower than the producer:
+
+- `EVERY_FRAME` (batch): the producer blocks, no frame is lost.
+- `LATEST_FRAME` (live): one slot, a newer frame replaces an unconsumed one, the drop is counted.
+
+The decode thread always closes the slot in `finally`, so a consumer never waits for a source
+that has died: `get` returns `END_OF_STREAM` once the slot is closed and drained.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame.
+
+    image: (H, W, 3) uint8 RGB. index: frame number in the source (0-based, counts every
+    decoded frame, so gaps show dropped frames). pts / time_base: the container's timestamp
+    (seconds = pts * time_base), None when the source has none. capture_time: wall clock
+    (`time.time()`) when the frame was decoded or received.
+    """
+
+    image: np.ndarray
+    index: int
+    pts: int | None = None
+    time_base: Fraction | None = None
+    capture_time: float = 0.0
+
+
+class _EndOfStream:
+    """Type of the `END_OF_STREAM` sentinel."""
+
+    _instance: _EndOfStream | None = None
+
+    def __new__(cls) -> _EndOfStream:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "END_OF_STREAM"
+
+
+END_OF_STREAM = _EndOfStream()
+"""Returned by `FrameSlot.get` once the slot is closed and holds no more frames."""
+
+
+class BackPressure(enum.Enum):
+    """What a full `FrameSlot` does with a new frame."""
+
+    EVERY_FRAME = "every_frame"  # batch: block the producer, drop nothing
+    LATEST_FRAME = "latest_frame"  # live: keep only the newest frame, count the drop
+
+
+class SlotClosedError(RuntimeError):
+    """`put` on a slot that was closed (the consumer went away or the stream ended)."""
+
+
+class FrameSlot:
+    """Thread-safe bounded frame buffer with a back-pressure policy.
+
+    capacity: frames held at most for `EVERY_FRAME` (LATEST_FRAME always holds one).
+    Counters: `captured` (frames put), `dropped` (frames replaced before being taken),
+    `taken` (frames returned by `get`).
+    """
+
+    def __init__(self, policy: BackPressure, *, capacity: int = 4) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.policy = policy
+        self.capacity = 1 if policy is BackPressure.LATEST_FRAME else capacity
+        self._frames: deque[VideoFrame] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.captured = 0
+        self.dropped = 0
+        self.taken = 0
+        # Optional wake-up hook for a consumer serving many slots (called outside the lock).
+        self._listeners: list[threading.Event] = []
+
+    def add_listener(self, event: threading.Event) -> None:
+        """Set `event` whenever a frame arrives or the slot closes (multi-slot consumers)."""
+        with self._cond:
+            self._listeners.append(event)
+        if self.ready():
+            event.set()
+
+    def remove_listener(self, event: threading.Event) -> None:
+        with self._cond:
+            if event in self._listeners:
+                self._listeners.remove(event)
+
+    def put(self, frame: VideoFrame, timeout: float | None = None) -> bool:
+        """Offer a frame; returns False if it timed out waiting for room (EVERY_FRAME only).
+
+        Raises SlotClosedError when the slot was closed.
+        """
+        with self._cond:
+            if self._closed:
+                raise SlotClosedError("frame slot is closed")
+            if self.policy is BackPressure.LATEST_FRAME:
+                if self._frames:
+                    self._frames.popleft()
+                    self.dropped += 1
+            else:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while len(self._frames) >= self.capacity and not self._closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                if self._closed:
+                    raise SlotClosedError("frame slot is closed")
+            self._frames.append(frame)
+            self.captured += 1
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for event in listeners:
+            event.set()
+        return True
+
+    def get(self, timeout: float | None = None) -> VideoFrame | _EndOfStream | None:
+        """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._frames and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if not self._frames:
+                return END_OF_STREAM
+            frame = self._frames.popleft()
+            self.taken += 1
+            self._cond.notify_all()
+            return frame
+
+    def get_nowait(self) -> VideoFrame | _EndOfStream | None:
+        """`get` without waiting: a frame, `END_OF_STREAM`, or None when nothing is ready."""
+        return self.get(timeout=0)
+
+    def ready(self) -> bool:
+        """True when `get` would not block (a frame is waiting or the slot is closed)."""
+        with self._cond:
+            return bool(self._frames) or self._closed
+
+    def close(self) -> None:
+        """Mark end of stream: wakes blocked producers (they raise) and consumers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            listeners = list(self._listeners)
+        for event in listeners:
+            event.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+
+class SourceState(enum.Enum):
+    """Lifecycle of a frame source."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"  # ended: end of file, or stop() was called
+    FAILED = "failed"  # ended on an error; `error` says which
+
+    @property
+    def ended(self) -> bool:
+        return self in (SourceState.STOPPED, SourceState.FAILED)
+
+
+_ALLOWED_TRANSITIONS: dict[SourceState, frozenset[SourceState]] = {
+    SourceState.STARTING: frozenset(
+        {SourceState.RUNNING, SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
+    ),
+    SourceState.RUNNING: frozenset(
+        {SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
+    ),
+    SourceState.RECONNECTING: frozenset(
+        {SourceState.RUNNING, SourceState.STOPPED, SourceState.FAILED}
+    ),
+    SourceState.STOPPED: frozenset(),
+    SourceState.FAILED: frozenset(),
+}
+
+
+class InvalidTransitionError(RuntimeError):
+    """A state change that the source lifecycle does not allow."""
+
+
+class SourceError(RuntimeError):
+    """A source that cannot produce frames (missing file, bad URL, no device...).
+
+    Subclasses raise it from `_frames()`; the source then ends FAILED with this message.
+    """
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of a source (cumulative since start)."""
+
+    state: SourceState
+    captured: int
+    dropped: int
+    taken: int
+    queue_depth: int
+    error: str | None
+
+
+class FrameSource:
+    """A source of `VideoFrame`s with a decode thread feeding `self.slot`.
+
+    Subclasses implement `_frames()` (a generator run on the decode thread; it should check
+    `self.stopping` between frames and may call `self._set_state(SourceState.RECONNECTING)` /
+    `RUNNING` around reconnects). The first frame moves STARTING -> RUNNING; a normal end
+    -> STOPPED; an exception -> FAILED with `error` set. The slot is always closed at the end.
+
+    name: a label for logs and metrics. policy: the slot's back-pressure.
+    """
+
+    join_timeout: float = 5.0
+
+    def __init__(self, *, name: str, policy: BackPressure, capacity: int = 4) -> None:
+        self.name = name
+        self.slot = FrameSlot(policy, capacity=capacity)
+        self._state = SourceState.STARTING
+        self._state_lock = threading.Lock()
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        """Message of the error that ended (or is retrying) the source, else None."""
+        return self._error
+
+    @property
+    def policy(self) -> BackPressure:
+        return self.slot.policy
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called: `_frames()` should return soon."""
+        return self._stop.is_set()
+
+    def _set_state(self, new: SourceState, error: str | None = None) -> None:
+        with self._state_lock:
+            if new is self._state:
+                return
+            if new not in _ALLOWED_TRANSITIONS[self._state]:
+                raise InvalidTransitionError(f"{self.name}: {self._state.name} -> {new.name}")
+            logger.debug("source %s: %s -> %s", self.name, self._state.name, new.name)
+            self._state = new
+            if error is not None:
+                self._error = error
+
+    def _end(self, state: SourceState, error: str | None = None) -> None:
+        """Move to a final state unless already ended."""
+        with self._state_lock:
+            if self._state.ended:
+                return
+            self._state = state
+            if error is not None:
+                self._error = error
+
+    def start(self) -> None:
+        """Start the decode thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError(f"source {self.name} already started")
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the decode thread to end, close the slot, and join the thread (bounded)."""
+        self._stop.set()
+        self.slot.close()  # wakes a producer blocked on a full EVERY_FRAME slot
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.join_timeout if timeout is None else timeout)
+            if thread.is_alive():
+                logger.warning("source %s: decode thread did not stop in time", self.name)
+        self._end(SourceState.STOPPED)
+
+    def _run(self) -> None:
+        try:
+            for frame in self._frames():
+                if self._stop.is_set():
+                    break
+                if self._state is not SourceState.RUNNING:
+                    self._set_state(SourceState.RUNNING)
+                self._put(frame)
+            self._end(SourceState.STOPPED)
+        except SlotClosedError:
+            self._end(SourceState.STOPPED)
+        except Exception as exc:  # noqa: BLE001 - any decode error ends this source only
+            logger.warning("source %s failed: %s", self.name, exc)
+            self._end(SourceState.FAILED, str(exc) or type(exc).__name__)
+        finally:
+            self.slot.close()
+
+    def _put(self, frame: VideoFrame) -> None:
+        # EVERY_FRAME blocks; wake up now and then to notice stop().
+        while not self.slot.put(frame, timeout=0.5):
+            if self._stop.is_set():
+                raise SlotClosedError("stopped")
+
+    def _frames(self) -> Iterator[VideoFrame]:
+        """Yield frames in order (runs on the decode thread)."""
+        raise NotImplementedError
+
+    # --- observation -----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(
+            state=self._state,
+            captured=self.slot.captured,
+            dropped=self.slot.dropped,
+            taken=self.slot.taken,
+            queue_depth=len(self.slot),
+            error=self._error,
+        )
+
+
+class PushSource(FrameSource):
+    """A source fed from outside (e.g. the WebRTC receiver): no thread of its own.
+
+    The receiver calls `push(image_or_frame)` for each frame and `finish(error=None)` when the
+    peer goes away. Live policy by default: the newest frame wins.
+    """
+
+    def __init__(
+        self, *, name: str = "push", policy: BackPressure = BackPressure.LATEST_FRAME
+    ) -> None:
+        super().__init__(name=name, policy=policy)
+        self._next_index = 0
+
+    def start(self) -> None:
+        """Nothing to start: frames arrive through `push`."""
+
+    def push(
+        self,
+        frame: VideoFrame | np.ndarray,
+        *,
+        pts: int | None = None,
+        time_base: Fraction | None = None,
+    ) -> bool:
+        """Hand over one frame ((H, W, 3) uint8 RGB or a `VideoFrame`); never blocks for long.
+
+        Returns False when the source has ended (the caller should stop pushing).
+        """
+        if self._state.ended or self.slot.closed:
+            return False
+        if not isinstance(frame, VideoFrame):
+            frame = VideoFrame(
+                image=frame,
+                index=self._next_index,
+                pts=pts,
+                time_base=time_base,
+                capture_time=time.time(),
+            )
+        self._next_index = frame.index + 1
+        if self._state is SourceState.STARTING:
+            self._set_state(SourceState.RUNNING)
+        try:
+            # LATEST_FRAME never waits; EVERY_FRAME waits briefly so a push source cannot
+            # wedge the caller's event loop thread.
+            return self.slot.put(frame, timeout=0.1)
+        except SlotClosedError:
+            return False
+
+    def finish(self, error: str | None = None) -> None:
+        """The producer is done: STOPPED, or FAILED with `error`; closes the slot."""
+        self._end(SourceState.FAILED if error else SourceState.STOPPED, error)
+        self.slot.close()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self.finish()

@@ -1,0 +1,89 @@
+"""`FileSource`: frames of a video file or URL decoded with PyAV."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+from streamer.ingest.base import BackPressure, FrameSource, SourceError, VideoFrame
+
+_URL_SCHEMES = ("http://", "https://", "rtmp://", "srt://", "udp://", "tcp://", "file:")
+
+
+class FileSource(FrameSource):
+    """Decode a video file (or a URL PyAV can open) on a thread.
+
+    path_or_url: a local file, or a URL with a scheme FFmpeg understands.
+    pace: False (batch) -> every frame in order, the decoder waits for the consumer
+        (`EVERY_FRAME`); True (live simulation) -> frames are released at the video's native
+        rate, a slow consumer sees only the newest (`LATEST_FRAME`, drops counted).
+    max_frames: stop after this many frames (None: the whole video).
+
+    A missing, unreadable or corrupt file ends the source FAILED with `error` saying why.
+    """
+
+    def __init__(
+        self,
+        path_or_url: str | Path,
+        *,
+        pace: bool = False,
+        max_frames: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        self.location = str(path_or_url)
+        self.pace = pace
+        self.max_frames = max_frames
+        policy = BackPressure.LATEST_FRAME if pace else BackPressure.EVERY_FRAME
+        super().__init__(name=name or Path(self.location).name or self.location, policy=policy)
+
+    def _frames(self) -> Iterator[VideoFrame]:
+        import av  # lazily: importing the service must not need FFmpeg
+
+        is_url = self.location.startswith(_URL_SCHEMES)
+        if not is_url and not Path(self.location).is_file():
+            raise SourceError(f"video file not found: {self.location}")
+        try:
+            container = av.open(self.location)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open video {self.location}: {exc}") from exc
+        with container:
+            if not container.streams.video:
+                raise SourceError(f"{self.location} has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            time_base: Fraction | None = stream.time_base
+            rate = stream.average_rate or stream.guessed_rate
+            frame_period = 1.0 / float(rate) if rate else 1.0 / 30.0
+            start_wall = time.monotonic()
+            first_pts: int | None = None
+            index = 0
+            try:
+                for decoded in container.decode(stream):
+                    if self.stopping or (self.max_frames is not None and index >= self.max_frames):
+                        return
+                    if self.pace:
+                        # Release each frame at its presentation time relative to the first.
+                        if decoded.pts is not None and time_base is not None:
+                            first_pts = decoded.pts if first_pts is None else first_pts
+                            offset = float((decoded.pts - first_pts) * time_base)
+                        else:
+                            offset = index * frame_period
+                        delay = start_wall + offset - time.monotonic()
+                        if delay > 0 and self._stop.wait(delay):
+                            return
+                    yield VideoFrame(
+                        image=decoded.to_ndarray(format="rgb24"),
+                        index=index,
+                        pts=decoded.pts,
+                        time_base=time_base,
+                        capture_time=time.time(),
+                    )
+                    index += 1
+            except av.error.FFmpegError as exc:
+                raise SourceError(f"cannot decode {self.location} at frame {index}: {exc}") from exc
+        if index == 0:
+            raise SourceError(f"{self.location} holds no decodable frames")

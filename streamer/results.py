@@ -1,0 +1,77 @@
+"""Turning a `FrameResult` into protocol masklets (COCO RLE, bbox, area, score).
+
+Runs on the inference worker thread, so the event loop only serialises ready messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_api
+
+from sam2_video.streaming import FrameResult
+from streamer.protocol import CocoRle, ObjectMasklet
+
+
+def encode_rle(mask: np.ndarray) -> CocoRle:
+    """(H, W) bool -> COCO RLE with `counts` as a string."""
+    rle = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return CocoRle(size=(int(rle["size"][0]), int(rle["size"][1])), counts=rle["counts"].decode())
+
+
+def decode_rle(rle: CocoRle) -> np.ndarray:
+    """COCO RLE -> (H, W) bool. Raises ValueError for counts that do not fit the size."""
+    h, w = rle.size
+    if h < 1 or w < 1:
+        raise ValueError(f"RLE size must be positive, got {list(rle.size)}")
+    try:
+        mask = mask_api.decode({"size": [h, w], "counts": rle.counts.encode()})
+    except Exception as exc:  # pycocotools raises bare exceptions on bad strings
+        raise ValueError(f"cannot decode RLE: {exc}") from exc
+    return mask.astype(bool)
+
+
+def downscale_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) bool -> (ceil(H/f), ceil(W/f)) bool: a pixel is set when most of its cell is."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape
+    size = (max(1, math.ceil(w / factor)), max(1, math.ceil(h / factor)))  # cv2 wants (W, H)
+    small = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA)
+    return small >= 128
+
+
+def masklets(
+    result: FrameResult,
+    *,
+    obj_ids: Iterable[int] | None = None,
+    mask_downscale: int = 1,
+) -> list[ObjectMasklet]:
+    """Masklets of `result`'s objects (all, or those in `obj_ids`, in the result's order)."""
+    wanted = None if obj_ids is None else set(obj_ids)
+    out = []
+    for i, obj_id in enumerate(result.obj_ids):
+        if wanted is not None and obj_id not in wanted:
+            continue
+        mask = result.masks[i]
+        area = int(mask.sum())
+        if area:
+            x0, y0, x1, y1 = (float(v) for v in result.boxes[i])
+            bbox = (x0, y0, x1 - x0 + 1.0, y1 - y0 + 1.0)  # boxes are inclusive pixel extents
+        else:
+            bbox = (0.0, 0.0, 0.0, 0.0)
+        score = 1.0 / (1.0 + math.exp(-max(min(float(result.object_scores[i]), 50.0), -50.0)))
+        out.append(
+            ObjectMasklet(
+                obj_id=int(obj_id),
+                rle=encode_rle(downscale_mask(mask, mask_downscale)),
+                bbox=bbox,
+                area=area,
+                score=score,
+                iou=float(result.ious[i]),
+            )
+        )
+    return out

@@ -1,0 +1,486 @@
+"""Sessions: a frame source + a `StreamingSession` + subscribers, managed by `SessionManager`.
+
+Threads: the source decodes on its own thread; the manager's one `InferenceWorker` drives every
+session's `StreamingSession` (only that thread touches it); subscribers read results on the
+event loop. Public entry points are safe to call from the event loop: they never run the model.
+
+Lifecycle (`SessionState`): WAITING (created; with start="on_connect" frames are not consumed
+until a first subscriber) -> RUNNING -> FINISHED (source ended, every frame processed) or
+FAILED (source or inference error); any of them -> CLOSED (deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.streaming import FrameResult, SessionOptions, StreamingSession
+from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame, open_source
+from streamer.ingest import source_kind as classify_source
+from streamer.metrics import Histogram, RateMeter
+from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
+from streamer.settings import OutputOptions, Settings
+from streamer.subscribers import Subscriber
+
+logger = logging.getLogger(__name__)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class SessionError(Exception):
+    """Base of the service's typed errors; `code` is the machine-readable reason."""
+
+    code = "session_error"
+
+
+class SessionNotFoundError(SessionError, KeyError):
+    code = "unknown_session"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else self.code
+
+
+class SessionLimitError(SessionError):
+    code = "too_many_sessions"
+
+
+class InvalidSourceError(SessionError, ValueError):
+    code = "invalid_source"
+
+
+class SessionEndedError(SessionError):
+    code = "session_ended"
+
+
+class ServiceNotReadyError(SessionError):
+    code = "not_ready"
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+
+class SessionCreate(BaseModel):
+    """Request to open a session.
+
+    source: "webrtc", "rtsp://...", "/dev/videoN" or "camera:N", or a video file path / URL.
+    paced: files only: release frames at native fps like a live stream (drops when inference
+        is slower) instead of processing every frame (default).
+    start: "on_connect" waits for a first subscriber before consuming frames (so a client sees
+        a file from its first frame); "now" starts at once.
+    auto_seed: segment everything on the first frame and track what is found.
+    max_objects: objects tracked at most (capped by the server's max_objects_per_session).
+    max_frames: files only: stop after this many frames.
+    non_overlapping: each pixel belongs to at most one object.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=4096)
+    paced: bool = False
+    start: Literal["on_connect", "now"] = "on_connect"
+    auto_seed: bool = False
+    max_objects: int | None = Field(default=None, ge=1)
+    max_frames: int | None = Field(default=None, ge=1)
+    non_overlapping: bool = False
+
+
+class SessionState(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.WAITING: frozenset(
+        {SessionState.RUNNING, SessionState.FINISHED, SessionState.FAILED, SessionState.CLOSED}
+    ),
+    SessionState.RUNNING: frozenset(
+        {SessionState.FINISHED, SessionState.FAILED, SessionState.CLOSED}
+    ),
+    SessionState.FINISHED: frozenset({SessionState.CLOSED}),
+    SessionState.FAILED: frozenset({SessionState.CLOSED}),
+    SessionState.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class TrackerView:
+    """What the worker last published about a session's tracker (readable from any thread)."""
+
+    frame_idx: int = -1
+    obj_ids: tuple[int, ...] = ()
+    frame_hw: tuple[int, int] | None = None
+
+
+@dataclass
+class Command:
+    """A client request waiting for the worker: the reply goes to `reply_to` and `future`."""
+
+    message: PromptMessage
+    reply_to: Subscriber | None
+    future: concurrent.futures.Future
+
+
+ResultListener = Callable[[VideoFrame, FrameResult], None]
+
+
+# --- session ---------------------------------------------------------------------------------
+
+
+class Session:
+    """One stream being tracked. Created by `SessionManager.create`.
+
+    Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
+    `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
+    `tracker` (the `StreamingSession`, worker thread only), `request`.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        request: SessionCreate,
+        source: FrameSource,
+        tracker: StreamingSession,
+        settings: Settings,
+        wake_worker: Callable[[], None],
+    ) -> None:
+        self.id = session_id
+        self.request = request
+        self.spec = request.source
+        self.kind = classify_source(request.source)
+        self.source = source
+        self.tracker = tracker
+        self.settings = settings
+        self.created_at = time.time()
+        self._wake_worker = wake_worker
+        self._lock = threading.Lock()
+        self._state = SessionState.WAITING
+        self._error: str | None = None
+        self._subscribers: list[Subscriber] = []
+        self._listeners: list[ResultListener] = []
+        self._commands: deque[Command] = deque()
+        self.view = TrackerView()
+        # Counters (written by the worker thread).
+        self.processed = 0
+        self.inference = Histogram()
+        self.end_to_end = Histogram()
+        self.failed_frames = 0
+        self.rates = RateMeter(("captured", "processed", "dropped"))
+        self.seeded = not request.auto_seed
+        self.last_image: np.ndarray | None = None  # worker thread only (auto_seed)
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def push_source(self) -> PushSource | None:
+        """The source to feed frames into, for sessions created with source="webrtc"."""
+        return self.source if isinstance(self.source, PushSource) else None
+
+    @property
+    def live(self) -> bool:
+        return self.source.policy is BackPressure.LATEST_FRAME
+
+    def _transition(self, new: SessionState, error: str | None = None) -> bool:
+        """Move to `new` if allowed; False (and no change) otherwise."""
+        with self._lock:
+            if new is self._state or new not in _TRANSITIONS[self._state]:
+                return False
+            self._state = new
+            if error is not None:
+                self._error = error
+        logger.info("session %s: %s%s", self.id, new.value, f" ({error})" if error else "")
+        return True
+
+    @property
+    def started(self) -> bool:
+        """True once frames may be consumed (start="now", or a subscriber came)."""
+        return self._state is not SessionState.WAITING or self.request.start == "now"
+
+    # --- subscribers -----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        options: OutputOptions | None = None,
+        name: str = "subscriber",
+    ) -> Subscriber:
+        """Receive this session's messages (`frame`, `ack` to own requests, `end`) on `loop`
+        (default: the running loop). Call `unsubscribe` when done."""
+        if self._state is SessionState.CLOSED:
+            raise SessionEndedError(f"session {self.id} is closed")
+        subscriber = Subscriber(
+            loop=loop or asyncio.get_running_loop(),
+            options=options or self.settings.default_output,
+            max_pending=self.settings.max_pending_messages,
+            drop_frames=self.live,
+            on_drain=self._wake_worker,
+            name=name,
+        )
+        with self._lock:
+            self._subscribers.append(subscriber)
+        if self._state is SessionState.WAITING and self.request.start == "on_connect":
+            self._transition(SessionState.RUNNING)
+        self._wake_worker()
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+        self._wake_worker()  # a batch session paused for this subscriber may go on
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        with self._lock:
+            return list(self._subscribers)
+
+    def add_result_listener(self, listener: ResultListener) -> None:
+        """Call `listener(frame, result)` on the worker thread after each frame; it must be
+        quick and must not block (e.g. hand the result to another thread or loop)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_result_listener(self, listener: ResultListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    @property
+    def result_listeners(self) -> list[ResultListener]:
+        with self._lock:
+            return list(self._listeners)
+
+    def broadcast(self, message: ServerMessage) -> None:
+        for subscriber in self.subscribers:
+            subscriber.offer(message)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def submit(
+        self, message: PromptMessage, *, reply_to: Subscriber | None = None
+    ) -> concurrent.futures.Future:
+        """Queue a prompt for the worker. The future resolves to an `Ack` or `Error` message,
+        which is also offered to `reply_to`. Raises SessionEndedError on a closed/failed
+        session."""
+        if self._state in (SessionState.CLOSED, SessionState.FAILED):
+            raise SessionEndedError(f"session {self.id} is {self._state.value}")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._commands.append(Command(message, reply_to, future))
+        self._wake_worker()
+        return future
+
+    def take_commands(self) -> list[Command]:
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+        return commands
+
+    def has_commands(self) -> bool:
+        with self._lock:
+            return bool(self._commands)
+
+    @staticmethod
+    def reply(command: Command, message: Ack | Error) -> None:
+        if command.reply_to is not None:
+            command.reply_to.offer(message)
+        if not command.future.done():
+            command.future.set_result(message)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def mark_running(self) -> None:
+        self._transition(SessionState.RUNNING)
+
+    def finish(self, state: SessionState, error: str | None = None) -> None:
+        """Worker: the stream ended (FINISHED / FAILED); tells the subscribers."""
+        if self._transition(state, error):
+            self.broadcast(End(state=state.value, error=error, frames=self.processed))
+        if state is SessionState.FAILED:
+            self.source.stop(timeout=0)  # don't join on the worker thread
+
+    def close(self) -> None:
+        """Stop the source (joined, bounded), reject queued requests, and end subscribers."""
+        was_ended = self._state in (SessionState.FINISHED, SessionState.FAILED)
+        if not self._transition(SessionState.CLOSED):
+            return
+        self.source.stop()
+        for command in self.take_commands():
+            self.reply(command, Error(
+                id=getattr(command.message, "id", None),
+                code=ErrorCode.SESSION_ENDED,
+                message=f"session {self.id} was closed",
+            ))
+        for subscriber in self.subscribers:
+            if not was_ended:
+                subscriber.offer(End(state="closed", frames=self.processed))
+            subscriber.close_threadsafe()
+        with self._lock:
+            self._subscribers.clear()
+            self._listeners.clear()
+        self._wake_worker()
+
+    # --- observation -----------------------------------------------------------------------
+
+    def sample_rates(self) -> None:
+        s = self.source.stats
+        self.rates.sample((s.captured, self.processed, s.dropped))
+
+    def info(self) -> dict:
+        """A JSON-ready summary (the `SessionInfo` schema)."""
+        stats = self.source.stats
+        view = self.view
+        return {
+            "id": self.id,
+            "source": self.spec,
+            "kind": self.kind,
+            "state": self._state.value,
+            "error": self._error or stats.error,
+            "source_state": stats.state.value,
+            "back_pressure": self.source.policy.value,
+            "created_at": self.created_at,
+            "frame_idx": view.frame_idx,
+            "frame_size": list(view.frame_hw) if view.frame_hw else None,
+            "obj_ids": list(view.obj_ids),
+            "frames_captured": stats.captured,
+            "frames_processed": self.processed,
+            "frames_dropped": stats.dropped,
+            "queue_depth": stats.queue_depth,
+            "subscribers": len(self.subscribers),
+            "inference_latency_mean": self.inference.mean,
+        }
+
+
+# --- manager ---------------------------------------------------------------------------------
+
+
+class SessionManager:
+    """Creates, lists, finds and deletes sessions; owns the inference worker.
+
+    model: the loaded SAM 2 model (one per device, shared by every session).
+    settings: limits (`max_sessions`, `max_objects_per_session`) and defaults.
+    Call `start()` once, and `shutdown()` at the end (closes every session, stops the worker).
+    """
+
+    def __init__(self, *, model: SAM2Model, settings: Settings) -> None:
+        from streamer.worker import InferenceWorker  # the worker imports this module's types
+
+        self.model = model
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self.sessions_created = 0
+        self.worker = InferenceWorker(model=model, sessions=self.list, settings=settings)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.worker.alive
+
+    def create(self, request: SessionCreate | str) -> Session:
+        """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
+        ServiceNotReadyError."""
+        if isinstance(request, str):
+            request = SessionCreate(source=request)
+        if not self.worker.alive:
+            raise ServiceNotReadyError("the inference worker is not running")
+        max_objects = min(
+            request.max_objects or self.settings.max_objects_per_session,
+            self.settings.max_objects_per_session,
+        )
+        session_id = uuid.uuid4().hex[:12]
+        with self._lock:
+            if len(self._sessions) >= self.settings.max_sessions:
+                raise SessionLimitError(
+                    f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
+                )
+            # Reserve the slot before the (possibly slow) source start.
+            self._sessions[session_id] = None  # type: ignore[assignment]
+        try:
+            options = {}
+            if classify_source(request.source) == "file" and request.max_frames is not None:
+                options["max_frames"] = request.max_frames
+            try:
+                source = open_source(request.source, pace=request.paced, **options)
+            except (ValueError, ImportError, OSError) as exc:
+                raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
+            tracker = StreamingSession(
+                self.model,
+                SessionOptions(max_objects=max_objects, non_overlapping=request.non_overlapping),
+            )
+            session = Session(
+                session_id=session_id,
+                request=request,
+                source=source,
+                tracker=tracker,
+                settings=self.settings,
+                wake_worker=self.worker.wake,
+            )
+            source.slot.add_listener(self.worker.wake_event)
+            source.start()
+        except BaseException:
+            with self._lock:
+                self._sessions.pop(session_id, None)
+            raise
+        with self._lock:
+            self._sessions[session_id] = session
+            self.sessions_created += 1
+        logger.info("session %s: %s source %s", session_id, session.kind, request.source)
+        self.worker.wake()
+        return session
+
+    def list(self) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s is not None]
+
+    def get(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        return session
+
+    def delete(self, session_id: str) -> None:
+        """Close and forget a session (blocks while its source thread is joined, bounded)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise SessionNotFoundError(f"no session {session_id!r}")
+            del self._sessions[session_id]
+        session.close()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        for session in self.list():
+            try:
+                self.delete(session.id)
+            except SessionNotFoundError:
+                pass
+        self.worker.stop(timeout)

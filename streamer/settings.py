@@ -1,0 +1,80 @@
+"""Service settings: one pydantic-settings class, read from `SAM2_STREAM_*` environment variables.
+
+Built once in the app factory (or by `sam2-stream serve`) and passed to whatever needs it;
+nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OutputOptions(BaseModel):
+    """How a subscriber wants its `frame` messages (defaults; clients change them with
+    `set_options`).
+
+    format: mask encoding; only "rle" (COCO RLE, counts as a string) for now.
+    obj_ids: objects to include (None: all).
+    max_fps: at most this many frame messages per second (None: every processed frame).
+    mask_downscale: masks are sent at 1/N of the frame's resolution (1: full size).
+    """
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    format: Literal["rle"] = "rle"
+    obj_ids: tuple[int, ...] | None = None
+    max_fps: float | None = Field(default=None, gt=0)
+    mask_downscale: int = Field(default=1, ge=1, le=16)
+
+
+class Settings(BaseSettings):
+    """Everything the service is configured with (env prefix `SAM2_STREAM_`).
+
+    Lists (e.g. `ice_hosts`) are given as JSON in the environment:
+    `SAM2_STREAM_ICE_HOSTS='["127.0.0.1"]'`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SAM2_STREAM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    # Model: config name or YAML path, checkpoint file, device ("cpu", "cuda", None = auto).
+    model: str = "sam2.1_hiera_t"
+    checkpoint: Path | None = None
+    device: str | None = None
+    # Compiled (torch.compile) video path of the official "vos_optimized" builder.
+    vos_optimized: bool = False
+
+    max_sessions: int = Field(default=8, ge=1)
+    max_objects_per_session: int = Field(default=16, ge=1)
+
+    # Bearer token for every endpoint except /healthz; None disables auth.
+    auth_token: SecretStr | None = None
+
+    # Host addresses the WebRTC stack gathers ICE candidates on (empty: all interfaces);
+    # tests pass ["127.0.0.1"] to stay on loopback.
+    ice_hosts: list[str] = Field(default_factory=list)
+
+    # Largest websocket message the protocol accepts; bigger ones get an `error` reply.
+    max_message_bytes: int = Field(default=1 << 20, ge=1024)
+    # Frame messages queued per subscriber before the oldest are dropped (live sources);
+    # batch sources pause instead of dropping.
+    max_pending_messages: int = Field(default=8, ge=1)
+    default_output: OutputOptions = Field(default_factory=OutputOptions)
+
+    # Automatic seeding (`auto_seed`): prompt grid density and objects added at most.
+    auto_seed_points_per_side: int = Field(default=16, ge=1)
+    auto_seed_max_objects: int = Field(default=8, ge=1)
+
+    static_dir: Path = Path(__file__).parent / "static"
+
+    @property
+    def ws_max_size(self) -> int:
+        """Transport limit for one websocket message: above it the server closes the
+        connection (1009); between `max_message_bytes` and this, the client gets an error."""
+        return max(16 << 20, 4 * self.max_message_bytes)
