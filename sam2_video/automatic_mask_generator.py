@@ -169,7 +169,8 @@ class SAM2AutomaticMaskGenerator:
         Args:
             image: (H, W, 3) uint8 RGB.
         Returns:
-            one dict per mask, best first within each crop:
+            one dict per mask, in the official order (by predicted IoU within a crop; with
+            crop layers, masks from smaller crops first), with keys
             ``segmentation`` (H, W) bool array or an RLE dict (see ``output_mode``),
             ``area`` int pixels, ``bbox`` [x, y, w, h] floats, ``predicted_iou`` float,
             ``point_coords`` [[x, y]] prompt in image pixels, ``stability_score`` float,
@@ -262,18 +263,19 @@ class SAM2AutomaticMaskGenerator:
         if self.use_m2m:
             logits, iou_preds = self._refine_with_m2m(points_t, low_res.flatten(0, 1))
 
-        if self.pred_iou_thresh > 0.0:
-            keep = iou_preds > self.pred_iou_thresh
-            logits, iou_preds, points_t = logits[keep], iou_preds[keep], points_t[keep]
+        # Scores are per mask, so filtering once at the end keeps the same masks as
+        # filtering after each test, without copying the float logits.
         stability = calculate_stability_score(
             logits, self.mask_threshold, self.stability_score_offset
-        )
+        )  # (B*C,)
+        keep = torch.ones_like(iou_preds, dtype=torch.bool)
+        if self.pred_iou_thresh > 0.0:
+            keep &= iou_preds > self.pred_iou_thresh
         if self.stability_score_thresh > 0.0:
-            keep = stability >= self.stability_score_thresh
-            logits, iou_preds, points_t = logits[keep], iou_preds[keep], points_t[keep]
-            stability = stability[keep]
+            keep &= stability >= self.stability_score_thresh
+        masks = (logits > self.mask_threshold)[keep]  # (N, h, w)
+        iou_preds, points_t, stability = iou_preds[keep], points_t[keep], stability[keep]
 
-        masks = logits > self.mask_threshold  # (N, h, w)
         boxes = batched_mask_to_box(masks)  # (N, 4) crop pixels
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         masks = uncrop_masks(masks[keep], crop_box, orig_h, orig_w)  # (N', H, W)

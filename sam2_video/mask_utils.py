@@ -108,9 +108,7 @@ def build_all_layer_point_grids(
 
     Layer ``i`` has ``int(n_per_side / scale_per_layer**i)`` points per side.
     """
-    return [
-        build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)
-    ]
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
 
 
 def generate_crop_boxes(
@@ -161,10 +159,14 @@ def calculate_stability_score(
     Returns:
         (...) float32 scores in [0, 1] (NaN where the low-threshold mask is empty).
     """
-    high = (mask_logits > (mask_threshold + threshold_offset)).flatten(-2)  # (..., HW)
-    low = (mask_logits > (mask_threshold - threshold_offset)).flatten(-2)  # (..., HW)
-    intersections = high.sum(-1, dtype=torch.int32)
-    unions = low.sum(-1, dtype=torch.int32)
+    high = mask_logits > (mask_threshold + threshold_offset)  # (..., H, W)
+    low = mask_logits > (mask_threshold - threshold_offset)  # (..., H, W)
+    # Row sums in int16 are several times faster than one int32 sum (and cannot overflow).
+    row_dtype = (
+        torch.int16 if mask_logits.shape[-1] <= torch.iinfo(torch.int16).max else torch.int32
+    )
+    intersections = high.sum(-1, dtype=row_dtype).sum(-1, dtype=torch.int32)
+    unions = low.sum(-1, dtype=row_dtype).sum(-1, dtype=torch.int32)
     return intersections / unions
 
 
@@ -180,8 +182,10 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     device = masks.device
     if masks.numel() == 0:
         return torch.zeros(*masks.shape[:-2], 4, dtype=torch.int64, device=device)
-    rows = masks.any(dim=-1)  # (..., H)
-    cols = masks.any(dim=-2)  # (..., W)
+    # amax over uint8 is several times faster than any() on CPU.
+    as_bytes = masks.view(torch.uint8)
+    rows = as_bytes.amax(dim=-1).bool()  # (..., H)
+    cols = as_bytes.amax(dim=-2).bool()  # (..., W)
     ys = torch.arange(h, device=device)
     xs = torch.arange(w, device=device)
     top = torch.where(rows, ys, h).amin(dim=-1)

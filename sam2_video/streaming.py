@@ -20,7 +20,7 @@ from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
 from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
-from sam2_video.tracker import FrameTracker, TrackerOptions
+from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions
 from sam2_video.transforms import preprocess, to_chw_float
 from sam2_video.video_predictor import (
     UnknownObjectError,
@@ -57,6 +57,8 @@ class SessionOptions:
     return_logits: include per-object logits at frame resolution in every result.
     lost_after: frames an object may stay absent before it is reported lost (None: never).
     drop_lost: remove lost objects from the session.
+    static_shapes: feed the network fixed shapes (full memory bank, object-count buckets) so that
+        a compiled model (`sam2_video.compile.compile_model`) never recompiles; slower eagerly.
     auto_seed: start tracking what the automatic mask generator finds on the first frame (and
         every `auto_seed.reseed_every` frames); None: objects come from prompts only.
     """
@@ -69,6 +71,7 @@ class SessionOptions:
     return_logits: bool = False
     lost_after: int | None = 30
     drop_lost: bool = False
+    static_shapes: bool = False
     auto_seed: AutoSeedOptions | None = None
 
 
@@ -105,7 +108,11 @@ class StreamingSession:
     def __init__(self, model: SAM2Model, options: SessionOptions | None = None) -> None:
         self.model = model
         self.options = options or SessionOptions()
-        self.tracker = FrameTracker(model, TrackerOptions(fill_hole_area=self.options.fill_hole_area))
+        opts = self.options
+        static = StaticShapes(opts.max_conditioning_frames) if opts.static_shapes else None
+        self.tracker = FrameTracker(
+            model, TrackerOptions(fill_hole_area=self.options.fill_hole_area), static_shapes=static
+        )
         window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
         self.retention = RetentionPolicy(
             max_conditioning_frames=self.options.max_conditioning_frames,

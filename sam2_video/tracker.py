@@ -7,6 +7,12 @@
   `prompt_mask`),
 * encode the memory of prompted frames (`encode_prompted`).
 It holds no per-video state: that lives in `ObjectMemory` objects owned by the callers.
+
+With `static_shapes` the tracker feeds the network fixed shapes (a full-size memory bank with a
+padding mask, object batches padded to a few bucket sizes), so that compiled graphs
+(`sam2_video.compile`) are reused frame after frame instead of recompiled. Results are the same
+(padded memory tokens are masked out; dummy batch rows are dropped); eager runs are a little
+slower because the padding is computed too.
 """
 
 from __future__ import annotations
@@ -39,12 +45,52 @@ class TrackerOptions:
     multimask_max_points: int = 1
 
 
-class FrameTracker:
-    """Stateless tracking step over a `SAM2Model` (composition, not inheritance)."""
+@dataclass(frozen=True)
+class StaticShapes:
+    """Fixed tensor shapes for compiled graphs.
 
-    def __init__(self, model: SAM2Model, options: TrackerOptions | None = None) -> None:
+    max_conditioning_frames: most conditioning frames an object holds (the session's retention
+        cap). With `num_maskmem` and the pointer window it fixes the memory bank to
+        `max_conditioning_frames + num_maskmem - 1` frame slots and
+        `(max_conditioning_frames + max_ptrs - 1) * hidden_dim / mem_dim` pointer tokens.
+    batch_buckets: object batches are padded up to the next of these sizes (dummy rows copy the
+        first object and are dropped), so one graph serves a range of object counts. Larger
+        batches are not padded.
+    """
+
+    max_conditioning_frames: int = 4
+    batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+    def __post_init__(self) -> None:
+        if self.max_conditioning_frames < 1:
+            raise ValueError(
+                f"max_conditioning_frames must be >= 1, got {self.max_conditioning_frames}"
+            )
+        if not self.batch_buckets or list(self.batch_buckets) != sorted(set(self.batch_buckets)):
+            raise ValueError(f"batch_buckets must be increasing, got {self.batch_buckets}")
+
+    def bucket(self, batch: int) -> int:
+        """The padded size of a batch of `batch` rows."""
+        return next((size for size in self.batch_buckets if size >= batch), batch)
+
+
+class FrameTracker:
+    """Stateless tracking step over a `SAM2Model` (composition, not inheritance).
+
+    static_shapes: pad memory banks and object batches to fixed sizes (for compiled models,
+        see `StaticShapes`); None keeps every tensor at its natural size (best for eager).
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        options: TrackerOptions | None = None,
+        *,
+        static_shapes: StaticShapes | None = None,
+    ) -> None:
         self.model = model
         self.options = options or TrackerOptions()
+        self.static_shapes = static_shapes
         self._maskmem_pos: Tensor | None = None  # (HW, mem_dim), the same for every memory
 
     @property
@@ -72,12 +118,15 @@ class FrameTracker:
         if not objects:
             return []
         batch = len(objects)
-        feats = features.expand_to(batch)
+        padded = self._padded_batch(batch)
         max_ptrs = self.max_pointers(num_frames)
         selections = [
             obj.select(frame_idx, reverse, self.model.num_maskmem, max_ptrs, num_frames)
             for obj in objects
         ]
+        # Dummy rows repeat the first object: valid inputs whose outputs are dropped below.
+        selections += [selections[0]] * (padded - batch)
+        feats = features.expand_to(padded)
         pix_feat = self._attend(feats, selections, max_ptrs)
         heads = self.model.forward_sam_heads(
             pix_feat, feats.high_res_features, multimask_output=True
@@ -85,11 +134,15 @@ class FrameTracker:
         maskmem, _ = self.model.encode_memory(
             feats.image_embed, heads.high_res_masks, heads.object_score_logits, binarize=False
         )
-        return self._split_outputs(heads, maskmem.to(torch.bfloat16), from_prompt=False)
+        heads = _first_rows(heads, batch)
+        return self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
 
     def max_pointers(self, num_frames: int | None) -> int:
         limit = self.model.config.max_obj_ptrs_in_encoder
         return limit if num_frames is None else min(num_frames, limit)
+
+    def _padded_batch(self, batch: int) -> int:
+        return batch if self.static_shapes is None else self.static_shapes.bucket(batch)
 
     def _attend(
         self, feats: ImageFeatures, selections: list[MemorySelection], max_ptrs: int
@@ -97,44 +150,107 @@ class FrameTracker:
         """Memory-conditioned features (B, C, h, w) for B objects with their own memories."""
         model = self.model
         batch, channels, h, w = feats.image_embed.shape
-        hw, mem_dim = h * w, model.mem_dim
-        split = model.hidden_dim // mem_dim  # memory tokens per object pointer
+        split = model.hidden_dim // model.mem_dim  # memory tokens per object pointer
         num_slots = max(len(s.spatial) for s in selections)
-        num_ptr_tokens = max(len(s.pointers) for s in selections) * split
-        maskmem_pos = self._memory_pos_encoding(h, w)  # (HW, mem_dim)
-        tpos = model.maskmem_tpos_enc.view(model.num_maskmem, mem_dim)
-
-        memory = feats.image_embed.new_zeros(batch, num_slots * hw + num_ptr_tokens, mem_dim)
-        memory_pos = torch.zeros_like(memory)
-        padding = torch.ones(batch, memory.shape[1], dtype=torch.bool, device=memory.device)
-        for row, selection in enumerate(selections):
-            for i, (slot, out) in enumerate(selection.spatial):
-                span = slice(i * hw, (i + 1) * hw)
-                memory[row, span] = out.maskmem.flatten(1).t().float()  # (HW, mem_dim)
-                memory_pos[row, span] = maskmem_pos + tpos[slot]
-                padding[row, span] = False
-            if selection.pointers:
-                offsets = torch.tensor([o for o, _ in selection.pointers], device=memory.device)
-                ptrs = torch.stack([out.obj_ptr for _, out in selection.pointers])  # (N, C)
-                tokens = model.pointer_tokens(ptrs[None])[0]  # (N * split, mem_dim)
-                pos = model.pointer_temporal_encoding(offsets, max_ptrs)  # (N, mem_dim)
-                start = num_slots * hw
-                span = slice(start, start + tokens.shape[0])
-                memory[row, span] = tokens
-                memory_pos[row, span] = pos.repeat_interleave(split, dim=0)
-                padding[row, span] = False
+        num_ptrs = max(len(s.pointers) for s in selections)
+        if self.static_shapes is not None:
+            # A full bank every frame: the shapes never change, so neither does the graph.
+            cap = self.static_shapes.max_conditioning_frames
+            num_slots = max(num_slots, cap + model.num_maskmem - 1)
+            num_ptrs = max(num_ptrs, cap + max_ptrs - 1)
+        memory, memory_pos, padding = self._assemble_memory(
+            selections, num_slots, num_ptrs, max_ptrs, h, w
+        )
+        memory = memory.to(feats.image_embed.dtype)
+        memory_pos = memory_pos.to(feats.image_embed.dtype)
         curr = feats.image_embed.flatten(2).transpose(1, 2)  # (B, HW, C)
         curr_pos = feats.image_pos.flatten(2).transpose(1, 2)  # (B, HW, C)
-        needs_mask = bool(padding.any())
+        # Unpadded banks take the official (mask-free) path; static shapes always pass the mask
+        # so that the compiled graph sees the same inputs every frame.
+        needs_mask = self.static_shapes is not None or bool(padding.any())
         out = model.memory_attention(
             curr,
             memory,
             curr_pos,
             memory_pos,
-            num_obj_ptr_tokens=num_ptr_tokens,
+            num_obj_ptr_tokens=num_ptrs * split,
             memory_key_padding_mask=padding if needs_mask else None,
         )  # (B, HW, C)
         return out.transpose(1, 2).reshape(batch, channels, h, w)
+
+    def _assemble_memory(
+        self,
+        selections: list[MemorySelection],
+        num_slots: int,
+        num_ptrs: int,
+        max_ptrs: int,
+        h: int,
+        w: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Lay out B memory banks as `MemoryAttention` expects, with one copy per tensor kind.
+
+        Returns memory and memory_pos (B, num_slots * HW + num_ptrs * split, mem_dim) float32 and
+        the padding mask (B, same) bool, True = padding. Row b holds selection b's frames in
+        slots 0.. and its pointers in pointer places 0..; the rest is zero and padded.
+        """
+        model = self.model
+        hw, mem_dim = h * w, model.mem_dim
+        split = model.hidden_dim // mem_dim
+        batch, device = len(selections), self.device
+        # Gather (row, place, ...) of every memory frame and pointer first, then write each
+        # kind with one indexed copy: per-object copies cost more than the attention itself.
+        frame_rows, frame_places, frame_slots, frame_mems = [], [], [], []
+        ptr_rows, ptr_places, ptr_offsets, ptr_values = [], [], [], []
+        for row, selection in enumerate(selections):
+            for place, (slot, out) in enumerate(selection.spatial):
+                frame_rows.append(row)
+                frame_places.append(place)
+                frame_slots.append(slot)
+                frame_mems.append(out.maskmem)
+            for place, (offset, out) in enumerate(selection.pointers):
+                ptr_rows.append(row)
+                ptr_places.append(place)
+                ptr_offsets.append(offset)
+                ptr_values.append(out.obj_ptr)
+
+        spatial = torch.zeros(batch, num_slots, hw, mem_dim, device=device)
+        spatial_pos = torch.zeros_like(spatial)
+        spatial_pad = torch.ones(batch, num_slots, dtype=torch.bool, device=device)
+        if frame_mems:
+            index = (
+                torch.tensor(frame_rows, device=device),
+                torch.tensor(frame_places, device=device),
+            )
+            mems = torch.stack(frame_mems).flatten(2).transpose(1, 2)  # (K, HW, mem_dim) bf16
+            tpos = model.maskmem_tpos_enc.view(model.num_maskmem, 1, mem_dim)
+            slot_pos = self._memory_pos_encoding(h, w) + tpos  # (num_maskmem, HW, mem_dim)
+            spatial[index] = mems.float()
+            spatial_pos[index] = slot_pos[torch.tensor(frame_slots, device=device)]
+            spatial_pad[index] = False
+
+        tokens = torch.zeros(batch, num_ptrs, split, mem_dim, device=device)
+        tokens_pos = torch.zeros(batch, num_ptrs, mem_dim, device=device)
+        tokens_pad = torch.ones(batch, num_ptrs, dtype=torch.bool, device=device)
+        if ptr_values:
+            index = (
+                torch.tensor(ptr_rows, device=device),
+                torch.tensor(ptr_places, device=device),
+            )
+            ptrs = torch.stack(ptr_values)  # (K, C)
+            offsets = torch.tensor(ptr_offsets, device=device)
+            tokens[index] = model.pointer_tokens(ptrs[None])[0].view(len(ptr_values), split, mem_dim)
+            tokens_pos[index] = model.pointer_temporal_encoding(offsets, max_ptrs)  # (K, mem_dim)
+            tokens_pad[index] = False
+
+        memory = torch.cat([spatial.flatten(1, 2), tokens.flatten(1, 2)], dim=1)  # (B, M, mem_dim)
+        memory_pos = torch.cat(
+            [spatial_pos.flatten(1, 2), tokens_pos.repeat_interleave(split, dim=1)], dim=1
+        )  # (B, M, mem_dim)
+        padding = torch.cat(
+            [spatial_pad.repeat_interleave(hw, dim=1), tokens_pad.repeat_interleave(split, dim=1)],
+            dim=1,
+        )  # (B, M)
+        return memory, memory_pos, padding
 
     def _memory_pos_encoding(self, h: int, w: int) -> Tensor:
         """Spatial position encoding of memory tokens (HW, mem_dim): a constant of the model."""
@@ -201,13 +317,17 @@ class FrameTracker:
         """
         if not outputs:
             return
-        low_res = torch.stack([out.low_res_logits for out in outputs])  # (B, 1, S/4, S/4)
+        batch = len(outputs)
+        padded = self._padded_batch(batch)
+        # Dummy rows (static shapes) repeat the first output; their memory is dropped.
+        rows = outputs + [outputs[0]] * (padded - batch)
+        low_res = torch.stack([out.low_res_logits for out in rows])  # (B, 1, S/4, S/4)
         size = (self.image_size, self.image_size)
         high_res = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
-        scores = torch.stack([out.object_score for out in outputs])  # (B, 1)
-        feats = features.expand_to(len(outputs))
+        scores = torch.stack([out.object_score for out in rows])  # (B, 1)
+        feats = features.expand_to(padded)
         maskmem, _ = self.model.encode_memory(feats.image_embed, high_res, scores, binarize=True)
-        for out, mem in zip(outputs, maskmem.to(torch.bfloat16)):
+        for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem
 
     # ------------------------------------------------------------------ helpers
@@ -242,3 +362,17 @@ class FrameTracker:
             ]
         )  # (N, 1, S/4, S/4)
         return F.interpolate(stacked, size=hw, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _first_rows(heads: SamHeadOutput, count: int) -> SamHeadOutput:
+    """The first `count` rows of every field (drops dummy batch rows)."""
+    if heads.low_res_masks.shape[0] == count:
+        return heads
+    return SamHeadOutput(
+        heads.low_res_multimasks[:count],
+        heads.ious[:count],
+        heads.low_res_masks[:count],
+        heads.high_res_masks[:count],
+        heads.obj_ptr[:count],
+        heads.object_score_logits[:count],
+    )

@@ -20,16 +20,9 @@ from pydantic import BaseModel
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.auth import BearerAuthMiddleware
+from streamer.connection import handle_client_message, hello_message, merge_options
 from streamer.metrics import render_service_metrics
-from streamer.protocol import (
-    Ack,
-    Error,
-    ErrorCode,
-    Hello,
-    ProtocolError,
-    SetOptions,
-    parse_client_message,
-)
+from streamer.protocol import Error, ErrorCode, SetOptions
 from streamer.sessions import (
     InvalidSourceError,
     ServiceNotReadyError,
@@ -37,12 +30,15 @@ from streamer.sessions import (
     SessionCreate,
     SessionEndedError,
     SessionError,
+    SessionInfo,
     SessionLimitError,
     SessionManager,
     SessionNotFoundError,
 )
-from streamer.settings import Settings
+from streamer.settings import OutputOptions, Settings
 from streamer.subscribers import Subscriber
+from streamer.webrtc import webrtc_router
+from streamer.whip import whip_router
 
 logger = logging.getLogger(__name__)
 
@@ -55,28 +51,6 @@ _STATUS = {
     ServiceNotReadyError: 503,
     SessionEndedError: 409,
 }
-
-
-class SessionInfo(BaseModel):
-    """Public view of a session (GET /sessions/{id})."""
-
-    id: str
-    source: str
-    kind: str
-    state: str
-    error: str | None
-    source_state: str
-    back_pressure: str
-    created_at: float
-    frame_idx: int
-    frame_size: list[int] | None
-    obj_ids: list[int]
-    frames_captured: int
-    frames_processed: int
-    frames_dropped: int
-    queue_depth: int
-    subscribers: int
-    inference_latency_mean: float
 
 
 class SessionList(BaseModel):
@@ -115,6 +89,9 @@ def create_app(settings: Settings | None = None, *, model: SAM2Model | None = No
     app.state.manager = None
     app.include_router(_http_routes())
     app.include_router(_ws_routes())
+    # WebRTC offer/answer and WHIP ingest; the webrtc router's lifespan owns app.state.webrtc.
+    app.include_router(webrtc_router())
+    app.include_router(whip_router())
 
     @app.exception_handler(SessionError)
     async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
@@ -161,15 +138,15 @@ def _http_routes() -> APIRouter:
         manager = _manager(request)
         # Opening a source may block (a camera, a network URL): not on the event loop.
         session = await asyncio.to_thread(manager.create, body)
-        return SessionInfo(**session.info())
+        return session.info()
 
     @router.get("/sessions")
     async def list_sessions(request: Request) -> SessionList:
-        return SessionList(sessions=[SessionInfo(**s.info()) for s in _manager(request).list()])
+        return SessionList(sessions=[s.info() for s in _manager(request).list()])
 
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: str, request: Request) -> SessionInfo:
-        return SessionInfo(**_manager(request).get(session_id).info())
+        return _manager(request).get(session_id).info()
 
     @router.delete("/sessions/{session_id}", status_code=204)
     async def delete_session(session_id: str, request: Request) -> None:
@@ -191,16 +168,21 @@ def _ws_routes() -> APIRouter:
             session = _manager(websocket).get(session_id)
             subscriber = session.subscribe(options=settings.default_output, name="websocket")
         except SessionError as exc:
-            code = ErrorCode.UNKNOWN_SESSION if isinstance(exc, SessionNotFoundError) else (
-                ErrorCode.SESSION_ENDED
-            )
+            if isinstance(exc, SessionNotFoundError):
+                code = ErrorCode.UNKNOWN_SESSION
+            elif isinstance(exc, ServiceNotReadyError):
+                code = ErrorCode.NOT_READY
+            else:
+                code = ErrorCode.SESSION_ENDED
             await websocket.send_text(Error(code=code, message=str(exc)).model_dump_json())
             await websocket.close(WS_CLOSE_UNKNOWN_SESSION, reason=code.value)
             return
         try:
-            await websocket.send_text(_hello(session, settings, subscriber).model_dump_json())
+            await websocket.send_text(
+                hello_message(session, settings, subscriber).model_dump_json()
+            )
             sender = asyncio.create_task(_send_loop(websocket, subscriber))
-            receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber, settings))
+            receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber))
             try:
                 done, _ = await asyncio.wait(
                     {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
@@ -223,20 +205,6 @@ def _ws_routes() -> APIRouter:
     return router
 
 
-def _hello(session: Session, settings: Settings, subscriber: Subscriber) -> Hello:
-    view = session.view
-    return Hello(
-        session_id=session.id,
-        source=session.spec,
-        state=session.state.value,
-        obj_ids=list(view.obj_ids),
-        frame_idx=view.frame_idx,
-        max_message_bytes=settings.max_message_bytes,
-        max_objects=session.tracker.options.max_objects,
-        options=subscriber.options.model_dump(mode="json"),
-    )
-
-
 async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
     """Forward the subscriber's messages to the client until it closes."""
     while True:
@@ -246,11 +214,9 @@ async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
         await websocket.send_text(message.model_dump_json())
 
 
-async def _receive_loop(
-    websocket: WebSocket, session: Session, subscriber: Subscriber, settings: Settings
-) -> None:
-    """Parse client messages; prompts go to the worker, replies come back through the
-    subscriber (in order with the frames). Bad messages get an `error`; the loop goes on."""
+async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subscriber) -> None:
+    """Hand each client message to the protocol handler until the client disconnects."""
+    max_bytes = websocket.app.state.settings.max_message_bytes
     while True:
         raw = await websocket.receive()
         if raw["type"] == "websocket.disconnect":
@@ -258,34 +224,12 @@ async def _receive_loop(
         data = raw.get("text")
         if data is None:
             data = raw.get("bytes") or b""
-        try:
-            message = parse_client_message(data, max_bytes=settings.max_message_bytes)
-            if isinstance(message, SetOptions):
-                subscriber.set_options(_merge_options(subscriber, message))
-                subscriber.put_nowait(Ack(id=message.id, request=message.type,
-                                          frame_idx=session.view.frame_idx))
-                continue
-            try:
-                session.submit(message, reply_to=subscriber)
-            except SessionEndedError as exc:
-                raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
-        except ProtocolError as exc:
-            subscriber.put_nowait(exc.to_message())
+        handle_client_message(session, subscriber, data, max_bytes=max_bytes)
 
 
-def _merge_options(subscriber: Subscriber, message: SetOptions):
-    changes: dict[str, Any] = {}
-    if message.format is not None:
-        changes["format"] = message.format
-    if message.all_objects:
-        changes["obj_ids"] = None
-    elif message.obj_ids is not None:
-        changes["obj_ids"] = tuple(message.obj_ids)
-    if message.unlimited_fps:
-        changes["max_fps"] = None
-    elif message.max_fps is not None:
-        changes["max_fps"] = message.max_fps
-    if message.mask_downscale is not None:
-        changes["mask_downscale"] = message.mask_downscale
-    return subscriber.options.model_copy(update=changes)
+# Names streamer.webrtc imported before streamer.connection existed; new code uses the latter.
+_hello = hello_message
 
+
+def _merge_options(subscriber: Subscriber, message: SetOptions) -> OutputOptions:
+    return merge_options(subscriber.options, message)

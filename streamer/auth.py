@@ -48,15 +48,17 @@ class BearerAuthMiddleware:
             return
         if scope["type"] == "http":
             body = json.dumps({"code": "unauthorized", "message": "missing or bad token"}).encode()
-            await send({
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b"Bearer"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         message = await receive()
@@ -64,8 +66,10 @@ class BearerAuthMiddleware:
             return
         # Accept first so the client sees a close code (a refused handshake is only "403").
         await send({"type": "websocket.accept"})
-        await send({
-            "type": "websocket.close",
-            "code": WS_CLOSE_UNAUTHORIZED,
-            "reason": "missing or bad token",
-        })
+        await send(
+            {
+                "type": "websocket.close",
+                "code": WS_CLOSE_UNAUTHORIZED,
+                "reason": "missing or bad token",
+            }
+        )

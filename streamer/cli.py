@@ -4,8 +4,9 @@ Adding a command: write `streamer/<command>.py`, then an `_add_<command>_parser`
 defines its options and sets `handler` to a function mapping the parsed args to an exit code.
 Command modules are imported inside their handler so `sam2-stream --help` stays fast.
 
-Exit codes: 0 success; 1 runtime failure (a download that broke off, unwritable output); 2 bad input
-(usage, unreadable image, unknown model, missing or unfit checkpoint, unavailable device).
+Exit codes: 0 success; 1 runtime failure (a download that broke off, unwritable output);
+2 bad input (usage, unreadable image, unknown model, missing or unfit checkpoint, unavailable
+device, invalid generator option).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_segment_parser(commands)
     _add_serve_parser(commands)
+    _add_track_parser(commands)
     return parser
 
 
@@ -204,6 +206,133 @@ def _run_serve(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose > 1 else "info"
     serve.serve(settings, model=model, log_level=level)
     return EXIT_OK
+
+
+# --- track ------------------------------------------------------------------------------
+
+# (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
+# AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
+_SEED_VALUE_OPTIONS: tuple[tuple[str, type, float | int | None, str], ...] = (
+    ("--points-per-side", int, 16, "prompt grid is N x N points on the seeding frame"),
+    ("--pred-iou-thresh", float, 0.8, "keep masks whose predicted IoU is above this"),
+    ("--stability-score-thresh", float, 0.95, "keep masks at least this stable"),
+    ("--box-nms-thresh", float, 0.7, "box IoU above which duplicate masks are suppressed"),
+    ("--min-area", int, 0, "do not track masks smaller than N pixels"),
+    ("--reseed-every", int, None, "seed again every N frames (default: first frame only)"),
+)
+
+
+def _add_track_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "track",
+        help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
+        description="Track objects through every frame of VIDEO, seeded from a prompts file "
+        "(docs/prompts_format.md) or automatically on the first frame, and write the results "
+        "to OUT in the chosen formats: coco (<stem>_coco.json), sav (<stem>_sav.json), png "
+        "(<stem>_png/NNNNN.png palette images) and mp4 (<stem>_overlay.mp4).",
+    )
+    parser.add_argument("video", type=Path, metavar="VIDEO")
+    seeds = parser.add_mutually_exclusive_group(required=True)
+    seeds.add_argument("--prompts", type=Path, metavar="FILE", help="prompts JSON file")
+    seeds.add_argument(
+        "--auto-seed", action="store_true", help="track what the mask generator finds on frame 0"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        metavar="FMT",
+        help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="checkpoint file (default: the official file name in checkpoints/ or "
+        "$SAM2_STREAM_CHECKPOINT_DIR)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the official checkpoint if missing"
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
+    )
+    parser.add_argument(
+        "--max-frames", type=int, default=None, metavar="N", help="stop after N frames"
+    )
+    parser.add_argument(
+        "--max-objects",
+        type=int,
+        default=64,
+        metavar="N",
+        help="track at most N objects (default: %(default)s)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    seed = parser.add_argument_group("auto-seed (mask generator on the seeding frame)")
+    for flag, kind, default, text in _SEED_VALUE_OPTIONS:
+        seed.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar="N" if kind is int else "X",
+            help=text if default is None else f"{text} (default: %(default).4g)",
+        )
+    parser.set_defaults(handler=_run_track)
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    from sam2_video.build import CheckpointError
+    from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
+    from sam2_video.config import ConfigError
+    from streamer import segment, track
+
+    names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
+    seed_options = {name: getattr(args, name) for name in names}
+    try:
+        summary = track.track_video(
+            args.video,
+            out_dir=args.out,
+            formats=args.formats,
+            prompts=args.prompts,
+            auto_seed=args.auto_seed,
+            seed_options=seed_options,
+            max_objects=args.max_objects,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            download=args.download,
+            device=args.device,
+            max_frames=args.max_frames,
+            progress=not args.no_progress,
+        )
+    except (
+        track.VideoInputError,
+        track.PromptsFileError,
+        track.TrackOptionError,
+        segment.DeviceUnavailableError,
+        ConfigError,
+        CheckpointNotFoundError,
+        CheckpointError,
+    ) as exc:
+        _error("track", exc)
+        return EXIT_BAD_INPUT
+    except (CheckpointDownloadError, OSError) as exc:
+        _error("track", exc)
+        return EXIT_FAILURE
+    rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+    print(
+        f"{args.video}: {summary.frames} frames, {len(summary.obj_ids)} objects "
+        f"in {summary.seconds:.1f} s ({rate:.2f} frames/s) -> "
+        + ", ".join(str(path) for path in summary.outputs)
+    )
+    return EXIT_OK
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import (
     FrameResult,
     NoFrameError,
@@ -49,49 +48,11 @@ class PromptOutcome:
     obj_ids: list[int] = field(default_factory=list)
 
 
-class AutoSeeder:
-    """Finds objects to track on a frame with the automatic mask generator.
-
-    Masks are taken largest-first (after the generator's own quality filters and NMS), skipping
-    those mostly covered by masks already taken, up to `max_objects`.
-    """
-
-    def __init__(self, model: SAM2Model, *, points_per_side: int, max_objects: int) -> None:
-        self.model = model
-        self.points_per_side = points_per_side
-        self.max_objects = max_objects
-        self._generator = None
-
-    def masks(self, image: np.ndarray, *, limit: int, min_area: int = 0) -> list[np.ndarray]:
-        """(H, W, 3) uint8 RGB -> up to `limit` (H, W) bool masks."""
-        if self._generator is None:
-            from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-            self._generator = SAM2AutomaticMaskGenerator(
-                self.model, points_per_side=self.points_per_side
-            )
-        annotations = self._generator.generate(image)
-        annotations.sort(key=lambda a: a["area"], reverse=True)
-        covered = np.zeros(image.shape[:2], bool)
-        chosen = []
-        for ann in annotations:
-            if len(chosen) >= min(limit, self.max_objects):
-                break
-            mask = np.asarray(ann["segmentation"], bool)
-            area = int(mask.sum())
-            if area == 0 or area < min_area:
-                continue
-            if (mask & covered).sum() > 0.5 * area:
-                continue
-            chosen.append(mask)
-            covered |= mask
-        return chosen
-
-
 def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id) -> None:
     if tracker.frame_hw is None:
         raise ProtocolError(
-            ErrorCode.NOT_READY, "no frame processed yet: prompts apply to the current frame",
+            ErrorCode.NOT_READY,
+            "no frame processed yet: prompts apply to the current frame",
             request_id,
         )
     if frame_idx is None:
@@ -111,9 +72,7 @@ def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id) -
         )
 
 
-def _check_coords(
-    tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id
-) -> None:
+def _check_coords(tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id) -> None:
     h, w = tracker.frame_hw
     for x, y in coords:
         if not (0 <= x <= w and 0 <= y <= h):
@@ -124,14 +83,8 @@ def _check_coords(
             )
 
 
-def apply_prompt(
-    tracker: StreamingSession,
-    message: PromptMessage,
-    *,
-    image: np.ndarray | None = None,
-    seeder: AutoSeeder | None = None,
-) -> PromptOutcome:
-    """Run one prompt on the current frame. image: the current frame (for `auto_seed`)."""
+def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOutcome:
+    """Run one prompt on the current frame."""
     rid = message.id
     try:
         if isinstance(message, Reset):
@@ -172,7 +125,7 @@ def apply_prompt(
             result = tracker.add_mask(message.obj_id, mask)
             return PromptOutcome(result, obj_id=_prompted_id(message.obj_id, result))
         if isinstance(message, AutoSeed):
-            return _auto_seed(tracker, message, image, seeder)
+            return _auto_seed(tracker, message)
     except ProtocolError:
         raise
     except UnknownObjectError as exc:
@@ -191,26 +144,14 @@ def _prompted_id(requested: int | None, result: FrameResult) -> int:
     return requested if requested is not None else result.obj_ids[-1]
 
 
-def _auto_seed(
-    tracker: StreamingSession,
-    message: AutoSeed,
-    image: np.ndarray | None,
-    seeder: AutoSeeder | None,
-) -> PromptOutcome:
-    if image is None or seeder is None:
-        raise ProtocolError(ErrorCode.NOT_READY, "no frame to seed from", message.id)
-    room = tracker.options.max_objects - len(tracker.obj_ids)
-    if room <= 0:
+def _auto_seed(tracker: StreamingSession, message: AutoSeed) -> PromptOutcome:
+    if len(tracker.obj_ids) >= tracker.options.max_objects:
         raise ProtocolError(
             ErrorCode.TOO_MANY_OBJECTS,
             f"session already tracks {len(tracker.obj_ids)} objects (its maximum)",
             message.id,
         )
-    limit = min(room, message.max_objects or room)
-    created = []
-    result = tracker.current_result()
-    for mask in seeder.masks(image, limit=limit, min_area=message.min_area):
-        result = tracker.add_mask(None, mask)
-        created.append(result.obj_ids[-1])
-    logger.info("auto_seed: %d objects on frame %d", len(created), tracker.frame_idx)
+    before = set(tracker.obj_ids)
+    result = tracker.auto_seed()
+    created = [obj_id for obj_id in result.obj_ids if obj_id not in before]
     return PromptOutcome(result, obj_ids=created)

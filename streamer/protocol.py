@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 PROTOCOL_VERSION = 1
 
-RequestId = Union[int, str, None]
+RequestId = int | str | None
 
 
 class ErrorCode(str, enum.Enum):
@@ -117,11 +117,10 @@ class Reset(_Request):
 
 
 class AutoSeed(_Request):
-    """Segment everything on the current frame and track up to `max_objects` of the masks."""
+    """Segment everything on the current frame and track what is not tracked yet (up to the
+    session's object limit)."""
 
     type: Literal["auto_seed"]
-    max_objects: int | None = Field(default=None, ge=1)
-    min_area: int = Field(default=0, ge=0)
 
 
 class SetOptions(_Request):
@@ -137,10 +136,10 @@ class SetOptions(_Request):
 
 
 ClientMessage = Annotated[
-    Union[AddPoints, AddBox, AddMask, RemoveObject, Reset, AutoSeed, SetOptions],
+    AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | SetOptions,
     Field(discriminator="type"),
 ]
-PromptMessage = Union[AddPoints, AddBox, AddMask, RemoveObject, Reset, AutoSeed]
+PromptMessage = AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed
 CLIENT_TYPES = (
     "add_points",
     "add_box",
@@ -243,7 +242,7 @@ class End(_Message):
     frames: int
 
 
-ServerMessage = Union[Hello, FrameMessage, Ack, Error, End]
+ServerMessage = Hello | FrameMessage | Ack | Error | End
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -110,8 +110,9 @@ def segment_image(
     amg_options: SAM2AutomaticMaskGenerator keyword arguments (a subset of AMG_PARAMETERS);
         missing ones keep the generator's defaults.
     Raises ImageReadError, DeviceUnavailableError, InvalidOptionError, ConfigError (unknown
-    model), CheckpointNotFoundError / CheckpointDownloadError and the builder's CheckpointError
-    (a checkpoint that does not fit the model); input checks run before any heavy work.
+    model), CheckpointNotFoundError / CheckpointDownloadError, the builder's CheckpointError
+    (a checkpoint that does not fit the model) and OutputWriteError; the image, model name,
+    device, checkpoint and output folder are checked before any heavy work.
     """
     options = dict(amg_options or {})
     unknown = sorted(set(options) - set(AMG_PARAMETERS))
@@ -121,6 +122,10 @@ def segment_image(
     config = load_config(model)
     torch_device = resolve_device(device)
     checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write to {out_dir}: {exc}") from exc
 
     sam = build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
     try:
@@ -143,7 +148,6 @@ def segment_image(
     json_path = out_dir / f"{stem}.json"
     overlay_path = out_dir / f"{stem}_overlay.png"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(record, indent=1))
     except OSError as exc:
         raise OutputWriteError(f"cannot write {json_path}: {exc}") from exc

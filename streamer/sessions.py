@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import FrameResult, SessionOptions, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame, open_source
@@ -96,6 +96,28 @@ class SessionCreate(BaseModel):
     max_objects: int | None = Field(default=None, ge=1)
     max_frames: int | None = Field(default=None, ge=1)
     non_overlapping: bool = False
+
+
+class SessionInfo(BaseModel):
+    """Public view of a session (the HTTP API's session resource)."""
+
+    id: str
+    source: str
+    kind: str
+    state: str
+    error: str | None
+    source_state: str
+    back_pressure: str
+    created_at: float
+    frame_idx: int
+    frame_size: list[int] | None
+    obj_ids: list[int]
+    frames_captured: int
+    frames_processed: int
+    frames_dropped: int
+    queue_depth: int
+    subscribers: int
+    inference_latency_mean: float
 
 
 class SessionState(enum.Enum):
@@ -181,10 +203,7 @@ class Session:
         self.processed = 0
         self.inference = Histogram()
         self.end_to_end = Histogram()
-        self.failed_frames = 0
         self.rates = RateMeter(("captured", "processed", "dropped"))
-        self.seeded = not request.auto_seed
-        self.last_image: np.ndarray | None = None  # worker thread only (auto_seed)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -244,10 +263,14 @@ class Session:
         )
         with self._lock:
             self._subscribers.append(subscriber)
-        if self._state is SessionState.WAITING and self.request.start == "on_connect":
+        self.start()
+        return subscriber
+
+    def start(self) -> None:
+        """Let the worker consume frames now (a first subscriber or listener does it too)."""
+        if self._state is SessionState.WAITING:
             self._transition(SessionState.RUNNING)
         self._wake_worker()
-        return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
@@ -262,9 +285,11 @@ class Session:
 
     def add_result_listener(self, listener: ResultListener) -> None:
         """Call `listener(frame, result)` on the worker thread after each frame; it must be
-        quick and must not block (e.g. hand the result to another thread or loop)."""
+        quick and must not block (e.g. hand the result to another thread or loop). Starts a
+        waiting session, like `subscribe`."""
         with self._lock:
             self._listeners.append(listener)
+        self.start()
 
     def remove_result_listener(self, listener: ResultListener) -> None:
         with self._lock:
@@ -302,10 +327,6 @@ class Session:
             self._commands.clear()
         return commands
 
-    def has_commands(self) -> bool:
-        with self._lock:
-            return bool(self._commands)
-
     @staticmethod
     def reply(command: Command, message: Ack | Error) -> None:
         if command.reply_to is not None:
@@ -332,11 +353,14 @@ class Session:
             return
         self.source.stop()
         for command in self.take_commands():
-            self.reply(command, Error(
-                id=getattr(command.message, "id", None),
-                code=ErrorCode.SESSION_ENDED,
-                message=f"session {self.id} was closed",
-            ))
+            self.reply(
+                command,
+                Error(
+                    id=getattr(command.message, "id", None),
+                    code=ErrorCode.SESSION_ENDED,
+                    message=f"session {self.id} was closed",
+                ),
+            )
         for subscriber in self.subscribers:
             if not was_ended:
                 subscriber.offer(End(state="closed", frames=self.processed))
@@ -352,29 +376,28 @@ class Session:
         s = self.source.stats
         self.rates.sample((s.captured, self.processed, s.dropped))
 
-    def info(self) -> dict:
-        """A JSON-ready summary (the `SessionInfo` schema)."""
+    def info(self) -> SessionInfo:
         stats = self.source.stats
         view = self.view
-        return {
-            "id": self.id,
-            "source": self.spec,
-            "kind": self.kind,
-            "state": self._state.value,
-            "error": self._error or stats.error,
-            "source_state": stats.state.value,
-            "back_pressure": self.source.policy.value,
-            "created_at": self.created_at,
-            "frame_idx": view.frame_idx,
-            "frame_size": list(view.frame_hw) if view.frame_hw else None,
-            "obj_ids": list(view.obj_ids),
-            "frames_captured": stats.captured,
-            "frames_processed": self.processed,
-            "frames_dropped": stats.dropped,
-            "queue_depth": stats.queue_depth,
-            "subscribers": len(self.subscribers),
-            "inference_latency_mean": self.inference.mean,
-        }
+        return SessionInfo(
+            id=self.id,
+            source=self.spec,
+            kind=self.kind,
+            state=self._state.value,
+            error=self._error or stats.error,
+            source_state=stats.state.value,
+            back_pressure=self.source.policy.value,
+            created_at=self.created_at,
+            frame_idx=view.frame_idx,
+            frame_size=list(view.frame_hw) if view.frame_hw else None,
+            obj_ids=list(view.obj_ids),
+            frames_captured=stats.captured,
+            frames_processed=self.processed,
+            frames_dropped=stats.dropped,
+            queue_depth=stats.queue_depth,
+            subscribers=len(self.subscribers),
+            inference_latency_mean=self.inference.mean,
+        )
 
 
 # --- manager ---------------------------------------------------------------------------------
@@ -432,9 +455,19 @@ class SessionManager:
                 source = open_source(request.source, pace=request.paced, **options)
             except (ValueError, ImportError, OSError) as exc:
                 raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
+            seeding = None
+            if request.auto_seed:
+                seeding = AutoSeedOptions(
+                    points_per_side=self.settings.auto_seed_points_per_side,
+                    max_objects=self.settings.auto_seed_max_objects,
+                )
             tracker = StreamingSession(
                 self.model,
-                SessionOptions(max_objects=max_objects, non_overlapping=request.non_overlapping),
+                SessionOptions(
+                    max_objects=max_objects,
+                    non_overlapping=request.non_overlapping,
+                    auto_seed=seeding,
+                ),
             )
             session = Session(
                 session_id=session_id,

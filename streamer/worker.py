@@ -9,6 +9,7 @@ worker sleeps on `wake_event`, which sources, subscribers and requests set.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,8 +21,8 @@ import torch
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
-from streamer.prompts import AutoSeeder, PromptOutcome, apply_prompt
-from streamer.protocol import Ack, AutoSeed, Error, ErrorCode, FrameMessage, ProtocolError
+from streamer.prompts import PromptOutcome, apply_prompt
+from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, ProtocolError
 from streamer.results import masklets
 from streamer.sessions import Command, Session, SessionState, TrackerView
 from streamer.settings import OutputOptions, Settings
@@ -58,11 +59,6 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next = 0  # round-robin start
-        self.seeder = AutoSeeder(
-            model,
-            points_per_side=settings.auto_seed_points_per_side,
-            max_objects=settings.auto_seed_max_objects,
-        )
         self.frames_processed = 0
         self.busy_seconds = 0.0
 
@@ -99,7 +95,7 @@ class InferenceWorker:
                 if not self._pass():
                     self.wake_event.wait(_IDLE_WAIT)
                     self.wake_event.clear()
-        except Exception as exc:  # noqa: BLE001 - recorded, and readiness goes down
+        except Exception as exc:
             logger.exception("inference worker crashed")
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -158,18 +154,18 @@ class InferenceWorker:
     def _process(self, session: Session, frame: VideoFrame) -> None:
         session.mark_running()
         tracker = session.tracker
-        image = frame.image
-        if tracker.frame_hw is not None and image.shape[:2] != tracker.frame_hw:
+        if tracker.frame_hw is not None and frame.image.shape[:2] != tracker.frame_hw:
             # Live sources may change resolution mid-stream (WebRTC adapts to bandwidth);
             # keep tracking at the session's first size rather than lose every object.
             h, w = tracker.frame_hw
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_AREA)
+            frame = dataclasses.replace(frame, image=image)  # listeners see what was tracked
         started = time.perf_counter()
         try:
-            result = tracker.add_frame(image, pts=frame.pts)
-        except Exception as exc:  # noqa: BLE001 - a bad frame ends this session only
+            # With auto_seed, the first frame also runs the mask generator (seconds on a CPU).
+            result = tracker.add_frame(frame.image, pts=frame.pts)
+        except Exception as exc:
             logger.exception("session %s: inference failed", session.id)
-            session.failed_frames += 1
             session.finish(SessionState.FAILED, f"inference failed: {exc}")
             return
         elapsed = time.perf_counter() - started
@@ -177,33 +173,15 @@ class InferenceWorker:
         self.frames_processed += 1
         session.processed += 1
         session.inference.observe(elapsed)
-        session.last_image = image
-        if not session.seeded:
-            session.seeded = True
-            result = self._seed(session, result)
         session.view = _view(tracker)
         session.end_to_end.observe(max(0.0, time.time() - frame.capture_time))
         session.sample_rates()
         for listener in session.result_listeners:
             try:
                 listener(frame, result)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the worker
+            except Exception:
                 logger.exception("session %s: result listener failed", session.id)
         self._publish(session, frame, result)
-
-    def _seed(self, session: Session, result: FrameResult) -> FrameResult:
-        """Auto-seed objects on the session's first frame (session option `auto_seed`)."""
-        try:
-            outcome = apply_prompt(
-                session.tracker,
-                AutoSeed(type="auto_seed"),
-                image=session.last_image,
-                seeder=self.seeder,
-            )
-        except ProtocolError as exc:
-            logger.warning("session %s: auto_seed failed: %s", session.id, exc)
-            return result
-        return outcome.result or result
 
     def _publish(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
         subscribers = session.subscribers
@@ -214,9 +192,9 @@ class InferenceWorker:
         h, w = session.tracker.frame_hw
         for subscriber in subscribers:
             options = subscriber.options
-            if options.max_fps is not None and session.live:
-                if now - subscriber.last_frame_time < 1.0 / options.max_fps:
-                    continue
+            throttled = options.max_fps is not None and session.live
+            if throttled and now - subscriber.last_frame_time < 1.0 / options.max_fps:
+                continue
             key = (options.obj_ids, options.mask_downscale)
             message = encoded.get(key)
             if message is None:
@@ -244,23 +222,28 @@ class InferenceWorker:
     def _execute(self, session: Session, command: Command) -> None:
         message = command.message
         if session.state in (SessionState.CLOSED, SessionState.FAILED):
-            Session.reply(command, Error(
-                id=message.id, code=ErrorCode.SESSION_ENDED,
-                message=f"session {session.id} is {session.state.value}",
-            ))
+            Session.reply(
+                command,
+                Error(
+                    id=message.id,
+                    code=ErrorCode.SESSION_ENDED,
+                    message=f"session {session.id} is {session.state.value}",
+                ),
+            )
             return
         try:
-            outcome = apply_prompt(
-                session.tracker, message, image=session.last_image, seeder=self.seeder
-            )
+            outcome = apply_prompt(session.tracker, message)
         except ProtocolError as exc:
             Session.reply(command, exc.to_message())
             return
-        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the worker
+        except Exception as exc:
             logger.exception("session %s: %s failed", session.id, message.type)
-            Session.reply(command, Error(
-                id=message.id, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"
-            ))
+            Session.reply(
+                command,
+                Error(
+                    id=message.id, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}"
+                ),
+            )
             return
         session.view = _view(session.tracker)
         Session.reply(command, _ack(message, outcome, session, command.reply_to))
@@ -285,4 +268,3 @@ def _ack(message, outcome: PromptOutcome, session: Session, reply_to: Subscriber
         obj_ids=outcome.obj_ids,
         objects=objects,
     )
-

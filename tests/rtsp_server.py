@@ -27,6 +27,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Self
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 MOUNT = "/clip"
@@ -198,7 +202,7 @@ class RtspTestServer:
         self.kill()
         self.start(timeout)
 
-    def __enter__(self) -> RtspTestServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

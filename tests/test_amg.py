@@ -28,7 +28,15 @@ CASES = sorted(json.loads((MICRO / "amg_index.json").read_text())["sets"])
 # README: AMG outputs are identical across thread counts; allow a few pixels per mask.
 MAX_PIXEL_DIFF = 4
 SCORE_ATOL = 1e-3
-KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+KEYS = {
+    "segmentation",
+    "area",
+    "bbox",
+    "predicted_iou",
+    "point_coords",
+    "stability_score",
+    "crop_box",
+}
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +250,14 @@ def test_min_mask_region_area_prefers_untouched_duplicate() -> None:
     np.testing.assert_array_equal(cleaned[0]["segmentation"], clean)
 
 
+def test_no_confident_mask_gives_empty_list() -> None:
+    dirty, _ = _square_with_defects()
+    predictor = ScriptedPredictor(lambda x, y: (dirty, 0.3))  # below pred_iou_thresh
+    image = np.zeros((60, 80, 3), dtype=np.uint8)
+    assert _generator(predictor).generate(image) == []
+    assert _generator(predictor, min_mask_region_area=10).generate(image) == []
+
+
 @pytest.mark.parametrize("output_mode", ["binary_mask", "uncompressed_rle", "coco_rle"])
 def test_output_modes_encode_the_same_mask(output_mode: str) -> None:
     dirty, _ = _square_with_defects()
@@ -273,7 +289,10 @@ def test_output_modes_encode_the_same_mask(output_mode: str) -> None:
         ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor"),
         ({"min_mask_region_area": -5}, "min_mask_region_area"),
         ({"output_mode": "png"}, "output_mode"),
-        ({"points_per_side": 2, "crop_n_layers": 2, "crop_n_points_downscale_factor": 2}, "no points"),
+        (
+            {"points_per_side": 2, "crop_n_layers": 2, "crop_n_points_downscale_factor": 2},
+            "no points",
+        ),
         (
             {"points_per_side": None, "point_grids": [np.full((4, 2), 0.5)], "crop_n_layers": 1},
             "one per crop layer",

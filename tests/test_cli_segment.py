@@ -150,7 +150,7 @@ def test_invalid_generator_option(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    args = ["segment", str(TRUCK), *MICRO, "--points-per-side", "1", "--out", str(blocker / "x")]
+    args = ["segment", str(TRUCK), *MICRO, "--out", str(blocker / "x")]
     assert main(args) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert "cannot write" in err and "Traceback" not in err

@@ -214,7 +214,9 @@ def test_remove_small_regions_drops_small_islands_only() -> None:
 # --------------------------------------------------------------------------- NMS
 
 
-@pytest.mark.parametrize("name,call", _recorded_nms_calls(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,call", _recorded_nms_calls(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_nms_matches_every_recorded_call(name: str, call: dict) -> None:
     boxes = torch.tensor(call["boxes"], dtype=torch.float32)
     scores = torch.tensor(call["scores"], dtype=torch.float32)

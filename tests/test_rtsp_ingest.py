@@ -15,14 +15,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from rtsp_server import RtspTestServer, free_port, unavailable_reason
+
+from sam2_video.streaming import StreamingSession
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame, open_source
 from streamer.ingest.camera import CameraSource, camera_device
 from streamer.ingest.rtsp import Backoff, RtspSource, redact_url
 
 BEDROOM = Path(__file__).parent / "data" / "bedroom.mp4"
-WIDTH, HEIGHT, FPS = 320, 180, 30
+WIDTH, HEIGHT = 320, 180
 FAST_BACKOFF = Backoff(initial=0.1, maximum=0.4)
 
 
@@ -35,15 +36,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.01)
 
 
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    """H.264 mp4 at FPS with a key frame every 15 frames (RGB (H, W, 3) uint8 frames)."""
+def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    """H.264 mp4 with a key frame every 15 frames (RGB (H, W, 3) uint8 frames)."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"tune": "zerolatency"})
+        stream = container.add_stream("libx264", rate=fps, options={"tune": "zerolatency"})
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         stream.codec_context.gop_size = 15
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            frame.pts, frame.time_base = i, Fraction(1, fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
@@ -51,7 +52,8 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`long`: 4 s (outlives each test's connection); `short`: 1/3 s (ends quickly)."""
+    """`long`: 20 s at 6 fps (outlives a test's connection even on a busy machine);
+    `short`: 1/3 s at 30 fps (ends quickly)."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -63,8 +65,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             if len(frames) == 120:
                 break
     return {
-        "long": write_clip(folder / "long.mp4", frames),
-        "short": write_clip(folder / "short.mp4", frames[:10]),
+        "long": write_clip(folder / "long.mp4", frames, fps=6),
+        "short": write_clip(folder / "short.mp4", frames[:10], fps=30),
     }
 
 
@@ -80,36 +82,49 @@ def latest_frame(source: RtspSource, timeout: float = 5.0) -> VideoFrame:
     return frame
 
 
-def test_frames_flow_and_survive_a_server_restart(server: RtspTestServer) -> None:
+def test_frames_flow_and_survive_a_server_restart(server: RtspTestServer, micro_model) -> None:
+    # A tracking session consumes the source, as the service's worker does: it must not
+    # notice the outage beyond a gap in frame indices.
+    session = StreamingSession(micro_model)
     source = RtspSource(server.url, backoff=FAST_BACKOFF)
     source.start()
     try:
-        wait_until(lambda: source.captured >= 5, 15, "the first frames")
+        wait_until(lambda: source.captured >= 3, 15, "the first frames")
         assert source.state is SourceState.RUNNING
         frame = latest_frame(source)
         assert frame.image.shape == (HEIGHT, WIDTH, 3) and frame.image.dtype == np.uint8
         assert frame.time_base == Fraction(1, 90000)  # RTP video clock
         assert frame.capture_time > 0
-        before = frame.index
+        session.add_frame(frame.image, pts=frame.pts)
+        session.add_box(1, np.array([100, 20, 220, 170]))
+        session.add_frame(latest_frame(source).image)
+        # Latest frame wins: frames nobody takes are replaced by newer ones, and counted.
+        dropped = source.dropped
+        wait_until(lambda: source.dropped > dropped, 5, "a dropped frame")
+        before = latest_frame(source).index
+        reconnects = source.reconnects  # the clip outlives this connection, but be sure
 
         server.kill()
         wait_until(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
         assert source.error
         # While the server is down the source keeps trying (connection refused each time).
-        wait_until(lambda: source.reconnect_attempts >= 2, 10, "repeated reconnection attempts")
+        attempts = source.reconnect_attempts
+        wait_until(lambda: source.reconnect_attempts >= attempts + 2, 10, "more attempts")
         assert source.state is SourceState.RECONNECTING
         assert "refused" in source.error.lower()
         captured_while_down = source.captured
-        assert source.reconnects == 0
+        assert source.reconnects == reconnects
 
         server.start()  # same port, same URL
-        wait_until(lambda: source.captured >= captured_while_down + 5, 15, "frames after restart")
+        wait_until(lambda: source.captured >= captured_while_down + 3, 15, "frames after restart")
         assert source.state is SourceState.RUNNING
-        assert source.reconnects == 1
+        assert source.reconnects == reconnects + 1
         assert source.error is None
         after = latest_frame(source)
         assert after.index > before  # one stream of frames for the consumer, across the outage
-        assert after.image.shape == (HEIGHT, WIDTH, 3)
+        result = session.add_frame(after.image, pts=after.pts)
+        assert result.frame_idx == 2 and result.obj_ids == [1]
+        assert result.masks.shape == (1, HEIGHT, WIDTH)
     finally:
         started = time.monotonic()
         source.stop()
@@ -143,7 +158,9 @@ def test_end_of_stream_reconnects_and_keeps_counting(clips: dict[str, Path]) -> 
 
 
 def test_stop_interrupts_the_backoff_wait() -> None:
-    source = RtspSource(f"rtsp://127.0.0.1:{free_port()}/none", backoff=Backoff(initial=30, maximum=30))
+    source = RtspSource(
+        f"rtsp://127.0.0.1:{free_port()}/none", backoff=Backoff(initial=30, maximum=30)
+    )
     source.start()
     wait_until(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
     assert "refused" in source.error.lower()

@@ -52,7 +52,7 @@ def source_kind(spec: str) -> str:
     """Classify a source spec: "rtsp", "camera", "webrtc" or "file"."""
     if spec.startswith(("rtsp://", "rtsps://")):
         return "rtsp"
-    if spec.startswith("/dev/video") or spec.startswith("camera:"):
+    if spec.startswith(("/dev/video", "camera:")):
         return "camera"
     if spec == WEBRTC_SPEC:
         return "webrtc"

@@ -45,14 +45,7 @@ class VideoFrame:
 
 
 class _EndOfStream:
-    """Type of the `END_OF_STREAM` sentinel."""
-
-    _instance: _EndOfStream | None = None
-
-    def __new__(cls) -> _EndOfStream:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    """Type of the `END_OF_STREAM` sentinel (compare with `is`)."""
 
     def __repr__(self) -> str:
         return "END_OF_STREAM"
@@ -306,8 +299,9 @@ class FrameSource:
         self.slot.close()  # wakes a producer blocked on a full EVERY_FRAME slot
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self.join_timeout if timeout is None else timeout)
-            if thread.is_alive():
+            timeout = self.join_timeout if timeout is None else timeout
+            thread.join(timeout)
+            if thread.is_alive() and timeout > 0:
                 logger.warning("source %s: decode thread did not stop in time", self.name)
         self._end(SourceState.STOPPED)
 

@@ -1,0 +1,719 @@
+"""WebRTC in and out of a session (aiortc): video in, overlay video and masklets out.
+
+One `WebRTCPeer` per peer connection, bound to one session and registered in the app's
+`WebRTCService`. Two roles:
+
+- `PeerRole.OFFER` (`POST /sessions/{id}/webrtc/offer`, JSON `{sdp, type}` as in aiortc's
+  server example): the client's video track (if it sends one) feeds the session; the answer
+  sends back an overlay video track (the latest frame with the latest masks drawn) and, on a
+  client-created data channel labelled "masklets", the same JSON messages as the websocket
+  (`hello`, `frame`, `ack`, `error`, `end`); prompts may be sent on that channel too.
+- `PeerRole.WHIP` (`streamer.whip`, RFC 9725): ingest only, results go to websocket clients.
+
+Threads: aiortc decodes and encodes on executor threads; the event loop only moves frames
+around. Incoming frames are converted to RGB on an executor thread and pushed into the
+session's `PushSource` (latest frame wins); the inference worker thread runs the model and
+hands each result back through a result listener; overlays are drawn on an executor thread.
+Nothing here runs the model, and nothing blocks the loop.
+
+Timestamps: frames keep the sender's `pts` / `time_base` (RTP clock, 1/90000) end to end, so a
+`frame` message and the overlay frame drawn from the same input carry the same `pts`. RTP
+receivers count pts from the first frame they get; the overlay track therefore always sends
+the stream's first frame first, so a client's overlay pts match the message pts.
+
+A peer is freed (tasks cancelled, listener and subscriber removed, connection closed) when its
+connection fails or closes, its incoming track ends, its session is deleted, or on
+`DELETE /sessions/{id}/webrtc/{peer_id}`. A session outlives its peers: a client may
+reconnect and publish again (sessions created by `POST /whip` are the exception, see whip.py).
+
+Loopback / closed networks: aioice gathers host candidates on every interface but loopback;
+the `ice_hosts` setting (e.g. ["127.0.0.1"]) replaces that list (`configure_ice_hosts`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from sam2_video.streaming import FrameResult
+from streamer.ingest import VideoFrame
+from streamer.overlay import OverlayStyle, draw_overlay
+from streamer.protocol import (
+    Ack,
+    ErrorCode,
+    FrameMessage,
+    ProtocolError,
+    SetOptions,
+    parse_client_message,
+)
+from streamer.sessions import (
+    ServiceNotReadyError,
+    Session,
+    SessionEndedError,
+    SessionError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionState,
+)
+from streamer.settings import Settings
+from streamer.subscribers import Subscriber
+
+logger = logging.getLogger(__name__)
+
+DATA_CHANNEL_LABEL = "masklets"
+MAX_PEERS_PER_SESSION = 8
+# Frame messages are skipped while this much is still queued on the data channel (a slow
+# client gets fewer, current frames instead of a growing backlog); replies are never skipped.
+MAX_BUFFERED_BYTES = 1 << 20
+MAX_SDP_BYTES = 64 << 10
+# Timestamps given to frames that arrive without any (RTP's video clock).
+_VIDEO_TIME_BASE = Fraction(1, 90_000)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class WebRTCError(SessionError):
+    """A WebRTC request the service cannot serve; `status` is the HTTP status to answer."""
+
+    code = "webrtc_error"
+    status = 400
+
+
+class OfferError(WebRTCError):
+    """The SDP offer is malformed or cannot be answered (no common codec...)."""
+
+    code = "bad_offer"
+    status = 400
+
+
+class PeerConflictError(WebRTCError):
+    """The session cannot take this peer's video (not a webrtc session, or one publishes)."""
+
+    code = "conflict"
+    status = 409
+
+
+class PeerLimitError(WebRTCError):
+    code = "too_many_peers"
+    status = 429
+
+
+class PeerNotFoundError(WebRTCError):
+    code = "unknown_peer"
+    status = 404
+
+
+def error_response(exc: WebRTCError) -> JSONResponse:
+    """The JSON error body the rest of the API uses: {"code", "message"}."""
+    return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
+
+
+# --- ICE host candidates ---------------------------------------------------------------------
+
+_default_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def configure_ice_hosts(hosts: Sequence[str]) -> None:
+    """Gather ICE host candidates on exactly `hosts` (IP addresses); empty restores aioice's
+    default (every interface except loopback).
+
+    aioice offers no option for this: its `Connection.gather_candidates` calls the module
+    function `aioice.ice.get_host_addresses`, which skips 127.0.0.1. We replace that function,
+    so the choice is process-wide (every peer connection of this process). A loopback-only
+    host (tests, a network namespace) needs ["127.0.0.1"] or no candidate exists at all.
+    Raises ValueError for an entry that is not an IP address.
+    """
+    addresses = [ipaddress.ip_address(host) for host in hosts]  # ValueError on a bad entry
+    if not addresses:
+        aioice.ice.get_host_addresses = _default_get_host_addresses
+        return
+
+    def configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [
+            str(a)
+            for a in addresses
+            if (a.version == 4 and use_ipv4) or (a.version == 6 and use_ipv6)
+        ]
+
+    aioice.ice.get_host_addresses = configured_host_addresses
+
+
+# --- overlay track ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """A frame waiting to be sent: (H, W, 3) uint8 RGB and its timestamp."""
+
+    image: np.ndarray
+    pts: int
+    time_base: Fraction
+
+
+class OverlayTrack(MediaStreamTrack):
+    """Outgoing video: the latest frame with the latest masks drawn (`streamer.overlay`).
+
+    Feed it from the event loop with `push_frame` (each new input frame) and from any thread
+    with `set_objects` (each new result). `recv()` waits for a frame newer than the last one
+    sent, so the track runs at the input's frame rate; masks lag by the inference time.
+    Output frames keep the input frame's pts / time_base.
+    """
+
+    kind = "video"
+
+    def __init__(self, *, style: OverlayStyle | None = None) -> None:
+        super().__init__()
+        self.style = style or OverlayStyle()
+        self._pending: _Picture | None = None
+        self._first_sent = False
+        self._wakeup = asyncio.Event()
+        # Replaced as a whole (one atomic attribute store) by the worker thread.
+        self._objects: tuple[tuple[int, ...], np.ndarray | None] = ((), None)
+        self._clock_origin: float | None = None
+        self.frames_sent = 0
+
+    def push_frame(
+        self, image: np.ndarray, pts: int | None = None, time_base: Fraction | None = None
+    ) -> None:
+        """Offer a new input frame ((H, W, 3) uint8 RGB); call on the event loop."""
+        if self.readyState != "live":
+            return
+        if self._pending is not None and not self._first_sent:
+            return  # keep the stream's first frame: receivers count pts from it
+        if pts is None or time_base is None:
+            now = time.monotonic()
+            if self._clock_origin is None:
+                self._clock_origin = now
+            pts, time_base = round((now - self._clock_origin) * 90_000), _VIDEO_TIME_BASE
+        self._pending = _Picture(image=image, pts=pts, time_base=time_base)
+        self._wakeup.set()
+
+    def set_objects(self, obj_ids: Sequence[int], masks: np.ndarray) -> None:
+        """Masks to draw from now on: (N, h, w) bool for `obj_ids`; safe from any thread."""
+        self._objects = (tuple(int(i) for i in obj_ids), masks)
+
+    async def recv(self) -> av.VideoFrame:
+        while self._pending is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        picture, self._pending = self._pending, None
+        obj_ids, masks = self._objects
+        loop = asyncio.get_running_loop()
+        frame = await loop.run_in_executor(None, self._render, picture, obj_ids, masks)
+        self._first_sent = True
+        self.frames_sent += 1
+        return frame
+
+    def _render(
+        self, picture: _Picture, obj_ids: tuple[int, ...], masks: np.ndarray | None
+    ) -> av.VideoFrame:
+        """Executor thread: draw and wrap as an av frame with the input's timestamp."""
+        image = picture.image
+        if masks is not None and obj_ids:
+            image = draw_overlay(image, masks, obj_ids, style=self.style)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = picture.pts
+        frame.time_base = picture.time_base
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._wakeup.set()  # a pending recv() raises MediaStreamError
+
+
+# --- peer ------------------------------------------------------------------------------------
+
+
+class PeerRole(str, enum.Enum):
+    OFFER = "offer"  # video in (optional), overlay video + "masklets" data channel out
+    WHIP = "whip"  # RFC 9725 ingest: video in only
+
+
+@dataclass
+class PeerStats:
+    frames_received: int = 0  # decoded frames from the client's video track
+    frames_pushed: int = 0  # of those, handed to the session's source
+    messages_sent: int = 0  # data channel messages sent
+    messages_skipped: int = 0  # frame messages not sent (channel not open, or backlog)
+
+
+class WebRTCPeer:
+    """One peer connection bound to one session. Built and negotiated by `WebRTCService`."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        session: Session,
+        role: PeerRole,
+        settings: Settings,
+        style: OverlayStyle | None,
+        on_closed: Callable[[WebRTCPeer], Awaitable[None]],
+        owns_session: bool = False,
+    ) -> None:
+        self.id = peer_id
+        self.session = session
+        self.role = role
+        self.settings = settings
+        self.owns_session = owns_session
+        self.created_at = time.time()
+        self.stats = PeerStats()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.overlay: OverlayTrack | None = (
+            OverlayTrack(style=style) if role is PeerRole.OFFER else None
+        )
+        self.publishing = False  # this peer's video feeds the session
+        self.closed = asyncio.Event()
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task] = set()
+        self._channel: RTCDataChannel | None = None
+        self._subscriber: Subscriber | None = None
+        self._conflict: str | None = None
+        self._closing = False
+
+    # --- negotiation (the service calls this once) -----------------------------------------
+
+    async def negotiate(self, offer: RTCSessionDescription, *, may_publish: bool) -> None:
+        """Apply the client's offer and create the answer (`self.pc.localDescription`).
+
+        may_publish: the session takes this peer's video (it is a webrtc session and no other
+        peer publishes). Raises OfferError, or PeerConflictError when the client sends video
+        that the session cannot take.
+        """
+        self.pc.on("track", lambda track: self._on_track(track, may_publish))
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await self.pc.setRemoteDescription(offer)
+        except Exception as exc:  # aiortc raises assorted errors for bad SDP
+            raise OfferError(f"cannot apply the SDP offer: {exc}") from exc
+        if self._conflict is not None:
+            raise PeerConflictError(self._conflict)
+        if self.overlay is not None and any(t.kind == "video" for t in self.pc.getTransceivers()):
+            # Joins the offered video transceiver: sendrecv if the client sends, else sendonly.
+            self.pc.addTrack(self.overlay)
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:
+            raise OfferError(f"cannot answer the SDP offer: {exc}") from exc
+        if self.role is PeerRole.OFFER:
+            # A viewer is a consumer: it starts an "on_connect" session.
+            self._ensure_subscriber()
+        if self.overlay is not None:
+            self.session.add_result_listener(self._on_result)
+
+    def _on_track(self, track: MediaStreamTrack, may_publish: bool) -> None:
+        transceiver = next(
+            (t for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
+        if track.kind == "video" and not self.publishing:
+            if not may_publish:
+                reason = (
+                    "another peer publishes to it"
+                    if self.session.push_source is not None
+                    else f"its source is {self.session.spec!r}, not webrtc"
+                )
+                self._conflict = f"session {self.session.id} cannot take this video: {reason}"
+                return
+            self.publishing = True
+            self._spawn(self._pump(track), "pump")
+            return
+        # Audio, or a second video track: decline it so nothing is sent or decoded.
+        logger.info("peer %s: declining the client's %s track", self.id, track.kind)
+        if transceiver is not None:
+            transceiver.direction = "inactive"
+
+    # --- media in --------------------------------------------------------------------------
+
+    async def _pump(self, track: MediaStreamTrack) -> None:
+        """Client video -> RGB (executor) -> the session's PushSource (+ our overlay track)."""
+        source = self.session.push_source
+        try:
+            while True:
+                frame = await track.recv()
+                self.stats.frames_received += 1
+                image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
+                if source is None or not source.push(
+                    image, pts=frame.pts, time_base=frame.time_base
+                ):
+                    logger.info("peer %s: the session's source has ended", self.id)
+                    return
+                self.stats.frames_pushed += 1
+                if self.overlay is not None:
+                    self.overlay.push_frame(image, frame.pts, frame.time_base)
+        except MediaStreamError:
+            logger.info("peer %s: the client's video ended", self.id)
+        finally:
+            self._schedule_close()
+
+    # --- results out -----------------------------------------------------------------------
+
+    def _on_result(self, frame: VideoFrame, result: FrameResult) -> None:
+        """Worker thread, after each processed frame: must be quick and must not block."""
+        overlay = self.overlay
+        if overlay is None:
+            return
+        overlay.set_objects(result.obj_ids, result.masks)
+        if not self.publishing:
+            # A viewer of another source: its processed frames are the video.
+            try:
+                self._loop.call_soon_threadsafe(
+                    overlay.push_frame, frame.image, frame.pts, frame.time_base
+                )
+            except RuntimeError:  # the loop is closed: the service is going away
+                pass
+
+    def _ensure_subscriber(self) -> None:
+        if self._subscriber is not None or self._closing:
+            return
+        self._subscriber = self.session.subscribe(
+            loop=self._loop, options=self.settings.default_output, name=f"webrtc-{self.id}"
+        )
+        self._spawn(self._forward(self._subscriber), "forward")
+
+    async def _forward(self, subscriber: Subscriber) -> None:
+        """Session messages -> the data channel; runs until the session closes."""
+        try:
+            while True:
+                message = await subscriber.get()
+                if message is None:
+                    logger.info("peer %s: session %s closed", self.id, self.session.id)
+                    return
+                channel = self._channel
+                is_frame = isinstance(message, FrameMessage)
+                if (
+                    channel is None
+                    or channel.readyState != "open"
+                    or (is_frame and channel.bufferedAmount > MAX_BUFFERED_BYTES)
+                ):
+                    self.stats.messages_skipped += 1
+                    continue
+                channel.send(message.model_dump_json())
+                self.stats.messages_sent += 1
+        finally:
+            self._schedule_close()
+
+    # --- data channel in -------------------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != DATA_CHANNEL_LABEL or self._channel is not None:
+            logger.info("peer %s: ignoring data channel %r", self.id, channel.label)
+            return
+        self._channel = channel
+        channel.on("message", self._on_channel_message)
+        self._ensure_subscriber()
+        if channel.readyState == "open":
+            self._send_hello()
+        else:
+            channel.on("open", self._send_hello)
+
+    def _send_hello(self) -> None:
+        from streamer.app import _hello  # the websocket's greeting, so both start alike
+
+        if self._channel is not None and self._subscriber is not None:
+            hello = _hello(self.session, self.settings, self._subscriber)
+            self._channel.send(hello.model_dump_json())
+
+    def _on_channel_message(self, data: str | bytes) -> None:
+        """A client message on the data channel: handled as on the websocket."""
+        from streamer.app import _merge_options
+
+        subscriber = self._subscriber
+        if subscriber is None:
+            return
+        try:
+            message = parse_client_message(data, max_bytes=self.settings.max_message_bytes)
+            if isinstance(message, SetOptions):
+                subscriber.set_options(_merge_options(subscriber, message))
+                frame_idx = self.session.view.frame_idx
+                subscriber.put_nowait(Ack(id=message.id, request=message.type, frame_idx=frame_idx))
+                return
+            try:
+                self.session.submit(message, reply_to=subscriber)
+            except SessionEndedError as exc:
+                raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
+        except ProtocolError as exc:
+            subscriber.put_nowait(exc.to_message())
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        logger.info("peer %s: connection %s", self.id, state)
+        if state in ("failed", "closed"):
+            self._schedule_close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"webrtc-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _schedule_close(self) -> None:
+        if not self._closing:
+            # A separate task: close() cancels the task that may be calling us.
+            asyncio.ensure_future(self.close())
+
+    async def close(self) -> None:
+        """Free everything this peer holds (idempotent); the session itself stays."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        try:
+            self.session.remove_result_listener(self._on_result)
+            current = asyncio.current_task()
+            tasks = [t for t in self._tasks if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.overlay is not None:
+                self.overlay.stop()
+            if self._subscriber is not None:
+                self.session.unsubscribe(self._subscriber)
+                self._subscriber.close()
+            await self.pc.close()
+        finally:
+            logger.info("peer %s: closed (%s)", self.id, self.stats)
+            self.closed.set()
+            await self._on_closed(self)
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready summary (the `PeerInfo` schema)."""
+        return {
+            "id": self.id,
+            "session_id": self.session.id,
+            "role": self.role.value,
+            "connection_state": self.pc.connectionState,
+            "publishing": self.publishing,
+            "data_channel": self._channel is not None and self._channel.readyState == "open",
+            "frames_received": self.stats.frames_received,
+            "frames_pushed": self.stats.frames_pushed,
+            "frames_sent": self.overlay.frames_sent if self.overlay else 0,
+            "messages_sent": self.stats.messages_sent,
+            "messages_skipped": self.stats.messages_skipped,
+            "created_at": self.created_at,
+        }
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+
+
+# --- service ---------------------------------------------------------------------------------
+
+
+class WebRTCService:
+    """The app's registry of peer connections (one per app, on `app.state.webrtc`).
+
+    manager: the session manager (to delete sessions a WHIP publisher created).
+    Applies the `ice_hosts` setting when built.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        manager: SessionManager,
+        style: OverlayStyle | None = None,
+    ) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.style = style
+        self._peers: dict[str, WebRTCPeer] = {}
+        self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
+        configure_ice_hosts(settings.ice_hosts)
+
+    async def connect(
+        self,
+        session: Session,
+        offer: RTCSessionDescription,
+        *,
+        role: PeerRole,
+        owns_session: bool = False,
+    ) -> WebRTCPeer:
+        """Answer `offer` with a new peer bound to `session` (answer in
+        `peer.pc.localDescription`). owns_session: delete the session when the peer goes.
+        Raises SessionEndedError, PeerLimitError, OfferError, PeerConflictError."""
+        if session.state not in (SessionState.WAITING, SessionState.RUNNING):
+            raise SessionEndedError(f"session {session.id} is {session.state.value}")
+        if len(self.peers(session.id)) >= MAX_PEERS_PER_SESSION:
+            raise PeerLimitError(f"session {session.id} has {MAX_PEERS_PER_SESSION} peers")
+        peer = WebRTCPeer(
+            peer_id=uuid.uuid4().hex[:12],
+            session=session,
+            role=role,
+            settings=self.settings,
+            style=self.style,
+            on_closed=self._forget,
+            owns_session=owns_session,
+        )
+        self._peers[peer.id] = peer
+        may_publish = session.push_source is not None and session.id not in self._publishers
+        try:
+            await peer.negotiate(offer, may_publish=may_publish)
+        except BaseException:
+            await peer.close()
+            raise
+        if peer.publishing:
+            self._publishers[session.id] = peer
+        logger.info(
+            "peer %s: %s for session %s%s",
+            peer.id,
+            role.value,
+            session.id,
+            " (publishing)" if peer.publishing else "",
+        )
+        return peer
+
+    def peers(self, session_id: str | None = None) -> list[WebRTCPeer]:
+        """Open peers, all or those of one session."""
+        return [p for p in self._peers.values() if session_id is None or p.session.id == session_id]
+
+    def get(self, peer_id: str, *, session_id: str | None = None) -> WebRTCPeer:
+        peer = self._peers.get(peer_id)
+        if peer is None or (session_id is not None and peer.session.id != session_id):
+            raise PeerNotFoundError(f"no peer {peer_id!r}")
+        return peer
+
+    async def _forget(self, peer: WebRTCPeer) -> None:
+        self._peers.pop(peer.id, None)
+        if self._publishers.get(peer.session.id) is peer:
+            del self._publishers[peer.session.id]
+        if peer.owns_session:
+            try:
+                await asyncio.to_thread(self.manager.delete, peer.session.id)
+            except SessionNotFoundError:
+                pass
+
+    async def close(self) -> None:
+        """Close every peer (app shutdown)."""
+        await asyncio.gather(*(p.close() for p in list(self._peers.values())))
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+class SdpOffer(BaseModel):
+    """Body of POST /sessions/{id}/webrtc/offer (an RTCSessionDescription)."""
+
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_BYTES)
+    type: str = "offer"
+
+
+class SdpAnswer(BaseModel):
+    sdp: str
+    type: str = "answer"
+    peer_id: str
+
+
+class PeerInfo(BaseModel):
+    id: str
+    session_id: str
+    role: str
+    connection_state: str
+    publishing: bool
+    data_channel: bool
+    frames_received: int
+    frames_pushed: int
+    frames_sent: int
+    messages_sent: int
+    messages_skipped: int
+    created_at: float
+
+
+class PeerList(BaseModel):
+    peers: list[PeerInfo]
+
+
+def webrtc_service(request: Request) -> WebRTCService:
+    """The app's WebRTCService; raises ServiceNotReadyError before startup."""
+    service = getattr(request.app.state, "webrtc", None)
+    if service is None:
+        raise ServiceNotReadyError("the WebRTC service is not running")
+    return service
+
+
+def session_manager(request: Request) -> SessionManager:
+    manager = request.app.state.manager
+    if manager is None or not manager.ready:
+        raise ServiceNotReadyError("the model is not loaded yet")
+    return manager
+
+
+def webrtc_router() -> APIRouter:
+    """Routes of `POST /sessions/{id}/webrtc/offer` and peer management; its lifespan builds
+    the app's `WebRTCService` (app.state.webrtc) and closes every peer at shutdown.
+    Include it in the app before any router that uses the service (whip)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.webrtc = WebRTCService(settings=app.state.settings, manager=app.state.manager)
+        try:
+            yield
+        finally:
+            service, app.state.webrtc = app.state.webrtc, None
+            await service.close()
+
+    router = APIRouter(lifespan=lifespan)
+
+    @router.post("/sessions/{session_id}/webrtc/offer", response_model=SdpAnswer)
+    async def offer(session_id: str, body: SdpOffer, request: Request) -> Any:
+        session = session_manager(request).get(session_id)
+        if body.type != "offer":
+            return error_response(OfferError(f"expected type 'offer', got {body.type!r}"))
+        try:
+            peer = await webrtc_service(request).connect(
+                session, RTCSessionDescription(sdp=body.sdp, type="offer"), role=PeerRole.OFFER
+            )
+        except WebRTCError as exc:
+            return error_response(exc)
+        answer = peer.pc.localDescription
+        return SdpAnswer(sdp=answer.sdp, type=answer.type, peer_id=peer.id)
+
+    @router.get("/sessions/{session_id}/webrtc")
+    async def list_peers(session_id: str, request: Request) -> PeerList:
+        session_manager(request).get(session_id)  # 404 for an unknown session
+        peers = webrtc_service(request).peers(session_id)
+        return PeerList(peers=[PeerInfo(**p.info()) for p in peers])
+
+    @router.delete("/sessions/{session_id}/webrtc/{peer_id}", status_code=204)
+    async def close_peer(session_id: str, peer_id: str, request: Request) -> Response:
+        try:
+            peer = webrtc_service(request).get(peer_id, session_id=session_id)
+        except WebRTCError as exc:
+            return error_response(exc)
+        await peer.close()
+        return Response(status_code=204)
+
+    return router
