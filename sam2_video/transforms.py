@@ -84,5 +84,6 @@ def normalize_uint8_frames(frames: np.ndarray, device: torch.device | str = "cpu
 def scale_points(coords: Tensor, orig_hw: tuple[int, int], size: int) -> Tensor:
     """Pixel (x, y) in an orig_hw (H, W) frame -> model-input pixels in [0, size]."""
     h, w = orig_hw
-    scale = torch.tensor([size / w, size / h], dtype=coords.dtype, device=coords.device)
-    return coords * scale
+    # Divide first, then scale: the official order, so grid points match it bit for bit.
+    wh = torch.tensor([w, h], dtype=coords.dtype, device=coords.device)
+    return coords / wh * size

@@ -43,6 +43,8 @@ from streamer.whip import whip_router
 logger = logging.getLogger(__name__)
 
 WS_CLOSE_UNKNOWN_SESSION = 4404
+WS_CLOSE_SESSION_ENDED = 4410
+WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
 
 _STATUS = {
     SessionNotFoundError: 404,
@@ -169,13 +171,13 @@ def _ws_routes() -> APIRouter:
             subscriber = session.subscribe(options=settings.default_output, name="websocket")
         except SessionError as exc:
             if isinstance(exc, SessionNotFoundError):
-                code = ErrorCode.UNKNOWN_SESSION
+                code, close_code = ErrorCode.UNKNOWN_SESSION, WS_CLOSE_UNKNOWN_SESSION
             elif isinstance(exc, ServiceNotReadyError):
-                code = ErrorCode.NOT_READY
+                code, close_code = ErrorCode.NOT_READY, WS_CLOSE_TRY_AGAIN_LATER
             else:
-                code = ErrorCode.SESSION_ENDED
+                code, close_code = ErrorCode.SESSION_ENDED, WS_CLOSE_SESSION_ENDED
             await websocket.send_text(Error(code=code, message=str(exc)).model_dump_json())
-            await websocket.close(WS_CLOSE_UNKNOWN_SESSION, reason=code.value)
+            await websocket.close(close_code, reason=code.value)
             return
         try:
             await websocket.send_text(

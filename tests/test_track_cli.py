@@ -261,7 +261,10 @@ def test_corrupt_video(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         ('[{"frame": 0, "box": [5, 0, 1, 5]}]', "x0 < x1"),
         ('[{"frame": 0, "box": [0, 0, 5, 5]}, {"frame": 1, "points": [[400, 5]], "labels": [1]}]',
          "prompt 1: (400.0, 5.0) lies outside the 320x180 frame"),
-        ('[{"frame": 0, "mask_rle": {"size": [10, 10], "counts": "0"}}]', "not the video's [180, 320]"),
+        ('[{"frame": 0, "mask_rle": {"size": [10, 10], "counts": "0"}}]',
+         "not the video's [180, 320]"),
+        ('[{"frame": 0, "mask_rle": {"size": [180, 320], "counts": "PPPP"}}]', "mask_rle: "),
+        ('[{"frame": 0, "mask_rle": {"size": [180, 320], "counts": "PXh1"}}]', "mask_rle is empty"),
         ('{"points": []}', "prompts: Field required"),
     ],
 )  # fmt: skip
@@ -299,18 +302,25 @@ def test_parse_formats() -> None:
         parse_formats(["avi"])
 
 
-def test_overlay_video_pads_odd_sizes(tmp_path: Path) -> None:
-    info = VideoInfo(name="odd", width=33, height=17, fps=Fraction(25))
-    writer = OverlayVideoWriter(tmp_path, info)
-    masks = np.zeros((1, 17, 33), bool)
-    masks[0, 2:9, 3:20] = True
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_overlay_video_pads_odd_sizes(tmp_path: Path, codec: str) -> None:
+    info = VideoInfo(name="odd", width=97, height=55, fps=Fraction(30000, 1001))
+    writer = OverlayVideoWriter(tmp_path, info, codec=codec)
+    masks = np.zeros((1, 55, 97), bool)
+    masks[0, 10:50, 20:90] = True
     for i in range(3):
         result = FrameResult(
             frame_idx=i, pts=i, obj_ids=[1], masks=masks, object_scores=np.ones(1, np.float32),
             ious=np.ones(1, np.float32), boxes=np.zeros((1, 4), np.float32),
         )  # fmt: skip
-        writer.write(VideoFrame(image=np.zeros((17, 33, 3), np.uint8), index=i), result)
+        writer.write(VideoFrame(image=np.zeros((55, 97, 3), np.uint8), index=i), result)
     assert writer.close() == [tmp_path / "odd_overlay.mp4"]
     with av.open(str(tmp_path / "odd_overlay.mp4")) as container:
-        decoded = list(container.decode(video=0))
-    assert len(decoded) == 3 and (decoded[0].width, decoded[0].height) == (34, 18)
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == {"libx264": "h264", "mpeg4": "mpeg4"}[codec]
+        assert stream.average_rate == Fraction(30000, 1001)
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(decoded) == 3 and decoded[0].shape == (56, 98, 3)
+    # The object's colour shows inside its mask on the black frame (away from the id label
+    # at its top-left corner), not outside it.
+    assert decoded[0][35:48, 50:85].mean() > 60 and decoded[0][:, 93:].mean() < 20

@@ -34,6 +34,9 @@ from pycocotools import mask as mask_api
 from streamer.overlay import object_color
 from streamer.webrtc import configure_ice_hosts
 
+# pycocotools' decode trips numpy 2's `__array__(copy=...)` deprecation on every call.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
+
 TOKEN = "webrtc-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLIP_FRAMES = 30
@@ -152,13 +155,20 @@ def decode_rle(rle: dict) -> np.ndarray:
     return mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
+def clip_position(index: int, length: int) -> int:
+    """Frame of a clip played back and forth (no jump when it loops): 0, 1, .., n-1, n-2, .."""
+    period = 2 * length - 2
+    position = index % period
+    return position if position < length else period - position
+
+
 def sent_frame(frames: list[np.ndarray], pts: int) -> np.ndarray:
     """The clip frame `ClipTrack` sent with `pts` (the server keeps the sender's pts)."""
-    return frames[round(pts / FRAME_PTS_STEP) % len(frames)]
+    return frames[clip_position(round(pts / FRAME_PTS_STEP), len(frames))]
 
 
 class ClipTrack(VideoStreamTrack):
-    """Loops `frames` as a live camera would (30 fps, pts i * 3000 on the 90 kHz clock)."""
+    """Plays `frames` back and forth as a live camera would (30 fps, pts i * 3000 at 90 kHz)."""
 
     def __init__(self, frames: list[np.ndarray]) -> None:
         super().__init__()
@@ -167,7 +177,8 @@ class ClipTrack(VideoStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
-        frame = av.VideoFrame.from_ndarray(self.frames[self.sent % len(self.frames)], "rgb24")
+        image = self.frames[clip_position(self.sent, len(self.frames))]
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         self.sent += 1
         return frame
@@ -280,17 +291,17 @@ def test_publish_prompt_on_data_channel_receive_overlay_and_masklets(server, cli
             assert ack["id"] == "click" and ack["obj_id"] is not None
             obj_id = ack["obj_id"]
 
-            # Collect masklets of the object, then a frame message whose pts the video shows.
+            # Masklets of the object, until the overlay video shows a frame tracked frames lead
+            # up to, and shares a pts with a masklet message.
             tracked: dict[int, dict] = {}
-            matched = None
-            while matched is None:
+            while True:
                 message = await client.next_message("frame")
                 if message["objects"] and message["objects"][0]["area"] > 0:
                     tracked[message["pts"]] = message
-                shown = {p: img for p, img in client.video}
-                common = sorted(set(tracked) & set(shown))
-                if len(tracked) >= 3 and common:
-                    matched = tracked[common[-1]], shown[common[-1]]
+                shown = {p for p, _ in client.video}
+                if len(tracked) >= 6 and shown & set(tracked) and max(shown) > sorted(tracked)[2]:
+                    break
+            video = list(client.video)
 
             peers = (await get_json(http, peers_url))["peers"]
             assert [p["id"] for p in peers] == [answer["peer_id"]]
@@ -304,28 +315,38 @@ def test_publish_prompt_on_data_channel_receive_overlay_and_masklets(server, cli
             # Closing the client frees the server's peer; the session stays, without subscriber.
             await wait_until(lambda: _no_peers(http, peers_url))
             state = await get_json(http, f"{server}/sessions/{sid}")
-            return obj_id, tracked, matched, client.video_frames, state
+            return obj_id, tracked, video, client.video_frames, state
 
-    obj_id, tracked, (message, overlay), video_frames, state = run(body())
-    assert all(m["objects"][0]["obj_id"] == obj_id for m in tracked.values())
+    obj_id, tracked, video, video_frames, state = run(body())
+    assert all([o["obj_id"] for o in m["objects"]] == [obj_id] for m in tracked.values())
     assert video_frames >= 10
+    # Overlay frames keep the input's pts: the same clock as the masklet messages.
+    assert {p for p, _ in video} & set(tracked)
 
-    # The overlay frame with the message's pts is tinted in the object's colour inside the
-    # mask (masks lag by the inference time, so compare well inside and well outside it).
-    mask = decode_rle(message["objects"][0]["rle"])
-    assert mask.shape == (180, 320) and mask.sum() == message["objects"][0]["area"]
-    kernel = np.ones((7, 7), np.uint8)
-    inside = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
-    outside = ~cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
-    assert inside.sum() > 100 and outside.sum() > 100
-    sent = sent_frame(clip_frames, message["pts"]).astype(np.float64)
-    change = overlay.astype(np.float64) - sent  # (H, W, 3)
+    # An overlay frame is tinted in the object's colour where the object is. The overlay draws
+    # the latest result when a frame arrives, i.e. the mask of one of the last few processed
+    # frames before it: compare inside all of those masks and outside any of them.
     alpha = 0.5  # OverlayStyle's default
-    expected_shift = (alpha * (np.array(object_color(obj_id)) - sent[inside])).mean(axis=0)
-    inside_shift = change[inside].mean(axis=0)  # (3,)
-    assert np.abs(expected_shift).max() > 25, "the colour differs enough from the scene"
-    np.testing.assert_allclose(inside_shift, expected_shift, atol=20)
-    assert np.abs(change[outside]).mean() < 12
+    kernel = np.ones((5, 5), np.uint8)
+    checked = 0
+    for pts, overlay in reversed(video):
+        recent = [decode_rle(tracked[p]["objects"][0]["rle"]) for p in sorted(tracked) if p < pts]
+        if len(recent) < 3:
+            continue
+        recent = np.stack(recent[-3:]).astype(np.uint8)  # (3, H, W)
+        inside = cv2.erode(recent.min(axis=0), kernel).astype(bool)
+        outside = ~cv2.dilate(recent.max(axis=0), kernel).astype(bool)
+        if inside.sum() < 100:
+            continue  # the object moved too much between those frames
+        sent = sent_frame(clip_frames, pts).astype(np.float64)
+        change = overlay.astype(np.float64) - sent  # (H, W, 3)
+        expected_shift = (alpha * (np.array(object_color(obj_id)) - sent[inside])).mean(axis=0)
+        assert np.abs(expected_shift).max() > 25, "the colour differs enough from the scene"
+        np.testing.assert_allclose(change[inside].mean(axis=0), expected_shift, atol=20)
+        assert np.abs(change[outside]).mean() < 12, "untouched outside the mask (lossy codec)"
+        checked += 1
+        print("DEBUG", pts, inside.sum(), change[inside].mean(axis=0), expected_shift, np.abs(change[outside]).mean())
+    assert checked >= 1
 
     assert state["state"] == "running" and state["subscribers"] == 0
     httpx.delete(f"{server}/sessions/{state['id']}", headers=AUTH, timeout=20)
@@ -385,6 +406,7 @@ def test_deleting_the_session_closes_its_peer(server, clip_frames):
 
         async with httpx.AsyncClient(timeout=20) as http:
             await client.connect(http, server, session["id"])
+            await client.next_message("hello")
             await client.next_message("frame")  # media flows
             response = await http.delete(f"{server}/sessions/{session['id']}", headers=AUTH)
             assert response.status_code == 204

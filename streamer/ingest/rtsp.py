@@ -58,7 +58,7 @@ class Backoff:
             )
 
     def delay(self, failures: int) -> float:
-        """Seconds to wait before the attempt that follows `failures` consecutive failures (>= 1)."""
+        """Seconds to wait after `failures` (>= 1) consecutive failed attempts."""
         return min(self.maximum, self.initial * self.factor ** max(0, failures - 1))
 
 

@@ -20,7 +20,8 @@ from streamer.ingest.base import VideoFrame
 from streamer.outputs.base import MaskWriter, VideoInfo
 from streamer.overlay import draw_overlay
 
-_ENCODER_OPTIONS = {"libx264": {"crf": "20", "preset": "veryfast"}, "mpeg4": {"qscale": "3"}}
+# Good-looking defaults: x264 at constant quality; mpeg4 has no CRF, so a generous bit rate.
+_ENCODER_OPTIONS = {"libx264": {"crf": "20", "preset": "veryfast"}, "mpeg4": {"b": "4M"}}
 
 
 def pick_encoder() -> str:
