@@ -151,14 +151,15 @@ def compile_model(
     *,
     mode: str | None = None,
     parts: Sequence[CompileSpec] = VOS_OPTIMIZED,
-    backend: str = "inductor",
+    backend: str | Callable[..., Any] = "inductor",
 ) -> CompiledParts:
     """Compile the `forward` of each part of `model` in place (`vos_optimized` by default).
 
     mode: `torch.compile` mode; None picks `default_mode(model.device)`.
     parts: which components and how (see `VOS_OPTIMIZED`); pass a subset or
         `dataclasses.replace`d specs to experiment.
-    backend: `torch.compile` backend ("inductor"; "eager" / "aot_eager" to debug).
+    backend: `torch.compile` backend: "inductor", or e.g. "eager" to check graphs and guards
+        without code generation.
     Nothing is compiled until the first call. Compiling an already compiled part raises
     ValueError. Raises torch's limit of graphs per function to `RECOMPILE_LIMIT` (global).
     """

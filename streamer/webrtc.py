@@ -10,16 +10,17 @@ One `WebRTCPeer` per peer connection, bound to one session and registered in the
   (`hello`, `frame`, `ack`, `error`, `end`); prompts may be sent on that channel too.
 - `PeerRole.WHIP` (`streamer.whip`, RFC 9725): ingest only, results go to websocket clients.
 
-Threads: aiortc decodes and encodes on executor threads; the event loop only moves frames
+Threads: aiortc decodes and encodes on threads of its own; the event loop only moves frames
 around. Incoming frames are converted to RGB on an executor thread and pushed into the
 session's `PushSource` (latest frame wins); the inference worker thread runs the model and
 hands each result back through a result listener; overlays are drawn on an executor thread.
 Nothing here runs the model, and nothing blocks the loop.
 
 Timestamps: frames keep the sender's `pts` / `time_base` (RTP clock, 1/90000) end to end, so a
-`frame` message and the overlay frame drawn from the same input carry the same `pts`. RTP
-receivers count pts from the first frame they get; the overlay track therefore always sends
-the stream's first frame first, so a client's overlay pts match the message pts.
+`frame` message and the overlay frame drawn from the same input carry the same `pts`. aiortc's
+receiver counts pts from the first frame it gets (browsers show the raw RTP timestamp); the
+overlay track therefore sends the stream's first frame first, so an aiortc client's overlay pts
+equal the message pts.
 
 A peer is freed (tasks cancelled, listener and subscriber removed, connection closed) when its
 connection fails or closes, its incoming track ends, its session is deleted, or on
@@ -60,16 +61,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from sam2_video.streaming import FrameResult
+from streamer.connection import handle_client_message, hello_message
 from streamer.ingest import VideoFrame
 from streamer.overlay import OverlayStyle, draw_overlay
-from streamer.protocol import (
-    Ack,
-    ErrorCode,
-    FrameMessage,
-    ProtocolError,
-    SetOptions,
-    parse_client_message,
-)
+from streamer.protocol import FrameMessage
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -303,14 +298,17 @@ class WebRTCPeer:
 
     # --- negotiation (the service calls this once) -----------------------------------------
 
-    async def negotiate(self, offer: RTCSessionDescription, *, may_publish: bool) -> None:
+    async def negotiate(
+        self, offer: RTCSessionDescription, *, claim_publisher: Callable[[WebRTCPeer], bool]
+    ) -> None:
         """Apply the client's offer and create the answer (`self.pc.localDescription`).
 
-        may_publish: the session takes this peer's video (it is a webrtc session and no other
-        peer publishes). Raises OfferError, or PeerConflictError when the client sends video
-        that the session cannot take.
+        claim_publisher: asked when the client sends video; True if the session takes it (a
+        webrtc session that no other peer publishes to), which makes this peer its publisher.
+        Raises OfferError, or PeerConflictError when the client sends video that the session
+        cannot take.
         """
-        self.pc.on("track", lambda track: self._on_track(track, may_publish))
+        self.pc.on("track", lambda track: self._on_track(track, claim_publisher))
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
         try:
@@ -332,12 +330,14 @@ class WebRTCPeer:
         if self.overlay is not None:
             self.session.add_result_listener(self._on_result)
 
-    def _on_track(self, track: MediaStreamTrack, may_publish: bool) -> None:
+    def _on_track(
+        self, track: MediaStreamTrack, claim_publisher: Callable[[WebRTCPeer], bool]
+    ) -> None:
         transceiver = next(
             (t for t in self.pc.getTransceivers() if t.receiver.track is track), None
         )
         if track.kind == "video" and not self.publishing:
-            if not may_publish:
+            if not claim_publisher(self):
                 reason = (
                     "another peer publishes to it"
                     if self.session.push_source is not None
@@ -438,32 +438,16 @@ class WebRTCPeer:
             channel.on("open", self._send_hello)
 
     def _send_hello(self) -> None:
-        from streamer.app import _hello  # the websocket's greeting, so both start alike
-
         if self._channel is not None and self._subscriber is not None:
-            hello = _hello(self.session, self.settings, self._subscriber)
+            hello = hello_message(self.session, self.settings, self._subscriber)
             self._channel.send(hello.model_dump_json())
 
     def _on_channel_message(self, data: str | bytes) -> None:
         """A client message on the data channel: handled as on the websocket."""
-        from streamer.app import _merge_options
-
-        subscriber = self._subscriber
-        if subscriber is None:
-            return
-        try:
-            message = parse_client_message(data, max_bytes=self.settings.max_message_bytes)
-            if isinstance(message, SetOptions):
-                subscriber.set_options(_merge_options(subscriber, message))
-                frame_idx = self.session.view.frame_idx
-                subscriber.put_nowait(Ack(id=message.id, request=message.type, frame_idx=frame_idx))
-                return
-            try:
-                self.session.submit(message, reply_to=subscriber)
-            except SessionEndedError as exc:
-                raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
-        except ProtocolError as exc:
-            subscriber.put_nowait(exc.to_message())
+        if self._subscriber is not None:
+            handle_client_message(
+                self.session, self._subscriber, data, max_bytes=self.settings.max_message_bytes
+            )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -579,14 +563,11 @@ class WebRTCService:
             owns_session=owns_session,
         )
         self._peers[peer.id] = peer
-        may_publish = session.push_source is not None and session.id not in self._publishers
         try:
-            await peer.negotiate(offer, may_publish=may_publish)
+            await peer.negotiate(offer, claim_publisher=self._claim_publisher)
         except BaseException:
             await peer.close()
             raise
-        if peer.publishing:
-            self._publishers[session.id] = peer
         logger.info(
             "peer %s: %s for session %s%s",
             peer.id,
@@ -595,6 +576,17 @@ class WebRTCService:
             " (publishing)" if peer.publishing else "",
         )
         return peer
+
+    def _claim_publisher(self, peer: WebRTCPeer) -> bool:
+        """Make `peer` its session's publisher if the session takes video and has none.
+
+        Called synchronously on the loop while the offer is applied, so two concurrent offers
+        cannot both win."""
+        session = peer.session
+        if session.push_source is None or session.id in self._publishers:
+            return False
+        self._publishers[session.id] = peer
+        return True
 
     def peers(self, session_id: str | None = None) -> list[WebRTCPeer]:
         """Open peers, all or those of one session."""

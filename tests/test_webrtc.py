@@ -303,6 +303,18 @@ def test_publish_prompt_on_data_channel_receive_overlay_and_masklets(server, cli
                     break
             video = list(client.video)
 
+            # Output options work on the data channel as on the websocket.
+            client.send(type="set_options", id="opts", mask_downscale=2)
+            options_ack = await client.next_message("ack")
+            assert options_ack["id"] == "opts" and options_ack["request"] == "set_options"
+            # (a frame encoded just before the change may still be on its way)
+            for _ in range(3):
+                halved = await client.next_message("frame")
+                if halved["mask_downscale"] == 2:
+                    break
+            assert halved["mask_downscale"] == 2
+            assert halved["objects"][0]["rle"]["size"] == [90, 160]
+
             peers = (await get_json(http, peers_url))["peers"]
             assert [p["id"] for p in peers] == [answer["peer_id"]]
             [peer] = peers
@@ -345,7 +357,6 @@ def test_publish_prompt_on_data_channel_receive_overlay_and_masklets(server, cli
         np.testing.assert_allclose(change[inside].mean(axis=0), expected_shift, atol=20)
         assert np.abs(change[outside]).mean() < 12, "untouched outside the mask (lossy codec)"
         checked += 1
-        print("DEBUG", pts, inside.sum(), change[inside].mean(axis=0), expected_shift, np.abs(change[outside]).mean())
     assert checked >= 1
 
     assert state["state"] == "running" and state["subscribers"] == 0

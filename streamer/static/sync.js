@@ -1,0 +1,100 @@
+// Aligning masks with the camera video by pts.
+//
+// A frame published over WebRTC keeps its RTP timestamp end to end: the server reports it as
+// `pts` (1/90000 s, counted from the first frame it received), and the browser's RTP clock is
+// its capture clock. So the local capture time of a masklet's frame is origin + pts seconds,
+// where origin (the capture time of pts 0 on this page's clock) is learnt from the frame
+// messages: every message gives received - latency - pts >= origin (the server's `latency`
+// starts when the server got the frame; uplink and downlink time only add to it), and the
+// smallest value seen is the estimate (too late by the quickest round of transport, a few ms
+// on a LAN).
+//
+// CameraFrames keeps the last few seconds of camera frames as ImageBitmaps with their capture
+// times, so the page can show the frame a masklet was computed on instead of the live one.
+
+export class PtsClock {
+  constructor() {
+    this.reset();
+  }
+
+  reset() {
+    this.origin = null; // ms on the performance.now() clock
+  }
+
+  /** A frame message received at `receivedAt` (performance.now() ms). */
+  observe(message, receivedAt) {
+    const seconds = ptsSeconds(message.pts, message.time_base);
+    if (seconds === null) return;
+    const estimate = receivedAt - message.latency * 1000 - seconds * 1000;
+    if (this.origin === null || estimate < this.origin) this.origin = estimate;
+  }
+
+  /** Local capture time (performance.now() ms) of a frame with this pts, or null. */
+  captureTime(pts, timeBase) {
+    const seconds = ptsSeconds(pts, timeBase);
+    if (seconds === null || this.origin === null) return null;
+    return this.origin + seconds * 1000;
+  }
+}
+
+export function ptsSeconds(pts, timeBase) {
+  if (pts == null || !timeBase) return null;
+  const [num, den] = timeBase.split("/").map(Number);
+  return den ? (pts * num) / den : null;
+}
+
+export class CameraFrames {
+  /** video: the <video> playing the camera stream. Keeps frames of the last maxAgeMs. */
+  constructor(video, { maxAgeMs = 4000, maxFrames = 150 } = {}) {
+    this.video = video;
+    this.maxAgeMs = maxAgeMs;
+    this.maxFrames = maxFrames;
+    this.frames = []; // {time, bitmap}, oldest first
+    this.running = false;
+    this.hasCaptureTime = false;
+  }
+
+  start() {
+    if (this.running || !("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+    this.running = true;
+    const onFrame = (now, metadata) => {
+      if (!this.running) return;
+      // captureTime: when the camera took the frame (Chrome gives it for camera tracks).
+      const time = metadata.captureTime ?? now;
+      this.hasCaptureTime = this.hasCaptureTime || metadata.captureTime != null;
+      createImageBitmap(this.video).then(
+        (bitmap) => this.push(time, bitmap),
+        () => {},
+      );
+      this.video.requestVideoFrameCallback(onFrame);
+    };
+    this.video.requestVideoFrameCallback(onFrame);
+  }
+
+  push(time, bitmap) {
+    if (!this.running) {
+      bitmap.close();
+      return;
+    }
+    this.frames.push({ time, bitmap });
+    const cutoff = time - this.maxAgeMs;
+    while (this.frames.length > this.maxFrames || (this.frames.length && this.frames[0].time < cutoff)) {
+      this.frames.shift().bitmap.close();
+    }
+  }
+
+  /** The frame captured closest to `time` (ms), or null when none is buffered. */
+  at(time) {
+    let best = null;
+    for (const frame of this.frames) {
+      if (best === null || Math.abs(frame.time - time) < Math.abs(best.time - time)) best = frame;
+    }
+    return best;
+  }
+
+  stop() {
+    this.running = false;
+    for (const frame of this.frames) frame.bitmap.close();
+    this.frames = [];
+  }
+}
