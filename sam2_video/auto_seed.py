@@ -81,7 +81,7 @@ class AutoSeedOptions:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SeedMask:
     """One mask proposed for tracking.
 

@@ -234,16 +234,15 @@ class StreamingSession:
         return self._features
 
     def _object_for_prompt(self, obj_id: int | None) -> ObjectMemory:
-        if obj_id is None:
-            obj_id = self.new_object_id()
-        obj = self.objects.get(obj_id)
+        obj = None if obj_id is None else self.objects.get(obj_id)
         if obj is None:
+            # Checked before taking a fresh id, so a refused prompt uses up nothing.
             if len(self.objects) >= self.options.max_objects:
                 raise TooManyObjectsError(
                     f"session already tracks {len(self.objects)} objects (max_objects)"
                 )
-            obj = ObjectMemory(obj_id)
-            self.objects[obj_id] = obj
+            obj = ObjectMemory(self.new_object_id() if obj_id is None else obj_id)
+            self.objects[obj.obj_id] = obj
         return obj
 
     @torch.inference_mode()
@@ -307,14 +306,15 @@ class StreamingSession:
 
     # ------------------------------------------------------------------ auto-seeding
     @torch.inference_mode()
-    def auto_seed(self) -> FrameResult:
+    def auto_seed(self, options: AutoSeedOptions | None = None) -> FrameResult:
         """Track, as new objects, what the mask generator finds on the current frame.
 
-        Masks already covered by tracked objects are skipped (`AutoSeedOptions`; the defaults
-        when the session has none). Stops quietly at the objects cap.
+        Masks already covered by tracked objects are skipped. options: for this call (default:
+        the session's `auto_seed` options, else `AutoSeedOptions()`). Stops quietly at the
+        objects cap.
         """
         self._require_frame()
-        self._seed()
+        self._seed(options)
         return self._result([])
 
     def _is_seeding_frame(self) -> bool:
@@ -325,13 +325,14 @@ class StreamingSession:
             seed.reseed_every is not None and self.frame_idx % seed.reseed_every == 0
         )
 
-    def _seed(self) -> list[int]:
+    def _seed(self, options: AutoSeedOptions | None = None) -> list[int]:
         """Add one object per kept mask on the current frame; returns the new ids."""
-        if self._seeder is None:
-            self._seeder = AutoSeeder(self.model, self.options.auto_seed or AutoSeedOptions())
+        options = options or self.options.auto_seed or AutoSeedOptions()
+        if self._seeder is None or self._seeder.options != options:
+            self._seeder = AutoSeeder(self.model, options)
         cap = self.options.max_objects
-        if self._seeder.options.max_objects is not None:
-            cap = min(cap, self._seeder.options.max_objects)
+        if options.max_objects is not None:
+            cap = min(cap, options.max_objects)
         room = cap - len(self.objects)
         if room <= 0:
             return []

@@ -21,9 +21,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
@@ -32,6 +29,7 @@ from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame, o
 from streamer.ingest import source_kind as classify_source
 from streamer.metrics import Histogram, RateMeter
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
+from streamer.schemas import SessionCreate, SessionInfo
 from streamer.settings import OutputOptions, Settings
 from streamer.subscribers import Subscriber
 
@@ -68,56 +66,6 @@ class SessionEndedError(SessionError):
 
 class ServiceNotReadyError(SessionError):
     code = "not_ready"
-
-
-# --- schemas ---------------------------------------------------------------------------------
-
-
-class SessionCreate(BaseModel):
-    """Request to open a session.
-
-    source: "webrtc", "rtsp://...", "/dev/videoN" or "camera:N", or a video file path / URL.
-    paced: files only: release frames at native fps like a live stream (drops when inference
-        is slower) instead of processing every frame (default).
-    start: "on_connect" waits for a first subscriber before consuming frames (so a client sees
-        a file from its first frame); "now" starts at once.
-    auto_seed: segment everything on the first frame and track what is found.
-    max_objects: objects tracked at most (capped by the server's max_objects_per_session).
-    max_frames: files only: stop after this many frames.
-    non_overlapping: each pixel belongs to at most one object.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(min_length=1, max_length=4096)
-    paced: bool = False
-    start: Literal["on_connect", "now"] = "on_connect"
-    auto_seed: bool = False
-    max_objects: int | None = Field(default=None, ge=1)
-    max_frames: int | None = Field(default=None, ge=1)
-    non_overlapping: bool = False
-
-
-class SessionInfo(BaseModel):
-    """Public view of a session (the HTTP API's session resource)."""
-
-    id: str
-    source: str
-    kind: str
-    state: str
-    error: str | None
-    source_state: str
-    back_pressure: str
-    created_at: float
-    frame_idx: int
-    frame_size: list[int] | None
-    obj_ids: list[int]
-    frames_captured: int
-    frames_processed: int
-    frames_dropped: int
-    queue_depth: int
-    subscribers: int
-    inference_latency_mean: float
 
 
 class SessionState(enum.Enum):

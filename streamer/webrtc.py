@@ -356,24 +356,36 @@ class WebRTCPeer:
     # --- media in --------------------------------------------------------------------------
 
     async def _pump(self, track: MediaStreamTrack) -> None:
-        """Client video -> RGB (executor) -> the session's PushSource (+ our overlay track)."""
+        """Client video -> RGB (executor) -> the session's PushSource (+ our overlay track).
+
+        Runs until the client's track ends. Once the session's source has ended, frames are
+        still taken (and dropped) so aiortc's receive queue cannot grow.
+        """
         source = self.session.push_source
+        ingesting = source is not None
         try:
             while True:
                 frame = await track.recv()
                 self.stats.frames_received += 1
+                if not ingesting:
+                    continue
                 image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
-                if source is None or not source.push(
-                    image, pts=frame.pts, time_base=frame.time_base
-                ):
+                if not source.push(image, pts=frame.pts, time_base=frame.time_base):
                     logger.info("peer %s: the session's source has ended", self.id)
-                    return
+                    ingesting = False
+                    if self._subscriber is None:
+                        self._schedule_close()
+                    # else the forward loop closes the peer once the session's last
+                    # messages (its `end`) are sent
+                    continue
                 self.stats.frames_pushed += 1
                 if self.overlay is not None:
                     self.overlay.push_frame(image, frame.pts, frame.time_base)
         except MediaStreamError:
             logger.info("peer %s: the client's video ended", self.id)
-        finally:
+            self._schedule_close()
+        except Exception:
+            logger.exception("peer %s: receiving video failed", self.id)
             self._schedule_close()
 
     # --- results out -----------------------------------------------------------------------

@@ -6,7 +6,7 @@
 // kept for the SA-V export (sav.js). docs/client.md describes the page.
 
 import { ApiError, api, getToken, setToken, socketUrl } from "./api.js";
-import { MaskOverlay, cssColor } from "./overlay.js";
+import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
 import { Peer } from "./rtc.js";
 import { MaskletRecorder } from "./sav.js";
 import { SessionSocket } from "./socket.js";
@@ -15,7 +15,7 @@ import { CameraFrames, PtsClock } from "./sync.js";
 const POLL_MS = 1000; // session stats (GET /sessions/{id})
 const PING_MS = 5000; // websocket round trip (an empty set_options), for the latency estimate
 const DRAG_PX = 6; // a press that moves less than this is a click, more is a box
-const RATE_WINDOW_MS = 5000;
+const FRAME_PROMPTS = new Set(["add_points", "add_box", "add_mask"]); // they take frame_idx
 
 const $ = (id) => document.getElementById(id);
 
@@ -160,7 +160,8 @@ async function joinSession() {
 /** Connect the websocket and the video to a session (camera: publish that stream). */
 async function attach(session, { camera }) {
   state.session = session;
-  $("session-label").textContent = `Session ${session.id} (${session.kind}, ${session.source})`;
+  const where = session.kind === session.source ? session.kind : `${session.kind}: ${session.source}`;
+  $("session-label").textContent = `Session ${session.id} (${where})`;
   $("server-view").checked = false;
   $("sync-video").disabled = !camera;
   updateView();
@@ -287,6 +288,8 @@ function onMessage(message) {
   const receivedAt = performance.now();
   switch (message.type) {
     case "hello":
+      // (Re)connected: the server's objects are the truth (some may have gone meanwhile).
+      for (const id of [...state.objects.keys()]) if (!message.obj_ids.includes(id)) state.objects.delete(id);
       for (const id of message.obj_ids) ensureObject(id);
       renderObjects();
       break;
@@ -311,7 +314,11 @@ function onMessage(message) {
 function onFrame(message, receivedAt) {
   state.counters.frames += 1;
   state.recorder.addFrame(message);
-  if (state.frames) state.clock.observe(message, receivedAt);
+  if (state.frames) {
+    const known = state.clock.origin !== null;
+    state.clock.observe(message, receivedAt);
+    if (!known && state.clock.origin !== null) updateView(); // "sync" can show frames now
+  }
   const capture = state.frames ? state.clock.captureTime(message.pts, message.time_base) : null;
   const transport = state.latency.rtt !== null ? state.latency.rtt / 2 : 0;
   state.latency.server = message.latency;
@@ -405,7 +412,8 @@ async function prompt(message, marker) {
     say("Waiting for the first frame.");
     return;
   }
-  if (state.display.frame_idx >= 0 && message.type !== "auto_seed" && message.type !== "reset") {
+  if (FRAME_PROMPTS.has(message.type) && state.display.frame_idx >= 0) {
+    // The frame the user saw; the server refuses it when the session has moved on too far.
     message.frame_idx = state.display.frame_idx;
   }
   message.id = state.socket.newId();
@@ -534,11 +542,15 @@ function updateView() {
   let view = "none";
   if (state.session) {
     if (!camera || serverView) view = "remote";
-    else view = $("sync-video").checked ? "sync" : "live";
+    else view = $("sync-video").checked && state.clock.origin !== null ? "sync" : "live";
   }
   stage.dataset.view = view;
   stage.dataset.clientOverlay = String(Boolean(state.session) && !serverView);
   markDirty();
+}
+
+function hiddenIds() {
+  return new Set([...state.objects].filter(([, o]) => o.hidden).map(([id]) => id));
 }
 
 function render() {
@@ -550,12 +562,7 @@ function render() {
   if (display && display.width && display.height) {
     stage.style.aspectRatio = `${display.width} / ${display.height}`;
     const fill = $("fill-masks").checked && stage.dataset.view !== "remote";
-    const hidden = new Set([...state.objects].filter(([, o]) => o.hidden).map(([id]) => id));
-    overlay.draw(display.width, display.height, display.objects, {
-      hidden,
-      selected: state.selected,
-      fill,
-    });
+    overlay.draw(display.width, display.height, display.objects, { hidden: hiddenIds(), fill });
     if (stage.dataset.view === "sync") drawSyncedFrame(display);
   } else {
     overlay.draw(1, 1, []);
@@ -593,6 +600,15 @@ function drawPrompts() {
   if (!display || !display.width) return;
   const sx = w / display.width;
   const sy = h / display.height;
+  if ($("stage").dataset.clientOverlay === "true") {
+    drawLabels(ctx, display.objects, {
+      scale: sx,
+      width: w,
+      height: h,
+      selected: state.selected,
+      hidden: hiddenIds(),
+    });
+  }
   ctx.lineWidth = 2 * ratio;
   for (const marker of state.pending) {
     if (marker.kind === "point") {
@@ -671,7 +687,7 @@ function renderStats() {
   $("stat-input-fps").textContent = fmt(rates.input);
   $("stat-processed-fps").textContent = fmt(rates.processed);
   $("stat-dropped").textContent = rates.dropped === null ? "-" : String(rates.dropped);
-  const server = latency.server === null ? "" : ` (server ${Math.round(latency.server * 1000)} ms)`;
+  const server = latency.server === null ? "" : ` (server ${Math.round(latency.server * 1000)})`;
   $("stat-latency").textContent =
     latency.endToEnd === null ? "-" : `${Math.round(latency.endToEnd * 1000)} ms${server}`;
   $("stat-objects").textContent = String(state.objects.size);

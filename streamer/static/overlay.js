@@ -1,8 +1,8 @@
 // Client-side mask overlay: object masks drawn on a transparent <canvas> above the video.
 //
-// The canvas has the frame's size in pixels (CSS scales it to the video), so canvas pixel
+// The mask canvas has the frame's size in pixels (CSS scales it to the video), so canvas pixel
 // (x, y) is source pixel (x, y). Each object is filled with its colour at 50% alpha, outlined
-// at full opacity and labelled with its id, as the server's overlay track draws it
+// at full opacity and labelled with its id (drawLabels), as the server's overlay track draws it
 // (streamer/overlay.py); colours are the same function of the id on both sides.
 
 import { decodeRle } from "./rle.js";
@@ -50,10 +50,10 @@ export class MaskOverlay {
 
   /**
    * Draw `objects` (masklets: {obj_id, rle, bbox}) of a width x height frame.
-   * options: hidden (Set of ids not drawn), selected (id or null), fill (bool: false draws
-   * outlines and labels only, e.g. over the server's already tinted video).
+   * options: hidden (Set of ids not drawn), fill (bool: false draws outlines only, e.g.
+   * over the server's already tinted video). Labels: drawLabels().
    */
-  draw(width, height, objects, { hidden = new Set(), selected = null, fill = true } = {}) {
+  draw(width, height, objects, { hidden = new Set(), fill = true } = {}) {
     const { canvas, ctx } = this;
     if (canvas.width !== width || canvas.height !== height) {
       canvas.width = width;
@@ -83,7 +83,6 @@ export class MaskOverlay {
     this.scratchCtx.putImageData(image, 0, 0);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.scratch, 0, 0, width, height);
-    for (const object of visible) this.label(object, width, height, object.obj_id === selected);
   }
 
   decode(object) {
@@ -98,27 +97,33 @@ export class MaskOverlay {
     const keep = new Set(objects.map((o) => o.obj_id));
     for (const id of this.decoded.keys()) if (!keep.has(id)) this.decoded.delete(id);
   }
+}
 
-  // The id on a dark box at the mask's top-left corner (bbox is [x, y, w, h] in frame pixels).
-  label(object, width, height, selected) {
-    const { ctx } = this;
-    const size = Math.max(11, Math.round(height / 24));
-    ctx.font = `bold ${size}px sans-serif`;
+/**
+ * Object ids on dark boxes at their masks' top-left corners, on a canvas of any size (drawn on
+ * the display-resolution prompt layer, so the text stays sharp when the frame is small).
+ * scale: canvas pixels per frame pixel; width, height: the canvas size.
+ */
+export function drawLabels(ctx, objects, { scale, width, height, selected = null, hidden = new Set() }) {
+  const size = Math.max(12, Math.round(height / 30));
+  ctx.font = `bold ${size}px sans-serif`;
+  ctx.textBaseline = "top";
+  const pad = Math.max(2, Math.round(size / 5));
+  for (const object of objects) {
+    if (hidden.has(object.obj_id) || object.area === 0) continue;
     const text = String(object.obj_id);
-    const pad = Math.max(2, Math.round(size / 5));
     const boxW = ctx.measureText(text).width + 2 * pad;
     const boxH = size + 2 * pad;
-    const x = Math.min(Math.max(object.bbox[0], 0), Math.max(width - boxW, 0));
-    const y = Math.min(Math.max(object.bbox[1], 0), Math.max(height - boxH, 0));
-    ctx.fillStyle = "rgba(0, 0, 0, 0.8)";
+    const x = Math.min(Math.max(object.bbox[0] * scale, 0), Math.max(width - boxW, 0));
+    const y = Math.min(Math.max(object.bbox[1] * scale, 0), Math.max(height - boxH, 0));
+    ctx.fillStyle = "rgba(0, 0, 0, 0.75)";
     ctx.fillRect(x, y, boxW, boxH);
-    if (selected) {
+    if (object.obj_id === selected) {
       ctx.strokeStyle = "#fff";
       ctx.lineWidth = Math.max(1, size / 8);
       ctx.strokeRect(x, y, boxW, boxH);
     }
     ctx.fillStyle = cssColor(object.obj_id);
-    ctx.textBaseline = "top";
     ctx.fillText(text, x + pad, y + pad);
   }
 }

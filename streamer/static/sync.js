@@ -10,7 +10,8 @@
 // on a LAN).
 //
 // CameraFrames keeps the last few seconds of camera frames as ImageBitmaps with their capture
-// times, so the page can show the frame a masklet was computed on instead of the live one.
+// times, so the page can show the frame a masklet was computed on instead of the live one
+// (which is also the frame the server applies a click to: prompts go to its current frame).
 
 export class PtsClock {
   constructor() {
@@ -43,9 +44,11 @@ export function ptsSeconds(pts, timeBase) {
   return den ? (pts * num) / den : null;
 }
 
+const MAX_WIDTH = 640; // frames are kept at most this wide (90 frames of 640x360: ~80 MB)
+
 export class CameraFrames {
   /** video: the <video> playing the camera stream. Keeps frames of the last maxAgeMs. */
-  constructor(video, { maxAgeMs = 4000, maxFrames = 150 } = {}) {
+  constructor(video, { maxAgeMs = 3000, maxFrames = 90 } = {}) {
     this.video = video;
     this.maxAgeMs = maxAgeMs;
     this.maxFrames = maxFrames;
@@ -62,7 +65,9 @@ export class CameraFrames {
       // captureTime: when the camera took the frame (Chrome gives it for camera tracks).
       const time = metadata.captureTime ?? now;
       this.hasCaptureTime = this.hasCaptureTime || metadata.captureTime != null;
-      createImageBitmap(this.video).then(
+      const width = this.video.videoWidth;
+      const options = width > MAX_WIDTH ? { resizeWidth: MAX_WIDTH, resizeQuality: "medium" } : {};
+      createImageBitmap(this.video, options).then(
         (bitmap) => this.push(time, bitmap),
         () => {},
       );
