@@ -143,7 +143,9 @@ def test_seeder_proposes_generator_masks(micro_model, clip_frames):
     for s in seeds:
         assert s.mask.shape == CLIP_HW and s.mask.dtype == bool
         assert any(np.array_equal(s.mask, m) for m in masks)
-    assert [s.predicted_iou for s in seeds] == sorted((s.predicted_iou for s in seeds), reverse=True)
+    assert [s.predicted_iou for s in seeds] == sorted(
+        (s.predicted_iou for s in seeds), reverse=True
+    )
     # Everything covered: nothing proposed. A limit of 0 does not even run the generator.
     assert seeder.propose(clip_frames[0], covered=np.ones(CLIP_HW, bool)) == []
     assert seeder.propose(clip_frames[0], limit=0) == []
@@ -175,7 +177,7 @@ def test_auto_seed_on_first_frame_and_every_n_frames(micro_model, clip_frames, m
         t = call["frame_idx"]
         result = results[t]
         before = call["ids_before"]
-        new = result.obj_ids[len(before):]
+        new = result.obj_ids[len(before) :]
         assert result.obj_ids[: len(before)] == before
         assert len(new) == len(call["seeds"])
         # Fresh ids, never used before; tracked objects keep theirs.

@@ -134,21 +134,36 @@ def test_sixteen_objects_together_equal_each_alone(micro_model):
 
 @torch.inference_mode()
 def test_static_shapes_do_not_change_results(micro_model):
-    """Padding the bank to full size and 5 objects to a batch of 8 gives the same results."""
-    static = StaticShapes(max_conditioning_frames=2)
-    plain = _session(micro_model, 5, return_logits=True, max_conditioning_frames=2)
-    padded = _session(
-        micro_model, 5, return_logits=True, max_conditioning_frames=2, static_shapes=True
+    """A bank padded to full size and 5 objects padded to a batch of 8: same step results."""
+    session = _session(micro_model, 5, max_conditioning_frames=2)
+    for t in (1, 2, 3):
+        if t == 2:  # a correction gives object 2 a second conditioning frame
+            session.add_points(2, np.array([[40.0, 14.0]]), np.array([1]))
+        session.add_frame(_frame(t))
+    objects = list(session.objects.values())
+    features = _features(micro_model, 4)
+    options = TrackerOptions(fill_hole_area=8)
+    plain = FrameTracker(micro_model, options)
+    static = FrameTracker(micro_model, options, static_shapes=StaticShapes(2))
+    # Same memories, same frame: one tracking step, and a click on a tracked frame (batch 1).
+    for a, b in zip(plain.track(features, objects, 4, False, None),
+                    static.track(features, objects, 4, False, None)):
+        torch.testing.assert_close(a.low_res_logits, b.low_res_logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.obj_ptr, b.obj_ptr, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.object_score, b.object_score, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.maskmem.float(), b.maskmem.float(), atol=1e-2, rtol=1e-2)
+    coords, labels = torch.tensor([[[60.0, 30.0]]]), torch.tensor([[1]], dtype=torch.int32)
+    a, _ = plain.prompt_points(features, objects[0], 3, coords, labels, None)
+    b, _ = static.prompt_points(features, objects[0], 3, coords, labels, None)
+    torch.testing.assert_close(a.low_res_logits, b.low_res_logits, atol=1e-4, rtol=0)
+
+
+def test_session_option_static_shapes(micro_model):
+    session = StreamingSession(
+        micro_model, SessionOptions(static_shapes=True, max_conditioning_frames=3)
     )
-    assert padded.tracker.static_shapes == static
-    for t in range(1, 4):
-        if t == 2:  # a correction makes a second conditioning frame for object 2
-            for session in (plain, padded):
-                session.add_points(2, np.array([[40.0, 14.0]]), np.array([1]))
-        a, b = plain.add_frame(_frame(t)), padded.add_frame(_frame(t))
-        np.testing.assert_array_equal(a.masks, b.masks)
-        np.testing.assert_allclose(a.logits, b.logits, atol=1e-4, rtol=0)
-        np.testing.assert_allclose(a.object_scores, b.object_scores, atol=1e-4, rtol=0)
+    assert session.tracker.static_shapes == StaticShapes(max_conditioning_frames=3)
+    assert StreamingSession(micro_model).tracker.static_shapes is None
 
 
 def test_static_shapes_buckets():

@@ -27,7 +27,9 @@ def _logits_with_holes() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     Returns the logits and a bool map per hole.
     """
     logits = 3.0 + 2.0 * torch.rand(1, 1, 32, 40, generator=torch.Generator().manual_seed(0))
-    holes = {name: torch.zeros(32, 40, dtype=torch.bool) for name in ("one", "eight", "nine", "diag")}
+    holes = {
+        name: torch.zeros(32, 40, dtype=torch.bool) for name in ("one", "eight", "nine", "diag")
+    }
     holes["one"][3, 3] = True
     holes["eight"][5:7, 10:14] = True  # 2 x 4 = 8 pixels
     holes["nine"][12:15, 3:6] = True  # 3 x 3 = 9 pixels
@@ -96,7 +98,9 @@ def test_fill_holes_keeps_large_background_and_fills_small_border_regions():
     # A small background region cut off at the image border counts as a hole as well.
     logits = torch.full((1, 1, 16, 16), 5.0)
     logits[0, 0, 0, 0:3] = -1.0
-    assert bool((fill_holes(logits, max_area=3) == torch.where(logits > 0, 5.0, HOLE_FILL_LOGIT)).all())
+    assert bool(
+        (fill_holes(logits, max_area=3) == torch.where(logits > 0, 5.0, HOLE_FILL_LOGIT)).all()
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)

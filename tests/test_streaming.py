@@ -142,23 +142,36 @@ def test_streaming_matches_offline_predictor(micro_model, video_frames, referenc
 
 
 def test_batched_objects_match_objects_tracked_alone(micro_model, video_frames, reference_mask):
+    # Object 3 joins on frame 2, so the batch mixes memory banks of different lengths.
     frames = video_frames[:8]
-    together = StreamingSession(micro_model, SessionOptions())
-    together.add_frame(frames[0])
-    prompt_three_objects(together, reference_mask)
-    batched = [together.add_frame(f) for f in frames[1:]]
+    prompts = {
+        1: (0, lambda s: s.add_points(1, *CLICK)),
+        2: (0, lambda s: s.add_box(2, BOX)),
+        3: (2, lambda s: s.add_mask(3, reference_mask)),
+    }
 
-    for i, obj_id in enumerate((1, 2, 3)):
-        alone = StreamingSession(micro_model, SessionOptions())
-        alone.add_frame(frames[0])
-        prompt_three_objects(alone, reference_mask, ids=(obj_id,))
-        for t, frame in enumerate(frames[1:]):
-            single = alone.add_frame(frame)
+    def run(obj_ids):
+        session = StreamingSession(micro_model, SessionOptions())
+        results = []
+        for t, frame in enumerate(frames):
+            result = session.add_frame(frame)
+            for obj_id in obj_ids:
+                if prompts[obj_id][0] == t:
+                    result = prompts[obj_id][1](session)
+            results.append(result)
+        return results
+
+    together = run([1, 2, 3])
+    assert [len(r.obj_ids) for r in together] == [2, 2, 3, 3, 3, 3, 3, 3]
+    for obj_id in (1, 2, 3):
+        alone = run([obj_id])
+        for t, (single, batched) in enumerate(zip(alone, together)):
+            if prompts[obj_id][0] > t:
+                continue
+            i = batched.obj_ids.index(obj_id)
             assert single.obj_ids == [obj_id]
-            assert different_pixels(single.masks[0], batched[t].masks[i]) <= MAX_DIFFERENT_PIXELS
-            np.testing.assert_allclose(
-                single.object_scores[0], batched[t].object_scores[i], atol=1e-3
-            )
+            assert different_pixels(single.masks[0], batched.masks[i]) <= MAX_DIFFERENT_PIXELS
+            np.testing.assert_allclose(single.object_scores[0], batched.object_scores[i], atol=1e-3)
 
 
 # ---------------------------------------------------------------------------- prompts mid-stream
@@ -254,7 +267,10 @@ def test_bad_input_leaves_the_session_intact(micro_model, clip_frames):
         (ValueError, lambda: session.add_points(1, np.zeros((0, 2)), np.zeros(0))),
         (ValueError, lambda: session.add_points(1, np.array([[w + 10.0, 5.0]]), np.array([1]))),
         (ValueError, lambda: session.add_points(1, np.array([[5.0, -1.0]]), np.array([1]))),
-        (ValueError, lambda: session.add_points(1, np.array([[5.0, 5.0], [6.0, 6.0]]), np.array([1]))),
+        (
+            ValueError,
+            lambda: session.add_points(1, np.array([[5.0, 5.0], [6.0, 6.0]]), np.array([1])),
+        ),
         (ValueError, lambda: session.add_points(1, np.array([[5.0, 5.0]]), np.array([7]))),
         (ValueError, lambda: session.add_points(1, np.array([[5.0, 5.0]]), None)),
         (ValueError, lambda: session.add_points(None, np.array([[np.nan, 5.0]]), np.array([1]))),

@@ -99,7 +99,7 @@ def server(tmp_path_factory):
         process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
                 pytest.fail(f"server exited {process.returncode}:\n{log_path.read_text()}")
@@ -109,7 +109,7 @@ def server(tmp_path_factory):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{log_path.read_text()}")
+                pytest.fail(f"server not ready in 120 s:\n{log_path.read_text()}")
             try:
                 process.wait(timeout=0.2)  # the poll step; also notices an early exit
             except subprocess.TimeoutExpired:
