@@ -26,6 +26,7 @@ import gc
 import os
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -120,14 +121,16 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
             session.add_frame(moving_boxes(t, n, height, width))
     timer = ComponentTimer(model, device)
     times: dict[int, list[float]] = defaultdict(list)
+    cpu_times: dict[int, list[float]] = defaultdict(list)
     parts: dict[int, dict[str, float]] = {n: defaultdict(float) for n in args.objects}
     try:
         for t in range(args.warmup + 1, args.warmup + 1 + args.frames):
             for n, session in sessions.items():  # round robin: load swings hit every count
                 frame = moving_boxes(t, n, height, width)
                 timer.take()
-                _, seconds = timed(lambda: session.add_frame(frame), device)
+                _, seconds, cpu_seconds = timed(lambda: session.add_frame(frame), device)
                 times[n].append(seconds)
+                cpu_times[n].append(cpu_seconds)
                 for name, s in timer.take().items():
                     parts[n][name] += s
     finally:
@@ -137,6 +140,7 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
     for n in args.objects:
         row: dict[str, Any] = {"objects": n, **stats_ms(times[n])}
         row["fps"] = round(1000.0 / row["mean_ms"], 2)
+        row["cpu"] = stats_ms(cpu_times[n])
         per_frame = {name: 1000.0 * s / args.frames for name, s in parts[n].items()}
         row["components_ms"] = {k: round(v, 2) for k, v in per_frame.items()}
         row["other_ms"] = round(row["mean_ms"] - sum(per_frame.values()), 2)
@@ -144,6 +148,7 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
             base = row
         row["ratio_p50_vs_first"] = round(row["p50_ms"] / base["p50_ms"], 2)
         row["ratio_mean_vs_first"] = round(row["mean_ms"] / base["mean_ms"], 2)
+        row["ratio_cpu_p50_vs_first"] = round(row["cpu"]["p50_ms"] / base["cpu"]["p50_ms"], 2)
         rows.append(row)
     print(f"\nlatency ({args.config}, {device}, frame {width}x{height}, "
           f"static_shapes={args.static_shapes}, {args.frames} timed frames per count)")
@@ -151,6 +156,8 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
         {
             **{k: r[k] for k in ("objects", "fps", "p50_ms", "p95_ms", "mean_ms")},
             "x_first(p50)": r["ratio_p50_vs_first"],
+            "cpu_p50": r["cpu"]["p50_ms"],
+            "x_first(cpu)": r["ratio_cpu_p50_vs_first"],
             "img_enc": r["components_ms"]["image_encoder"],
             "mem_attn": r["components_ms"]["memory_attention"],
             "decoder": r["components_ms"]["sam_mask_decoder"],
@@ -178,7 +185,9 @@ def _session_bytes(session: StreamingSession) -> tuple[int, int]:
 
 
 def _live_tensors() -> int:
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+    with warnings.catch_warnings():  # isinstance on some lazy torch modules warns
+        warnings.simplefilter("ignore")
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
 def bench_memory(model: SAM2Model, device: torch.device, args: argparse.Namespace) -> dict:
@@ -231,7 +240,7 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
         compiled = _seeded_session(model, n, args, static_shapes=True)  # prompts compile here
         first_frames = []
         for t in range(1, args.compile_warmup + 1):
-            _, seconds = timed(
+            _, seconds, _ = timed(
                 lambda: compiled.add_frame(moving_boxes(t, n, height, width)), device
             )
             first_frames.append(round(seconds, 2))
@@ -248,7 +257,9 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
             for name, session in (
                 ("compiled", compiled), ("eager", eager), ("eager_static", eager_static)
             ):
-                times[name].append(timed(lambda: session.add_frame(frame), device)[1])
+                _, seconds, cpu_seconds = timed(lambda: session.add_frame(frame), device)
+                times[name].append(seconds)
+                times[f"{name}_cpu"].append(cpu_seconds)
         row: dict[str, Any] = {
             "objects": n,
             "warmup_frames_s": first_frames,
@@ -257,8 +268,12 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
         }
         for name, values in times.items():
             row[name] = stats_ms(values)
-            row[f"{name}_fps"] = round(1000.0 / row[name]["mean_ms"], 2)
+            if not name.endswith("_cpu"):
+                row[f"{name}_fps"] = round(1000.0 / row[name]["mean_ms"], 2)
         row["speedup_p50"] = round(row["eager"]["p50_ms"] / row["compiled"]["p50_ms"], 2)
+        row["speedup_cpu_p50"] = round(
+            row["eager_cpu"]["p50_ms"] / row["compiled_cpu"]["p50_ms"], 2
+        )
         rows.append(row)
         start = time.perf_counter()
     print(f"\ncompile ({args.config}, {device}, mode={parts.mode}, fallbacks={parts.fallbacks()})")
@@ -271,6 +286,9 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
             "eager p50": r["eager"]["p50_ms"],
             "eager+static p50": r["eager_static"]["p50_ms"],
             "speedup": r["speedup_p50"],
+            "compiled cpu p50": r["compiled_cpu"]["p50_ms"],
+            "eager cpu p50": r["eager_cpu"]["p50_ms"],
+            "speedup (cpu)": r["speedup_cpu_p50"],
             "recompiles": r["steady_recompiles"],
         }
         for r in rows

@@ -78,13 +78,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """Run fn and return (result, wall seconds), synchronising the device around it."""
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
+    """Run fn; return (result, wall seconds, process CPU seconds), device synchronised.
+
+    On a shared, oversubscribed machine wall time measures the machine's load as much as the
+    work; CPU time of this process (all its threads) is the steadier measure of the work.
+    """
     synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = fn()
     synchronize(device)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def stats_ms(seconds: Sequence[float]) -> dict[str, float]:

@@ -20,9 +20,9 @@ from pydantic import BaseModel
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.auth import BearerAuthMiddleware
-from streamer.connection import handle_client_message, hello_message, merge_options
+from streamer.connection import handle_client_message, hello_message
 from streamer.metrics import render_service_metrics
-from streamer.protocol import Error, ErrorCode, SetOptions
+from streamer.protocol import Error, ErrorCode
 from streamer.sessions import (
     InvalidSourceError,
     ServiceNotReadyError,
@@ -35,7 +35,7 @@ from streamer.sessions import (
     SessionManager,
     SessionNotFoundError,
 )
-from streamer.settings import OutputOptions, Settings
+from streamer.settings import Settings
 from streamer.subscribers import Subscriber
 from streamer.webrtc import webrtc_router
 from streamer.whip import whip_router
@@ -62,8 +62,11 @@ class SessionList(BaseModel):
 def load_model(settings: Settings) -> SAM2Model:
     """Build the configured model (blocking: call it in a thread)."""
     from sam2_video.build import build_sam2
+    from sam2_video.checkpoints import ensure_checkpoint
 
-    model = build_sam2(settings.model, checkpoint=settings.checkpoint, device=settings.device)
+    # Never serve random weights: a missing checkpoint is an error that says how to get one.
+    checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
+    model = build_sam2(settings.model, checkpoint=checkpoint, device=settings.device)
     if settings.vos_optimized:
         logger.warning("vos_optimized: no compiled path is available yet; running eager")
     return model
@@ -227,11 +230,3 @@ async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subs
         if data is None:
             data = raw.get("bytes") or b""
         handle_client_message(session, subscriber, data, max_bytes=max_bytes)
-
-
-# Names streamer.webrtc imported before streamer.connection existed; new code uses the latter.
-_hello = hello_message
-
-
-def _merge_options(subscriber: Subscriber, message: SetOptions) -> OutputOptions:
-    return merge_options(subscriber.options, message)
