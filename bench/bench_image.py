@@ -23,9 +23,17 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from common import (
+    REPO,
+    available_devices,
+    load_model,
+    machine_info,
+    print_table,
+    stats_ms,
+    timed,
+    write_json,
+)
 
-from common import REPO, load_model, machine_info, available_devices, print_table, stats_ms
-from common import timed, write_json
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.image_predictor import SAM2ImagePredictor
 
@@ -49,7 +57,7 @@ def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespa
             predictor.set_image(image)
         wall, cpu = [], []
         for _ in range(args.repeats):
-            _, seconds, cpu_seconds = timed(lambda: predictor.set_image(image), device)
+            _, seconds, cpu_seconds = timed(device, predictor.set_image, image)
             wall.append(seconds)
             cpu.append(cpu_seconds)
         result["encoder"] = {**stats_ms(wall), "cpu": stats_ms(cpu)}
@@ -62,7 +70,7 @@ def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespa
             masks = generator.generate(image)  # warm-up
             wall, cpu = [], []
             for _ in range(args.amg_repeats):
-                masks, seconds, cpu_seconds = timed(lambda: generator.generate(image), device)
+                masks, seconds, cpu_seconds = timed(device, generator.generate, image)
                 wall.append(seconds)
                 cpu.append(cpu_seconds)
             result["amg"] = {**stats_ms(wall), "cpu": stats_ms(cpu), "masks": len(masks),

@@ -31,7 +31,6 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-
 from common import (
     box_masks,
     load_model,
@@ -44,6 +43,7 @@ from common import (
     timed,
     write_json,
 )
+
 from sam2_video.compile import compile_model
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import SessionOptions, StreamingSession
@@ -128,7 +128,7 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
             for n, session in sessions.items():  # round robin: load swings hit every count
                 frame = moving_boxes(t, n, height, width)
                 timer.take()
-                _, seconds, cpu_seconds = timed(lambda: session.add_frame(frame), device)
+                _, seconds, cpu_seconds = timed(device, session.add_frame, frame)
                 times[n].append(seconds)
                 cpu_times[n].append(cpu_seconds)
                 for name, s in timer.take().items():
@@ -240,9 +240,8 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
         compiled = _seeded_session(model, n, args, static_shapes=True)  # prompts compile here
         first_frames = []
         for t in range(1, args.compile_warmup + 1):
-            _, seconds, _ = timed(
-                lambda: compiled.add_frame(moving_boxes(t, n, height, width)), device
-            )
+            frame = moving_boxes(t, n, height, width)
+            _, seconds, _ = timed(device, compiled.add_frame, frame)
             first_frames.append(round(seconds, 2))
         warm_s = time.perf_counter() - start  # includes earlier counts' compiles
         graphs = _unique_graphs()
@@ -257,7 +256,7 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
             for name, session in (
                 ("compiled", compiled), ("eager", eager), ("eager_static", eager_static)
             ):
-                _, seconds, cpu_seconds = timed(lambda: session.add_frame(frame), device)
+                _, seconds, cpu_seconds = timed(device, session.add_frame, frame)
                 times[name].append(seconds)
                 times[f"{name}_cpu"].append(cpu_seconds)
         row: dict[str, Any] = {

@@ -78,15 +78,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
-    """Run fn; return (result, wall seconds, process CPU seconds), device synchronised.
+def timed(device: torch.device, fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
+    """Run fn(*args); return (result, wall seconds, process CPU seconds), device synchronised.
 
     On a shared, oversubscribed machine wall time measures the machine's load as much as the
     work; CPU time of this process (all its threads) is the steadier measure of the work.
     """
     synchronize(device)
     start, cpu_start = time.perf_counter(), time.process_time()
-    result = fn()
+    result = fn(*args)
     synchronize(device)
     return result, time.perf_counter() - start, time.process_time() - cpu_start
 
@@ -117,8 +117,8 @@ def moving_boxes(t: int, count: int, height: int, width: int) -> np.ndarray:
     """
     frame = np.full((height, width, 3), 48, np.uint8)
     for k, (y0, y1, x0, x1) in enumerate(_box_cells(count, height, width)):
-        dy = int(round(2 * np.sin(t / 7 + k)))
-        dx = int(round(3 * np.cos(t / 9 + 2 * k)))
+        dy = round(2 * float(np.sin(t / 7 + k)))
+        dx = round(3 * float(np.cos(t / 9 + 2 * k)))
         color = ((53 * k + 90) % 256, (97 * k + 30) % 256, (151 * k + 200) % 256)
         frame[max(y0 + dy, 0) : y1 + dy, max(x0 + dx, 0) : x1 + dx] = color
     return frame
@@ -128,8 +128,8 @@ def box_masks(count: int, height: int, width: int) -> list[np.ndarray]:
     """(H, W) bool masks of the boxes of `moving_boxes` on frame 0."""
     masks = []
     for k, (y0, y1, x0, x1) in enumerate(_box_cells(count, height, width)):
-        dy = int(round(2 * np.sin(k)))
-        dx = int(round(3 * np.cos(2 * k)))
+        dy = round(2 * float(np.sin(k)))
+        dx = round(3 * float(np.cos(2 * k)))
         mask = np.zeros((height, width), bool)
         mask[max(y0 + dy, 0) : y1 + dy, max(x0 + dx, 0) : x1 + dx] = True
         masks.append(mask)

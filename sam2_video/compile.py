@@ -120,6 +120,12 @@ class _GuardedForward:
             return result
 
 
+def _guarded_forward(module: nn.Module) -> _GuardedForward | None:
+    """The compiled forward installed on `module` by `compile_model`, if any."""
+    forward = module.__dict__.get("forward")
+    return forward if isinstance(forward, _GuardedForward) else None
+
+
 @dataclass
 class CompiledParts:
     """Handle on a model whose components were compiled by `compile_model`."""
@@ -141,7 +147,7 @@ class CompiledParts:
         """Put the eager forwards back (compiled graphs are dropped with the wrappers)."""
         for name, forward in self._forwards.items():
             module = getattr(self.model, name)
-            if module.__dict__.get("forward") is forward:
+            if _guarded_forward(module) is forward:
                 del module.forward
         self._forwards.clear()
 
@@ -165,11 +171,11 @@ def compile_model(
     """
     mode = mode or default_mode(model.device)
     handle = CompiledParts(model=model, mode=mode, specs=tuple(parts))
+    children = dict(model.named_children())
     for spec in parts:
-        module = getattr(model, spec.name, None)
-        if not isinstance(module, nn.Module):
+        if spec.name not in children:
             raise ValueError(f"SAM2Model has no component {spec.name!r} to compile")
-        if isinstance(module.__dict__.get("forward"), _GuardedForward):
+        if _guarded_forward(children[spec.name]) is not None:
             raise ValueError(f"{spec.name} is already compiled (call restore() first)")
     dynamo_config = torch._dynamo.config
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)

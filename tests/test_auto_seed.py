@@ -3,6 +3,7 @@ real clip (first frame, periodic re-seeding, fresh ids, the objects cap)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import av
@@ -155,7 +156,7 @@ def test_seeder_proposes_generator_masks(micro_model, clip_frames):
 
 # ---------------------------------------------------------------------------- session, real clip
 def test_auto_seed_on_first_frame_and_every_n_frames(micro_model, clip_frames, monkeypatch):
-    options = AutoSeedOptions(**{**SEED.__dict__, "reseed_every": 3})
+    options = dataclasses.replace(SEED, reseed_every=3)
     session = StreamingSession(micro_model, SessionOptions(auto_seed=options, max_objects=32))
     spy = SeedingSpy(monkeypatch, session)
 
@@ -181,7 +182,7 @@ def test_auto_seed_on_first_frame_and_every_n_frames(micro_model, clip_frames, m
         assert result.obj_ids[: len(before)] == before
         assert len(new) == len(call["seeds"])
         # Fresh ids, never used before; tracked objects keep theirs.
-        assert not used_ids & set(new) and new == sorted(new) and min(new) > max(used_ids)
+        assert new == sorted(new) and all(obj_id > max(used_ids) for obj_id in new)
         used_ids |= set(new)
         # "Covered" is exactly the union of the tracked masks on that frame...
         np.testing.assert_array_equal(call["covered"], result.masks[: len(before)].any(axis=0))
@@ -202,7 +203,7 @@ def test_auto_seed_on_first_frame_and_every_n_frames(micro_model, clip_frames, m
 
 def test_auto_seed_respects_the_objects_cap(micro_model, clip_frames, monkeypatch):
     # The seeding cap: seeding stops once the session tracks 3 objects.
-    options = AutoSeedOptions(**{**SEED.__dict__, "reseed_every": 1, "max_objects": 3})
+    options = dataclasses.replace(SEED, reseed_every=1, max_objects=3)
     session = StreamingSession(micro_model, SessionOptions(auto_seed=options))
     spy = SeedingSpy(monkeypatch, session)
     counts = [len(session.add_frame(f).obj_ids) for f in clip_frames[:4]]
@@ -211,13 +212,13 @@ def test_auto_seed_respects_the_objects_cap(micro_model, clip_frames, monkeypatc
     assert spy.calls[-1]["frame_idx"] < 3  # at the cap the generator no longer runs
 
     # The session's own cap applies to seeding too, and counts prompted objects.
-    session = StreamingSession(
-        micro_model, SessionOptions(max_objects=2, auto_seed=AutoSeedOptions(**SEED.__dict__))
-    )
+    session = StreamingSession(micro_model, SessionOptions(max_objects=2, auto_seed=SEED))
     assert len(session.add_frame(clip_frames[0]).obj_ids) == 2
     session.remove_object(2)
     session.add_points(None, np.array([[60.0, 120.0]]), np.array([1]))
+    calls = len(spy.calls)
     assert len(session.auto_seed().obj_ids) == 2
+    assert len(spy.calls) == calls
 
 
 def test_auto_seed_on_demand(micro_model, clip_frames):

@@ -1,11 +1,14 @@
-"""The browser client (streamer/static/) in real headless Chromium against `sam2-stream serve`.
+"""The browser client (streamer/static/) in real headless Chromium against the service.
 
 Chromium (Debian's /usr/bin/chromium, driven by Playwright; no browser is downloaded) gets a
-fake camera that plays an MJPEG clip made from bedroom.mp4, publishes it over WebRTC to a
-"webrtc" session of a server on 127.0.0.1 (micro model, CPU, ICE on loopback only), and the test
-clicks on the picture like a user. Checks: frames reach the server, masklets reach the page,
-the clicked object's mask is drawn in the overlay canvas at the click, the stats advance,
-removing the object clears it; and the in-browser COCO RLE codec agrees with pycocotools.
+fake camera that plays an MJPEG clip made from bedroom.mp4 (each frame carries its index as a
+bar code in its bottom rows) and publishes it over WebRTC to a "webrtc" session of a uvicorn
+server on 127.0.0.1 (in this process: micro model, CPU, a token, ICE on loopback only). The test
+clicks on the picture like a user. Checks: frames reach the server, masklets reach the page, the
+clicked object's mask is drawn in the overlay canvas at the click, the page shows the very
+camera frame the server computed those masks on (pts alignment), the stats advance, prompts
+(negative click, box, hide, remove, reset), export, websocket reconnect; and the in-browser COCO
+RLE codec agrees with pycocotools.
 
 Runs inside a loopback-only network namespace too
 (`unshare -n sh -c 'ip link set lo up; python -m pytest -q tests/test_browser.py'`).
@@ -21,8 +24,7 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,10 +33,14 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from conftest import DATA, MICRO_CHECKPOINT
 from pycocotools import mask as mask_api
 
+from streamer.app import create_app
 from streamer.overlay import object_color
+from streamer.settings import Settings
+from streamer.webrtc import configure_ice_hosts
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright (pip install playwright)")
 
@@ -49,6 +55,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLIP_SIZE = (320, 180)  # width, height
 CLIP_FRAMES = 75  # 2.5 s at Chromium's 30 fps for MJPEG files (it loops the file)
 CLICK = (200, 117)  # source pixels: the pink pillow on the bed
+BAR_BITS, BAR_HEIGHT = 8, 10  # frame index as 8 black/white cells in the bottom 10 rows
 WAIT_MS = 60_000  # one frame of the micro model takes 0.1-3 s on 2 busy cores
 STATIC_FILES = re.compile(r"^http://127\.0\.0\.1:\d+/([\w.-]+\.(html|js|css))?$")
 CHROMIUM_FLAGS = [
@@ -68,15 +75,32 @@ CHROMIUM_FLAGS = [
 # --- fixtures ---------------------------------------------------------------------------------
 
 
+def draw_bar_code(image: np.ndarray, index: int) -> None:
+    """Write `index` into the bottom rows of an (H, W, 3) frame, one cell per bit."""
+    cell = image.shape[1] // BAR_BITS
+    for bit in range(BAR_BITS):
+        image[-BAR_HEIGHT:, bit * cell : (bit + 1) * cell] = 255 if index >> bit & 1 else 0
+
+
+def read_bar_code(image: np.ndarray) -> int:
+    """The index draw_bar_code wrote (cell centres, so codec blur at the edges is harmless)."""
+    cell = image.shape[1] // BAR_BITS
+    rows = image[-BAR_HEIGHT + 3 : -3, :, :3].astype(np.float64)
+    bits = [rows[:, bit * cell + 8 : (bit + 1) * cell - 8].mean() > 128 for bit in range(BAR_BITS)]
+    return sum(1 << bit for bit, on in enumerate(bits) if on)
+
+
 @pytest.fixture(scope="module")
 def camera_clip(tmp_path_factory) -> Path:
-    """An MJPEG file (concatenated JPEG frames) of bedroom.mp4's first frames at 320x180."""
+    """An MJPEG file (concatenated JPEG frames) of bedroom.mp4's first frames at 320x180, each
+    with its index as a bar code; Chromium's fake camera loops it at 30 fps."""
     path = tmp_path_factory.mktemp("camera") / "bedroom.mjpeg"
     with av.open(str(DATA / "bedroom.mp4")) as container, path.open("wb") as out:
         for index, frame in enumerate(container.decode(video=0)):
             if index == CLIP_FRAMES:
                 break
             image = cv2.resize(frame.to_ndarray(format="bgr24"), CLIP_SIZE, interpolation=cv2.INTER_AREA)
+            draw_bar_code(image, index)
             ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok
             out.write(jpeg.tobytes())
@@ -90,47 +114,39 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Base URL of `sam2-stream serve` (micro model, CPU, token, loopback ICE); bounded start."""
+def service(micro_model):
+    """(base URL, app) of the service under uvicorn on 127.0.0.1, in a thread of this process
+    (so the test can watch the frames the server processes); bounded start and stop."""
+    settings = Settings(
+        model="sam2.1_micro",
+        checkpoint=MICRO_CHECKPOINT,
+        device="cpu",
+        auth_token=TOKEN,
+        ice_hosts=["127.0.0.1"],
+    )
+    app = create_app(settings, model=micro_model)
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {
-        **os.environ,
-        "SAM2_STREAM_AUTH_TOKEN": TOKEN,
-        "SAM2_STREAM_ICE_HOSTS": '["127.0.0.1"]',
-    }
-    command = [
-        sys.executable, "-m", "streamer.cli", "-v", "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT),
-        "--device", "cpu",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{log_path.read_text()}")
-            try:
-                process.wait(timeout=0.2)  # the poll step; also notices an early exit
-            except subprocess.TimeoutExpired:
-                pass
-        yield base
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("the server did not start in 60 s")
+            thread.join(timeout=0.1)  # the poll step
+        assert httpx.get(f"{base}/readyz", headers=AUTH, timeout=10).status_code == 200
+        yield base, app
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        server.should_exit = True
+        thread.join(timeout=30)
+        configure_ice_hosts([])  # the app set loopback-only ICE for the whole process
+
+
+@pytest.fixture(scope="module")
+def server(service) -> str:
+    return service[0]
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +334,27 @@ def colour_pixels(page, obj_id: int) -> int:
     return int((close & (pixels[:, 3] > 0)).sum())
 
 
-def test_camera_click_segment_and_remove(page, server, tmp_path):
+SHOWN_FRAME_JS = """() => {
+    const canvas = document.getElementById("frame-canvas");
+    const bytes = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+        text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return { shown: window.sam2stream.state.shown, size: [canvas.width, canvas.height], rgba: btoa(text) };
+}"""
+
+
+def shown_frame(page) -> tuple[int | None, np.ndarray]:
+    """(pts of the masklets, (H, W, 4) RGBA) of the camera frame the synced view shows."""
+    got = page.evaluate(SHOWN_FRAME_JS)
+    width, height = got["size"]
+    rgba = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(height, width, 4)
+    return (got["shown"] or {}).get("pts"), rgba
+
+
+def test_camera_click_segment_and_remove(page, service, tmp_path):
+    server, app = service
     # The token is entered once; the page keeps it and sends it itself from then on.
     page.fill("#token", TOKEN)
     page.click("#token-form button")
@@ -367,6 +403,29 @@ def test_camera_click_segment_and_remove(page, server, tmp_path):
     assert stats["objects"] == "1" and int(stats["frames"]) >= later["framesReceived"]
     info = session_info(server, sid).json()
     assert info["obj_ids"] == [obj_id] and info["frames_processed"] >= later["framesReceived"]
+
+    # Alignment: the synced view shows the very camera frame the server computed the shown
+    # masks on (the bar code of the page's frame equals that of the server's frame with the
+    # masklets' pts).
+    processed: dict[int, int] = {}  # pts -> bar code, filled on the server's worker thread
+
+    def on_result(frame, result) -> None:
+        processed[frame.pts] = read_bar_code(frame.image)
+
+    session = app.state.manager.get(sid)
+    session.add_result_listener(on_result)
+    try:
+        pairs = []
+        for _ in range(6):
+            wait_for(page, "s.frameIdx > arg", summary(page)["frameIdx"])
+            page.wait_for_timeout(50)  # one animation frame: the view catches up
+            pts, image = shown_frame(page)
+            pairs.append((processed.get(pts), read_bar_code(image)))
+    finally:
+        session.remove_result_listener(on_result)
+    known = [(server_code, page_code) for server_code, page_code in pairs if server_code is not None]
+    assert len(known) >= 4, pairs
+    assert all(server_code == page_code for server_code, page_code in known), pairs
 
     # A right-click is a negative point for the selected object.
     acks = summary(page)["acks"]

@@ -7,13 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import MICRO_CHECKPOINT
 from torch._dynamo.utils import counters
 
 from sam2_video.build import build_sam2
 from sam2_video.compile import VOS_OPTIMIZED, compile_model
 from sam2_video.streaming import SessionOptions, StreamingSession
-
-from conftest import MICRO_CHECKPOINT
 
 H, W = 96, 128
 COMPILED_STATIC = ("memory_attention", "sam_mask_decoder", "memory_encoder")

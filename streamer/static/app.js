@@ -32,6 +32,7 @@ const state = {
   recorder: new MaskletRecorder(),
   // What is drawn: the latest frame message, with prompt replies merged in.
   display: null, // {frame_idx, pts, time_base, width, height, objects: [masklet]}
+  shown: null, // the masklet frame the synced camera frame on screen belongs to: {pts, frame_idx}
   objects: new Map(), // obj_id -> {hidden, lost, auto}
   selected: null,
   pending: [], // prompt markers shown until their reply: {kind: "point"|"box", ...}
@@ -316,6 +317,7 @@ function onFrame(message, receivedAt) {
   state.recorder.addFrame(message);
   if (state.frames) {
     const known = state.clock.origin !== null;
+    state.clock.receiverLagMs = state.frames.frameInterval();
     state.clock.observe(message, receivedAt);
     if (!known && state.clock.origin !== null) updateView(); // "sync" can show frames now
   }
@@ -583,6 +585,7 @@ function drawSyncedFrame(display) {
     canvas.height = frame.bitmap.height;
   }
   canvas.getContext("2d").drawImage(frame.bitmap, 0, 0);
+  state.shown = { pts: display.pts, frame_idx: display.frame_idx, offsetMs: time === null ? null : frame.time - time };
 }
 
 function drawPrompts() {

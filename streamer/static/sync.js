@@ -6,8 +6,11 @@
 // where origin (the capture time of pts 0 on this page's clock) is learnt from the frame
 // messages: every message gives received - latency - pts >= origin (the server's `latency`
 // starts when the server got the frame; uplink and downlink time only add to it), and the
-// smallest value seen is the estimate (too late by the quickest round of transport, a few ms
-// on a LAN).
+// smallest value seen is the estimate. It is late by the quickest round of transport: a few ms
+// on a LAN, plus one frame interval, because the server's WebRTC stack (aiortc) hands a frame
+// over only when the first packet of the next one arrives. `receiverLagMs` (set to the
+// camera's frame interval) takes that frame back out; tests/test_browser.py checks the result
+// picks exactly the frame the server processed.
 //
 // CameraFrames keeps the last few seconds of camera frames as ImageBitmaps with their capture
 // times, so the page can show the frame a masklet was computed on instead of the live one
@@ -20,6 +23,7 @@ export class PtsClock {
 
   reset() {
     this.origin = null; // ms on the performance.now() clock
+    this.receiverLagMs = 0;
   }
 
   /** A frame message received at `receivedAt` (performance.now() ms). */
@@ -34,7 +38,7 @@ export class PtsClock {
   captureTime(pts, timeBase) {
     const seconds = ptsSeconds(pts, timeBase);
     if (seconds === null || this.origin === null) return null;
-    return this.origin + seconds * 1000;
+    return this.origin - this.receiverLagMs + seconds * 1000;
   }
 }
 
@@ -86,6 +90,15 @@ export class CameraFrames {
     while (this.frames.length > this.maxFrames || (this.frames.length && this.frames[0].time < cutoff)) {
       this.frames.shift().bitmap.close();
     }
+  }
+
+  /** Median time between buffered frames (ms), or 0 with fewer than two. */
+  frameInterval() {
+    const gaps = [];
+    for (let i = 1; i < this.frames.length; i += 1) gaps.push(this.frames[i].time - this.frames[i - 1].time);
+    if (gaps.length === 0) return 0;
+    gaps.sort((a, b) => a - b);
+    return gaps[Math.floor(gaps.length / 2)];
   }
 
   /** The frame captured closest to `time` (ms), or null when none is buffered. */
