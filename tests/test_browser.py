@@ -345,12 +345,13 @@ SHOWN_FRAME_JS = """() => {
 }"""
 
 
-def shown_frame(page) -> tuple[int | None, np.ndarray]:
-    """(pts of the masklets, (H, W, 4) RGBA) of the camera frame the synced view shows."""
+def shown_frame(page) -> tuple[dict, np.ndarray]:
+    """The synced view's camera frame: ({pts, frame_idx, offsetMs} of the masklets it shows
+    them with, (H, W, 4) RGBA)."""
     got = page.evaluate(SHOWN_FRAME_JS)
     width, height = got["size"]
     rgba = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(height, width, 4)
-    return (got["shown"] or {}).get("pts"), rgba
+    return got["shown"], rgba
 
 
 def test_camera_click_segment_and_remove(page, service, tmp_path):
@@ -417,13 +418,12 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     try:
         pairs = []
         for _ in range(6):
-            wait_for(page, "s.frameIdx > arg", summary(page)["frameIdx"])
-            page.wait_for_timeout(50)  # one animation frame: the view catches up
-            pts, image = shown_frame(page)
-            pairs.append((processed.get(pts), read_bar_code(image)))
+            wait_for(page, "s.shownFrameIdx === s.frameIdx && s.frameIdx > arg", summary(page)["frameIdx"])
+            shown, image = shown_frame(page)
+            pairs.append((processed.get(shown["pts"]), read_bar_code(image), round(shown["offsetMs"], 1)))
     finally:
         session.remove_result_listener(on_result)
-    known = [(server_code, page_code) for server_code, page_code in pairs if server_code is not None]
+    known = [(server_code, page_code) for server_code, page_code, _ in pairs if server_code is not None]
     assert len(known) >= 4, pairs
     assert all(server_code == page_code for server_code, page_code in known), pairs
 

@@ -58,6 +58,7 @@ window.sam2stream = {
       errors: state.counters.errors,
       reconnects: state.socket ? state.socket.reconnects : 0,
       frameIdx: state.display ? state.display.frame_idx : null,
+      shownFrameIdx: state.shown ? state.shown.frame_idx : null, // synced camera frame on screen
       frameSize: state.display ? [state.display.width, state.display.height] : null,
       objects: [...state.objects.keys()],
       displayed: state.display ? state.display.objects.map((o) => o.obj_id) : [],
