@@ -405,9 +405,12 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     info = session_info(server, sid).json()
     assert info["obj_ids"] == [obj_id] and info["frames_processed"] >= later["framesReceived"]
 
-    # Alignment: the synced view shows the very camera frame the server computed the shown
-    # masks on (the bar code of the page's frame equals that of the server's frame with the
-    # masklets' pts).
+    # Alignment: the synced view shows the camera frame the server computed the shown masks on
+    # (the bar code of the page's frame against that of the server's frame with the masklets'
+    # pts). The page can only show frames the browser presented in its camera preview; on a
+    # starved CPU it skips some, and then a neighbour stands in, so: exact for most samples,
+    # never more than one frame off (without the pts clock's receiver-lag correction every
+    # sample is one frame late).
     processed: dict[int, int] = {}  # pts -> bar code, filled on the server's worker thread
 
     def on_result(frame, result) -> None:
@@ -416,16 +419,17 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     session = app.state.manager.get(sid)
     session.add_result_listener(on_result)
     try:
-        pairs = []
-        for _ in range(6):
+        samples = []  # (server's bar code, page's bar code, page frame time - target in ms)
+        for _ in range(8):
             wait_for(page, "s.shownFrameIdx === s.frameIdx && s.frameIdx > arg", summary(page)["frameIdx"])
             shown, image = shown_frame(page)
-            pairs.append((processed.get(shown["pts"]), read_bar_code(image), round(shown["offsetMs"], 1)))
+            samples.append((processed.get(shown["pts"]), read_bar_code(image), round(shown["offsetMs"], 1)))
     finally:
         session.remove_result_listener(on_result)
-    known = [(server_code, page_code) for server_code, page_code, _ in pairs if server_code is not None]
-    assert len(known) >= 4, pairs
-    assert all(server_code == page_code for server_code, page_code in known), pairs
+    off_by = [(page_code - server_code) % CLIP_FRAMES for server_code, page_code, _ in samples if server_code is not None]
+    assert len(off_by) >= 5, samples
+    assert all(d in (0, 1, CLIP_FRAMES - 1) for d in off_by), samples
+    assert off_by.count(0) > len(off_by) / 2, samples
 
     # A right-click is a negative point for the selected object.
     acks = summary(page)["acks"]

@@ -101,13 +101,19 @@ export class CameraFrames {
     return gaps[Math.floor(gaps.length / 2)];
   }
 
-  /** The frame captured closest to `time` (ms), or null when none is buffered. */
+  /**
+   * The frame captured at `time` (ms): the latest one captured before time + a quarter frame
+   * (estimated times are late by the fastest transport, never much early), else the oldest
+   * buffered one; null when none is buffered.
+   */
   at(time) {
+    const limit = time + this.frameInterval() / 4;
     let best = null;
     for (const frame of this.frames) {
-      if (best === null || Math.abs(frame.time - time) < Math.abs(best.time - time)) best = frame;
+      if (frame.time <= limit) best = frame;
+      else break;
     }
-    return best;
+    return best || this.frames[0] || null;
   }
 
   stop() {
