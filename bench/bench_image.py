@@ -4,7 +4,7 @@ For each device (CPU, and CUDA when present with `--device all`):
   encoder  `SAM2ImagePredictor.set_image` (resize + normalise + image encoder + decoder
            feature projections), p50/p95 over `--repeats` calls after `--warmup`.
   amg      `SAM2AutomaticMaskGenerator.generate` with the official defaults
-           (32 x 32 points, batches of 64), `--amg-repeats` calls after one warm-up call.
+           (32 x 32 points, batches of 64), `--amg-repeats` calls after `--amg-warmup`.
 
 The micro model uses its checkpoint; full-size configs use `--checkpoint` or random weights
 (the same computation; only the number of masks that survive AMG filtering depends on the
@@ -67,7 +67,8 @@ def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespa
                 predictor, points_per_side=args.points_per_side,
                 points_per_batch=args.points_per_batch,
             )
-            masks = generator.generate(image)  # warm-up
+            for _ in range(args.amg_warmup):
+                masks = generator.generate(image)
             wall, cpu = [], []
             for _ in range(args.amg_repeats):
                 masks, seconds, cpu_seconds = timed(device, generator.generate, image)
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--amg-warmup", type=int, default=1)
     parser.add_argument("--amg-repeats", type=int, default=3, help="0 skips AMG")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--points-per-batch", type=int, default=64)

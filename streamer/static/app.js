@@ -55,6 +55,8 @@ window.sam2stream = {
       rtc: state.peer ? state.peer.pc.connectionState : "idle",
       framesReceived: state.counters.frames,
       acks: state.counters.acks,
+      lastPrompt: state.lastPrompt || null, // the last prompt sent, and the last one acknowledged
+      lastPromptAck: state.lastPromptAck || null,
       errors: state.counters.errors,
       reconnects: state.socket ? state.socket.reconnects : 0,
       frameIdx: state.display ? state.display.frame_idx : null,
@@ -361,6 +363,7 @@ function onFrame(message, receivedAt) {
 
 function onAck(ack) {
   state.counters.acks += 1;
+  if (ack.request !== "set_options") state.lastPromptAck = { request: ack.request, obj_id: ack.obj_id, id: ack.id };
   const manual = ack.request !== "auto_seed";
   state.recorder.addAck(ack, { manual });
   state.pending = state.pending.filter((p) => p.id !== ack.id);
@@ -392,7 +395,10 @@ function onAck(ack) {
       height: base.height || maskH,
       objects: [...byId.values()],
     };
-    if (ack.obj_id != null && ack.request !== "auto_seed") state.selected = ack.obj_id;
+    if (ack.obj_id != null && ack.request !== "auto_seed") {
+      state.selected = ack.obj_id;
+      say(`Object ${ack.obj_id} selected: clicks refine it; shift-click starts another.`);
+    }
   }
   renderObjects();
   markDirty();
@@ -420,6 +426,7 @@ async function prompt(message, marker) {
     message.frame_idx = state.display.frame_idx;
   }
   message.id = state.socket.newId();
+  state.lastPrompt = message;
   const request = state.socket.request(message);
   if (marker) {
     marker.id = message.id;
@@ -691,9 +698,9 @@ function renderStats() {
   $("stat-input-fps").textContent = fmt(rates.input);
   $("stat-processed-fps").textContent = fmt(rates.processed);
   $("stat-dropped").textContent = rates.dropped === null ? "-" : String(rates.dropped);
-  const server = latency.server === null ? "" : ` (server ${Math.round(latency.server * 1000)})`;
-  $("stat-latency").textContent =
-    latency.endToEnd === null ? "-" : `${Math.round(latency.endToEnd * 1000)} ms${server}`;
+  const ms = (seconds) => (seconds === null ? "-" : `${Math.round(seconds * 1000)} ms`);
+  $("stat-latency").textContent = ms(latency.endToEnd);
+  $("stat-server-latency").textContent = ms(latency.server);
   $("stat-objects").textContent = String(state.objects.size);
   $("stat-frames").textContent = String(counters.frames);
   $("stat-frame-idx").textContent = display ? String(display.frame_idx) : "-";

@@ -9,8 +9,8 @@
 // smallest value seen is the estimate. It is late by the quickest round of transport: a few ms
 // on a LAN, plus one frame interval, because the server's WebRTC stack (aiortc) hands a frame
 // over only when the first packet of the next one arrives. `receiverLagMs` (set to the
-// camera's frame interval) takes that frame back out; tests/test_browser.py checks the result
-// picks exactly the frame the server processed.
+// camera's frame interval) takes that frame back out. tests/test_browser.py compares the frame
+// the page shows with the one the server processed (frames carry their index as a bar code).
 //
 // CameraFrames keeps the last few seconds of camera frames as ImageBitmaps with their capture
 // times, so the page can show the frame a masklet was computed on instead of the live one
