@@ -198,7 +198,7 @@ class FrameTracker:
         split = model.hidden_dim // mem_dim
         batch, device = len(selections), self.device
         # Gather (row, place, ...) of every memory frame and pointer first, then write each
-        # kind with one indexed copy: per-object copies cost more than the attention itself.
+        # kind with one indexed copy instead of ~30 small copies per object.
         frame_rows, frame_places, frame_slots, frame_mems = [], [], [], []
         ptr_rows, ptr_places, ptr_offsets, ptr_values = [], [], [], []
         for row, selection in enumerate(selections):

@@ -7,6 +7,7 @@
 
 import { ApiError, api, getToken, setToken, socketUrl } from "./api.js";
 import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
+import { PointerGestures } from "./pointer.js";
 import { Peer } from "./rtc.js";
 import { MaskletRecorder } from "./sav.js";
 import { SessionSocket } from "./socket.js";
@@ -33,11 +34,14 @@ const state = {
   // What is drawn: the latest frame message, with prompt replies merged in.
   display: null, // {frame_idx, pts, time_base, width, height, objects: [masklet]}
   shown: null, // the masklet frame the synced camera frame on screen belongs to: {pts, frame_idx}
-  objects: new Map(), // obj_id -> {hidden, lost, auto}
+  objects: new Map(), // obj_id -> {hidden, lost, auto, area, score}
   selected: null,
-  pending: [], // prompt markers shown until their reply: {kind: "point"|"box", ...}
+  pending: [], // prompt markers shown until their reply: {kind: "point"|"box", id, ...}
+  lastPrompt: null, // the last prompt sent, and the last one acknowledged (tests read them)
+  lastPromptAck: null,
+  gestures: null, // PointerGestures on the prompt layer
   dirty: true,
-  counters: { frames: 0, acks: 0, errors: 0, reconnects: 0 },
+  counters: { frames: 0, acks: 0, errors: 0 },
   latency: { endToEnd: null, server: null, rtt: null },
   rates: { input: null, processed: null, dropped: null, lastInfo: null },
   timers: [],
@@ -55,8 +59,8 @@ window.sam2stream = {
       rtc: state.peer ? state.peer.pc.connectionState : "idle",
       framesReceived: state.counters.frames,
       acks: state.counters.acks,
-      lastPrompt: state.lastPrompt || null, // the last prompt sent, and the last one acknowledged
-      lastPromptAck: state.lastPromptAck || null,
+      lastPrompt: state.lastPrompt,
+      lastPromptAck: state.lastPromptAck,
       errors: state.counters.errors,
       reconnects: state.socket ? state.socket.reconnects : 0,
       frameIdx: state.display ? state.display.frame_idx : null,
@@ -201,10 +205,12 @@ async function attach(session, { camera }) {
   try {
     await state.peer.connect();
   } catch (error) {
+    if (state.session !== session) return; // stopped meanwhile
     setBadge("rtc-state", "video", "failed");
     if (camera) throw error; // without the uplink a camera session gets no frames
     say(`No video from the server (${error.message}); showing masks only.`, "error");
   }
+  if (state.session !== session) return; // stopped meanwhile
   state.timers.push(setInterval(pollSession, POLL_MS));
   state.timers.push(setInterval(ping, PING_MS));
   say(camera ? "Camera live: click an object to segment it." : "Joined: click an object to segment it.");
@@ -229,8 +235,12 @@ async function stop() {
     peer: null,
     frames: null,
     display: null,
+    shown: null,
     selected: null,
     pending: [],
+    lastPrompt: null,
+    lastPromptAck: null,
+    counters: { frames: 0, acks: 0, errors: 0 },
   });
   state.objects.clear();
   state.clock.reset();
@@ -387,9 +397,12 @@ function onAck(ack) {
     const byId = new Map((state.display ? state.display.objects : []).map((o) => [o.obj_id, o]));
     for (const o of ack.objects) byId.set(o.obj_id, o);
     const base = state.display || { pts: null, time_base: null, width: 0, height: 0 };
+    // The prompted frame's pts (for the synced view), if its frame message came.
+    const frame = state.recorder.frames.findLast((f) => f.frame_idx === ack.frame_idx);
     const [maskH, maskW] = ack.objects[0].rle.size;
     state.display = {
       ...base,
+      ...(frame ? { pts: frame.pts, time_base: frame.time_base } : {}),
       frame_idx: ack.frame_idx,
       width: base.width || maskW,
       height: base.height || maskH,
@@ -448,62 +461,17 @@ async function prompt(message, marker) {
   }
 }
 
-/** Page pixel event -> source frame pixel [x, y]. */
-function framePoint(event) {
-  const layer = $("prompt-layer");
-  const rect = layer.getBoundingClientRect();
-  const { width, height } = state.display;
-  const x = ((event.clientX - rect.left) / rect.width) * width;
-  const y = ((event.clientY - rect.top) / rect.height) * height;
-  return [Math.min(Math.max(x, 0), width - 1), Math.min(Math.max(y, 0), height - 1)];
-}
-
 function setupPointer() {
-  const layer = $("prompt-layer");
-  let press = null; // {start: [cx, cy], point, negative, newObject}
-  layer.addEventListener("contextmenu", (event) => event.preventDefault());
-  layer.addEventListener("pointerdown", (event) => {
-    if (!state.display || (event.button !== 0 && event.button !== 2)) return;
-    layer.setPointerCapture(event.pointerId);
-    press = {
-      start: [event.clientX, event.clientY],
-      point: framePoint(event),
-      negative: event.button === 2 || event.altKey,
-      newObject: event.shiftKey,
-    };
-  });
-  layer.addEventListener("pointermove", (event) => {
-    if (!press) return;
-    const moved = Math.hypot(event.clientX - press.start[0], event.clientY - press.start[1]);
-    press.drag = moved >= DRAG_PX ? framePoint(event) : null;
-    markDirty();
-  });
-  layer.addEventListener("pointerup", (event) => {
-    if (!press) return;
-    const current = press;
-    press = null;
-    const moved = Math.hypot(event.clientX - current.start[0], event.clientY - current.start[1]);
-    if (moved >= DRAG_PX && !current.negative) {
-      const end = framePoint(event);
-      const box = [
-        Math.min(current.point[0], end[0]),
-        Math.min(current.point[1], end[1]),
-        Math.max(current.point[0], end[0]),
-        Math.max(current.point[1], end[1]),
-      ].map((v) => Math.round(v * 10) / 10);
-      const objId = current.newObject ? null : state.selected;
+  state.gestures = new PointerGestures($("prompt-layer"), {
+    frameSize: () => (state.display && state.display.width ? [state.display.width, state.display.height] : null),
+    onClick: ({ point, negative, newObject }) => clickPrompt(point, negative, newObject),
+    onBox: ({ box, newObject }) => {
+      const objId = newObject ? null : state.selected;
       prompt({ type: "add_box", obj_id: objId, box }, { kind: "box", box });
-    } else {
-      clickPrompt(current.point, current.negative, current.newObject);
-    }
-    markDirty();
+    },
+    onChange: markDirty,
+    dragPx: DRAG_PX,
   });
-  layer.addEventListener("pointercancel", () => {
-    press = null;
-    markDirty();
-  });
-  // The live drag rectangle is drawn by the render loop from here.
-  Object.defineProperty(state, "press", { get: () => press });
 }
 
 function clickPrompt(point, negative, newObject) {
@@ -512,16 +480,15 @@ function clickPrompt(point, negative, newObject) {
     say("A negative point needs an object: select one in the list first.");
     return;
   }
-  const rounded = point.map((v) => Math.round(v * 10) / 10);
   prompt(
     {
       type: "add_points",
       obj_id: objId,
-      points: [rounded],
+      points: [point],
       labels: [negative ? 0 : 1],
       clear_old_points: objId === null,
     },
-    { kind: "point", point: rounded, negative },
+    { kind: "point", point, negative },
   );
 }
 
@@ -552,7 +519,11 @@ function updateView() {
   let view = "none";
   if (state.session) {
     if (!camera || serverView) view = "remote";
-    else view = $("sync-video").checked && state.clock.origin !== null ? "sync" : "live";
+    else {
+      // Synced once pts can be mapped to buffered camera frames (needs requestVideoFrameCallback).
+      const canSync = state.frames && state.frames.running && state.clock.origin !== null;
+      view = $("sync-video").checked && canSync ? "sync" : "live";
+    }
   }
   stage.dataset.view = view;
   stage.dataset.clientOverlay = String(Boolean(state.session) && !serverView);
@@ -565,7 +536,7 @@ function hiddenIds() {
 
 function render() {
   requestAnimationFrame(render);
-  if (!state.dirty && !state.press) return;
+  if (!state.dirty) return;
   state.dirty = false;
   const display = state.display;
   const stage = $("stage");
@@ -636,10 +607,9 @@ function drawPrompts() {
       ctx.strokeRect(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy);
     }
   }
-  const press = state.press;
-  if (press && press.drag) {
-    const [x0, y0] = press.point;
-    const [x1, y1] = press.drag;
+  const drag = state.gestures.dragBox();
+  if (drag) {
+    const [x0, y0, x1, y1] = drag;
     ctx.setLineDash([6 * ratio, 4 * ratio]);
     ctx.strokeStyle = "#fff";
     ctx.strokeRect(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy);
