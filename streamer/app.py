@@ -104,7 +104,11 @@ def create_app(settings: Settings | None = None, *, model: SAM2Model | None = No
         return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=status)
 
     if settings.auth_token is not None:
-        app.add_middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())
+        app.add_middleware(
+            BearerAuthMiddleware,
+            token=settings.auth_token.get_secret_value(),
+            static_dir=settings.static_dir,
+        )
     # Last, so every route above wins over a file of the same name.
     app.mount("/", StaticFiles(directory=settings.static_dir, html=True), name="static")
     return app

@@ -1,5 +1,8 @@
 """Optional bearer-token auth for every HTTP and websocket endpoint except the health check.
 
+The browser client's own files (GET/HEAD of `/` and the files in the static folder) stay public:
+the page must load before it can ask the user for the token, and it holds no data.
+
 The token is read from `Authorization: Bearer <token>` or a `?token=<token>` query parameter
 (browsers cannot set headers on websockets). A bad or missing token gets HTTP 401, or for a
 websocket an accepted-then-closed connection with close code 4401.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,16 +35,26 @@ def _token_from(scope: Scope) -> str | None:
 class BearerAuthMiddleware:
     """Pure ASGI middleware (it sees websockets too, unlike `BaseHTTPMiddleware`)."""
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
+    def __init__(self, app: ASGIApp, *, token: str, static_dir: Path | None = None) -> None:
         self.app = app
         self._token = token.encode()
+        self._public_files = _static_paths(static_dir)
+
+    def _is_public(self, scope: Scope) -> bool:
+        if scope["path"] in OPEN_PATHS:
+            return True
+        return (
+            scope["type"] == "http"
+            and scope.get("method") in ("GET", "HEAD")
+            and scope["path"] in self._public_files
+        )
 
     def _authorized(self, scope: Scope) -> bool:
         given = _token_from(scope)
         return given is not None and hmac.compare_digest(given.encode(), self._token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or self._is_public(scope):
             await self.app(scope, receive, send)
             return
         if self._authorized(scope):
@@ -73,3 +87,12 @@ class BearerAuthMiddleware:
                 "reason": "missing or bad token",
             }
         )
+
+
+def _static_paths(static_dir: Path | None) -> frozenset[str]:
+    """URL paths of the client's files: "/", "/index.html", "/app.js", ..."""
+    if static_dir is None or not Path(static_dir).is_dir():
+        return frozenset()
+    root = Path(static_dir)
+    files = {"/" + p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return frozenset(files | {"/"})

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import socket
 import threading
@@ -59,7 +58,6 @@ CLIP_FRAMES = 75  # 2.5 s at Chromium's 30 fps for MJPEG files (it loops the fil
 CLICK = (200, 117)  # source pixels: the pink pillow on the bed
 BAR_BITS, BAR_CELL = 7, 8  # frame index as 7 black/white 8x8 squares, bottom-right
 WAIT_MS = 60_000  # one frame of the micro model takes 0.1-3 s on 2 busy cores
-STATIC_FILES = re.compile(r"^http://127\.0\.0\.1:\d+/([\w.-]+\.(html|js|css))?$")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -177,11 +175,6 @@ def page(browser, server):
     """A fresh page on the client, no token stored yet."""
     context = browser.new_context(viewport={"width": 1280, "height": 760})
     context.set_default_timeout(WAIT_MS)
-    # Until the service serves its static files without a token, the page's own files (not
-    # the API, whose calls must carry the token the page sends itself) get it here.
-    context.route(
-        STATIC_FILES, lambda route: route.continue_(headers={**route.request.headers, **AUTH})
-    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

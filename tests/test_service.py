@@ -371,7 +371,11 @@ def test_bad_or_missing_token_is_refused(server):
     bad = {"Authorization": "Bearer wrong"}
     assert httpx.get(f"{server}/sessions", headers=bad, timeout=10).status_code == 401
     assert httpx.get(f"{server}/metrics", timeout=10).status_code == 401
-    assert httpx.get(f"{server}/", timeout=10).status_code == 401
+    # The client page itself is public (it asks for the token); the API behind it is not.
+    assert httpx.get(f"{server}/", timeout=10).status_code == 200
+    assert httpx.get(f"{server}/app.js", timeout=10).status_code == 200
+    assert httpx.post(f"{server}/", timeout=10).status_code == 401
+    assert httpx.get(f"{server}/readyz", timeout=10).status_code == 401
     assert (
         httpx.post(f"{server}/sessions", json={"source": "webrtc"}, timeout=10).status_code == 401
     )
