@@ -136,6 +136,10 @@ class Session:
         self.spec = request.source
         self.kind = classify_source(request.source)
         self.source = source
+        # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
+        self._defer_source = request.start == "on_connect" and request.paced and (
+            classify_source(request.source) == "file"
+        )
         self.tracker = tracker
         self.settings = settings
         self.created_at = time.time()
@@ -218,6 +222,8 @@ class Session:
         """Let the worker consume frames now (a first subscriber or listener does it too)."""
         if self._state is SessionState.WAITING:
             self._transition(SessionState.RUNNING)
+            if self._defer_source:
+                self.source.start()
         self._wake_worker()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -426,7 +432,8 @@ class SessionManager:
                 wake_worker=self.worker.wake,
             )
             source.slot.add_listener(self.worker.wake_event)
-            source.start()
+            if not session._defer_source:
+                source.start()
         except BaseException:
             with self._lock:
                 self._sessions.pop(session_id, None)

@@ -84,6 +84,10 @@ MAX_PEERS_PER_SESSION = 8
 # Frame messages are skipped while this much is still queued on the data channel (a slow
 # client gets fewer, current frames instead of a growing backlog); replies are never skipped.
 MAX_BUFFERED_BYTES = 1 << 20
+# How long the first session message waits for the client's data channel to open (an
+# answered peer subscribes before the channel is up); after that, messages without an open
+# channel are skipped.
+CHANNEL_OPEN_WAIT_S = 10.0
 MAX_SDP_BYTES = 64 << 10
 # Timestamps given to frames that arrive without any (RTP's video clock).
 _VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -292,6 +296,8 @@ class WebRTCPeer:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task] = set()
         self._channel: RTCDataChannel | None = None
+        self._channel_opened = asyncio.Event()
+        self._waited_for_channel = False
         self._subscriber: Subscriber | None = None
         self._conflict: str | None = None
         self._closing = False
@@ -421,6 +427,12 @@ class WebRTCPeer:
                 if message is None:
                     logger.info("peer %s: session %s closed", self.id, self.session.id)
                     return
+                if not self._waited_for_channel:
+                    self._waited_for_channel = True
+                    try:
+                        await asyncio.wait_for(self._channel_opened.wait(), CHANNEL_OPEN_WAIT_S)
+                    except asyncio.TimeoutError:
+                        pass
                 channel = self._channel
                 is_frame = isinstance(message, FrameMessage)
                 if (
@@ -443,11 +455,15 @@ class WebRTCPeer:
             return
         self._channel = channel
         channel.on("message", self._on_channel_message)
-        self._ensure_subscriber()
         if channel.readyState == "open":
-            self._send_hello()
+            self._on_channel_open()
         else:
-            channel.on("open", self._send_hello)
+            channel.on("open", self._on_channel_open)
+
+    def _on_channel_open(self) -> None:
+        self._ensure_subscriber()
+        self._send_hello()
+        self._channel_opened.set()
 
     def _send_hello(self) -> None:
         if self._channel is not None and self._subscriber is not None:
