@@ -68,7 +68,10 @@ def load_model(settings: Settings) -> SAM2Model:
     checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
     model = build_sam2(settings.model, checkpoint=checkpoint, device=settings.device)
     if settings.vos_optimized:
-        logger.warning("vos_optimized: no compiled path is available yet; running eager")
+        from sam2_video.compile import compile_model
+
+        parts = compile_model(model)
+        logger.info("vos_optimized: %s compile on first use (mode %s)", parts.names, parts.mode)
     return model
 
 

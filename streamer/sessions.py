@@ -421,6 +421,8 @@ class SessionManager:
                     max_objects=max_objects,
                     non_overlapping=request.non_overlapping,
                     auto_seed=seeding,
+                    # Fixed shapes keep the compiled graphs from recompiling frame to frame.
+                    static_shapes=self.settings.vos_optimized,
                 ),
             )
             session = Session(
