@@ -50,8 +50,11 @@ def read_rgb(path: Path) -> np.ndarray:
 def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespace) -> dict:
     model, weights = load_model(args.config, args.checkpoint, device)
     predictor = SAM2ImagePredictor(model)
-    result: dict[str, Any] = {"device": str(device), "weights": weights,
-                              "machine": machine_info(device)}
+    result: dict[str, Any] = {
+        "device": str(device),
+        "weights": weights,
+        "machine": machine_info(device),
+    }
     with torch.inference_mode():
         for _ in range(args.warmup):
             predictor.set_image(image)
@@ -64,7 +67,8 @@ def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespa
 
         if args.amg_repeats > 0:
             generator = SAM2AutomaticMaskGenerator(
-                predictor, points_per_side=args.points_per_side,
+                predictor,
+                points_per_side=args.points_per_side,
                 points_per_batch=args.points_per_batch,
             )
             for _ in range(args.amg_warmup):
@@ -74,9 +78,13 @@ def bench_device(device: torch.device, image: np.ndarray, args: argparse.Namespa
                 masks, seconds, cpu_seconds = timed(device, generator.generate, image)
                 wall.append(seconds)
                 cpu.append(cpu_seconds)
-            result["amg"] = {**stats_ms(wall), "cpu": stats_ms(cpu), "masks": len(masks),
-                             "points_per_side": args.points_per_side,
-                             "points_per_batch": args.points_per_batch}
+            result["amg"] = {
+                **stats_ms(wall),
+                "cpu": stats_ms(cpu),
+                "masks": len(masks),
+                "points_per_side": args.points_per_side,
+                "points_per_batch": args.points_per_batch,
+            }
     if device.type == "cuda":
         result["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return result
@@ -122,8 +130,15 @@ def main() -> None:
     h, w = image.shape[:2]
     print(f"\nimage benchmark: {args.image.name} ({w}x{h})")
     print_table(rows, list(rows[0]))
-    write_json(args.json, {"config": args.config, "image": str(args.image),
-                           "args": {k: str(v) for k, v in vars(args).items()}, "runs": runs})
+    write_json(
+        args.json,
+        {
+            "config": args.config,
+            "image": str(args.image),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -150,8 +150,10 @@ def bench_latency(model: SAM2Model, device: torch.device, args: argparse.Namespa
         row["ratio_mean_vs_first"] = round(row["mean_ms"] / base["mean_ms"], 2)
         row["ratio_cpu_p50_vs_first"] = round(row["cpu"]["p50_ms"] / base["cpu"]["p50_ms"], 2)
         rows.append(row)
-    print(f"\nlatency ({args.config}, {device}, frame {width}x{height}, "
-          f"static_shapes={args.static_shapes}, {args.frames} timed frames per count)")
+    print(
+        f"\nlatency ({args.config}, {device}, frame {width}x{height}, "
+        f"static_shapes={args.static_shapes}, {args.frames} timed frames per count)"
+    )
     table = [
         {
             **{k: r[k] for k in ("objects", "fps", "p50_ms", "p95_ms", "mean_ms")},
@@ -178,7 +180,13 @@ def _session_bytes(session: StreamingSession) -> tuple[int, int]:
         outputs = list(obj.tracked.values()) + list(obj.conditioning.values())
         frames += len(outputs)
         for out in outputs:
-            for tensor in (out.low_res_logits, out.obj_ptr, out.object_score, out.maskmem, out.ious):
+            for tensor in (
+                out.low_res_logits,
+                out.obj_ptr,
+                out.object_score,
+                out.maskmem,
+                out.ious,
+            ):
                 if tensor is not None:
                     total += tensor.numel() * tensor.element_size()
     return total, frames
@@ -217,8 +225,12 @@ def bench_memory(model: SAM2Model, device: torch.device, args: argparse.Namespac
     after_warmup = [s for s in samples if s["frame"] >= min(100, args.long_frames)]
     growth = after_warmup[-1]["rss_mib"] - after_warmup[0]["rss_mib"]
     print(f"RSS growth from frame {after_warmup[0]['frame']} to the end: {growth:+.1f} MiB")
-    return {"objects": n, "frames": args.long_frames, "samples": samples,
-            "rss_growth_after_warmup_mib": round(growth, 1)}
+    return {
+        "objects": n,
+        "frames": args.long_frames,
+        "samples": samples,
+        "rss_growth_after_warmup_mib": round(growth, 1),
+    }
 
 
 # ---------------------------------------------------------------------------------- compile
@@ -254,7 +266,9 @@ def bench_compile(device: torch.device, args: argparse.Namespace) -> dict:
         for t in range(args.compile_warmup + 1, args.compile_warmup + 1 + args.frames):
             frame = moving_boxes(t, n, height, width)
             for name, session in (
-                ("compiled", compiled), ("eager", eager), ("eager_static", eager_static)
+                ("compiled", compiled),
+                ("eager", eager),
+                ("eager_static", eager_static),
             ):
                 _, seconds, cpu_seconds = timed(device, session.add_frame, frame)
                 times[name].append(seconds)
@@ -320,8 +334,11 @@ def main() -> None:
     parser.add_argument("--sample-every", type=int, default=1000)
     parser.add_argument("--compile-objects", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--compile-warmup", type=int, default=3, help="frames after prompts")
-    parser.add_argument("--inductor-cache", default="fresh",
-                        help="'fresh' (a new empty cache: cold compile), 'default', or a dir")
+    parser.add_argument(
+        "--inductor-cache",
+        default="fresh",
+        help="'fresh' (a new empty cache: cold compile), 'default', or a dir",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -333,7 +350,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    results: dict[str, Any] = {"config": args.config, "args": vars(args) | {"frame_size": list(args.frame_size)}}
+    results: dict[str, Any] = {
+        "config": args.config,
+        "args": vars(args) | {"frame_size": list(args.frame_size)},
+    }
     model, weights = load_model(args.config, args.checkpoint, device)
     results["weights"] = weights
     results["machine"] = machine_info(device)

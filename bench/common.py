@@ -53,7 +53,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 def available_devices(requested: str) -> list[torch.device]:
-    """"cpu", "cuda", or "all" (cpu, plus cuda when present)."""
+    """ "cpu", "cuda", or "all" (cpu, plus cuda when present)."""
     if requested == "all":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     if requested == "cuda" and not torch.cuda.is_available():

@@ -194,6 +194,10 @@ def compile_model(
         handle._forwards[spec.name] = forward
         logger.info(
             "compiling %s: mode=%s dynamic=%s fullgraph=%s (%s)",
-            spec.name, mode, spec.dynamic, spec.fullgraph, spec.reason,
+            spec.name,
+            mode,
+            spec.dynamic,
+            spec.fullgraph,
+            spec.reason,
         )
     return handle

@@ -238,7 +238,7 @@ class FrameTracker:
             )
             ptrs = torch.stack(ptr_values)  # (K, C)
             offsets = torch.tensor(ptr_offsets, device=device)
-            tokens[index] = model.pointer_tokens(ptrs[None])[0].view(len(ptr_values), split, mem_dim)
+            tokens[index] = model.pointer_tokens(ptrs[None])[0].unflatten(0, (-1, split))
             tokens_pos[index] = model.pointer_temporal_encoding(offsets, max_ptrs)  # (K, mem_dim)
             tokens_pad[index] = False
 

@@ -146,8 +146,10 @@ def test_static_shapes_do_not_change_results(micro_model):
     plain = FrameTracker(micro_model, options)
     static = FrameTracker(micro_model, options, static_shapes=StaticShapes(2))
     # Same memories, same frame: one tracking step, and a click on a tracked frame (batch 1).
-    for a, b in zip(plain.track(features, objects, 4, False, None),
-                    static.track(features, objects, 4, False, None)):
+    for a, b in zip(
+        plain.track(features, objects, 4, False, None),
+        static.track(features, objects, 4, False, None),
+    ):
         torch.testing.assert_close(a.low_res_logits, b.low_res_logits, atol=1e-4, rtol=0)
         torch.testing.assert_close(a.obj_ptr, b.obj_ptr, atol=1e-4, rtol=0)
         torch.testing.assert_close(a.object_score, b.object_score, atol=1e-4, rtol=0)
