@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import DATA, MICRO_CHECKPOINT
+from conftest import DATA
 from pycocotools import mask as mask_api
+from serve_process import running_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -35,11 +32,6 @@ RECV_TIMEOUT = 30.0  # one frame of the micro model takes 0.1-0.8 s on 2 busy co
 
 # --- fixtures ---------------------------------------------------------------------------------
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _make_clip(path: Path, rate: int) -> Path:
@@ -75,61 +67,16 @@ def fast_clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URL of a running `sam2-stream serve` (subprocess, loopback, bounded start)."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {
-        **os.environ,
-        "SAM2_STREAM_AUTH_TOKEN": TOKEN,
         "SAM2_STREAM_MAX_SESSIONS": str(MAX_SESSIONS),
         "SAM2_STREAM_MAX_OBJECTS_PER_SESSION": str(MAX_OBJECTS),
         "SAM2_STREAM_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "SAM2_STREAM_ICE_HOSTS": '["127.0.0.1"]',
         "SAM2_STREAM_AUTO_SEED_POINTS_PER_SIDE": "8",  # a quicker mask generator
     }
-    command = [
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model",
-        "sam2.1_micro",
-        "--checkpoint",
-        str(MICRO_CHECKPOINT),
-        "--device",
-        "cpu",
-    ]
-    root = Path(__file__).resolve().parents[1]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{log_path.read_text()}")
-            try:
-                process.wait(timeout=0.2)  # the poll step; also notices an early exit
-            except subprocess.TimeoutExpired:
-                pass
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log_path, TOKEN, env, ready_timeout=90.0) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections import deque
-from pathlib import Path
 
 import av
 import cv2
@@ -28,8 +23,9 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from conftest import DATA, MICRO_CHECKPOINT
+from conftest import DATA
 from pycocotools import mask as mask_api
+from serve_process import running_server
 
 from streamer.overlay import object_color
 from streamer.webrtc import configure_ice_hosts
@@ -72,56 +68,17 @@ def clip_frames() -> list[np.ndarray]:
     return frames
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URL of a running `sam2-stream serve` with a token and loopback ICE (bounded start)."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {
-        **os.environ,
-        "SAM2_STREAM_AUTH_TOKEN": TOKEN,
         "SAM2_STREAM_ICE_HOSTS": '["127.0.0.1"]',
         "SAM2_STREAM_MAX_OBJECTS_PER_SESSION": "2",
     }
-    command = [
-        sys.executable, "-m", "streamer.cli", "-v", "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT),
-        "--device", "cpu",
-    ]  # fmt: skip
-    root = Path(__file__).resolve().parents[1]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 120 s:\n{log_path.read_text()}")
-            try:
-                process.wait(timeout=0.2)  # the poll step; also notices an early exit
-            except subprocess.TimeoutExpired:
-                pass
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log_path, TOKEN, env, ready_timeout=120.0) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 # --- helpers ----------------------------------------------------------------------------------

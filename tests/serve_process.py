@@ -1,0 +1,67 @@
+"""Test helper: run `sam2-stream serve` with the micro model in a subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import MICRO_CHECKPOINT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    log_path: Path, token: str, env: dict[str, str], ready_timeout: float = 120.0
+) -> Iterator[str]:
+    """Start the server, wait (bounded) until /readyz answers, yield its base URL, stop it."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "streamer.cli", "-v", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT),
+        "--device", "cpu",
+    ]  # fmt: skip
+    full_env = {**os.environ, "SAM2_STREAM_AUTH_TOKEN": token, **env}
+    root = Path(__file__).resolve().parents[1]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited {process.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base}/readyz", headers=auth, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in {ready_timeout} s:\n{log_path.read_text()}")
+            try:
+                process.wait(timeout=0.2)  # the poll step; also notices an early exit
+            except subprocess.TimeoutExpired:
+                pass
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
