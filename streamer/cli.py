@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --checkpoint, --download: shared by the commands that load a model."""
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="checkpoint file (default: the official file name in checkpoints/ or "
+        "$SAM2_STREAM_CHECKPOINT_DIR)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the official checkpoint if missing"
+    )
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sam2-stream` console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -78,20 +96,7 @@ def _add_segment_parser(commands: argparse._SubParsersAction) -> None:
         "write OUT/<stem>.json (COCO RLE masks) and OUT/<stem>_overlay.png.",
     )
     parser.add_argument("image", type=Path, metavar="IMAGE")
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="checkpoint file (default: the official file name in checkpoints/ or "
-        "$SAM2_STREAM_CHECKPOINT_DIR)",
-    )
-    parser.add_argument(
-        "--download", action="store_true", help="download the official checkpoint if missing"
-    )
+    _add_model_options(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
     )
@@ -247,20 +252,7 @@ def _add_track_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FMT",
         help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
     )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="checkpoint file (default: the official file name in checkpoints/ or "
-        "$SAM2_STREAM_CHECKPOINT_DIR)",
-    )
-    parser.add_argument(
-        "--download", action="store_true", help="download the official checkpoint if missing"
-    )
+    _add_model_options(parser)
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
     )
