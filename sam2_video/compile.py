@@ -109,15 +109,17 @@ class _GuardedForward:
             return self.eager(*args, **kwargs)
         try:
             return self.compiled(*args, **kwargs)
-        except Exception as compile_error:  # noqa: BLE001 - any compiler failure falls back
-            result = self.eager(*args, **kwargs)  # an input error raises here, as in eager mode
-            self.error = f"{type(compile_error).__name__}: {compile_error}"
-            logger.warning(
-                "torch.compile of %s failed; running it eagerly from now on (%s)",
-                self.name,
-                self.error.splitlines()[0] if self.error else "",
-            )
-            return result
+        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back
+            compile_error = exc
+        # Outside the except block: an input error raised here is not chained to the compiler's.
+        result = self.eager(*args, **kwargs)
+        self.error = f"{type(compile_error).__name__}: {compile_error}"
+        logger.warning(
+            "torch.compile of %s failed; running it eagerly from now on (%s)",
+            self.name,
+            self.error.splitlines()[0],
+        )
+        return result
 
 
 def _guarded_forward(module: nn.Module) -> _GuardedForward | None:
