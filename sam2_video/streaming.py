@@ -403,7 +403,9 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros(0, 4, device=masks.device)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (N, H), (N, W)
+    # max over uint8 is an order of magnitude faster than Tensor.any over bool on CPU.
+    as_bytes = masks.view(torch.uint8)
+    rows, cols = as_bytes.amax(dim=2) > 0, as_bytes.amax(dim=1) > 0  # (N, H), (N, W)
     ys = torch.arange(h, device=masks.device)
     xs = torch.arange(w, device=masks.device)
     y0 = torch.where(rows, ys, h).min(dim=1).values

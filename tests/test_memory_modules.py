@@ -34,7 +34,7 @@ from sam2_video.modeling.memory_attention import (
     build_memory_attention,
 )
 from sam2_video.modeling.memory_encoder import MemoryEncoder, build_memory_encoder
-from sam2_video.modeling.rope import apply_rope, axial_rope_cos_sin
+from sam2_video.modeling.rope import apply_rope, axial_rope_rotation, rotate_pairs_real
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 MICRO = REFERENCE / "micro"
@@ -142,10 +142,12 @@ def _rope_by_complex_numbers(
 @pytest.mark.parametrize("height,width,dim", [(3, 5, 16), (4, 4, 8)])
 def test_rope_matches_complex_formula(height: int, width: int, dim: int) -> None:
     x = torch.randn(height * width, dim, generator=torch.Generator().manual_seed(0))
-    cos, sin = axial_rope_cos_sin(dim, height, width, theta=100.0)
-    assert cos.shape == sin.shape == (height * width, dim // 2)
+    rotation = axial_rope_rotation(dim, height, width, theta=100.0)
+    assert rotation.shape == (height * width, dim // 2, 2)
     expected = _rope_by_complex_numbers(x.double(), height, width, theta=100.0)
-    torch.testing.assert_close(apply_rope(x, cos, sin).double(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(apply_rope(x, rotation).double(), expected, atol=1e-5, rtol=0)
+    # The form used under torch.compile gives the same rotation.
+    torch.testing.assert_close(rotate_pairs_real(x, rotation).double(), expected, atol=1e-5, rtol=0)
 
 
 def test_rope_attention_rotates_memory_frames_but_not_pointer_tokens() -> None:

@@ -17,6 +17,7 @@ from sam2_video.streaming import (
     SessionOptions,
     StreamingSession,
     TooManyObjectsError,
+    masks_to_boxes,
 )
 from sam2_video.video_predictor import SAM2VideoPredictor, UnknownObjectError
 
@@ -374,3 +375,20 @@ def test_prompt_resets_the_absence_count_and_lost_after_none(micro_model, video_
     make_absent(never, 1, set(range(1, 8)))
     assert all(never.add_frame(f).lost == [] for f in video_frames[1:5])
     assert never.obj_ids == [1]
+
+
+def test_masks_to_boxes_gives_inclusive_pixel_extents():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((5, 30, 40), dtype=bool)
+    masks[0, 3:9, 10:25] = True
+    masks[1, 29, 0] = True  # one pixel in a corner
+    masks[2] = rng.random((30, 40)) < 0.01  # scattered pixels
+    masks[4] = True  # masks[3] stays empty
+    expected = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        expected.append([xs.min(), ys.min(), xs.max(), ys.max()] if len(xs) else [0, 0, 0, 0])
+    boxes = masks_to_boxes(torch.from_numpy(masks))
+    assert boxes.dtype == torch.float32
+    np.testing.assert_array_equal(boxes.numpy(), np.float32(expected))
+    assert masks_to_boxes(torch.zeros(0, 30, 40, dtype=torch.bool)).shape == (0, 4)

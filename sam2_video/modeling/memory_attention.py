@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
-from sam2_video.modeling.rope import apply_rope, axial_rope_cos_sin
+from sam2_video.modeling.rope import apply_rope, axial_rope_rotation, repeat_rotation
 from sam2_video.modeling.transformer import Attention
 
 
@@ -114,11 +114,11 @@ class RoPEAttention(Attention):
             )
 
         height, width = self._grid_size(num_q)
-        cos, sin = axial_rope_cos_sin(self.head_dim, height, width, self.rope_theta, q.device)
-        q = apply_rope(q, cos, sin)
-        repeats = num_k_rope // num_q
-        k_rope = apply_rope(k[:, :, :num_k_rope], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
-        k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=-2)  # (B, h, Nk, d)
+        rotation = axial_rope_rotation(self.head_dim, height, width, self.rope_theta, q.device)
+        q = apply_rope(q, rotation)
+        # One multiply over all keys; the excluded tail is multiplied by 1 (no slicing and
+        # re-concatenating the largest tensor of the frame).
+        k = apply_rope(k, repeat_rotation(rotation, num_k_rope // num_q, num_k_exclude_rope))
 
         attn_mask = None
         if key_padding_mask is not None:

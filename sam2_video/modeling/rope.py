@@ -11,8 +11,10 @@ with `f_k = 1 / theta**(4k / D)`. Token n of the flattened grid sits at row `n /
 by the dot product with a rotation by `b` only depends on `a - b`, query-key scores depend on the
 relative offset of the two cells.
 
-The math is the complex product `(x[2i] + j x[2i+1]) * exp(j * angle_i)` of the official
-implementation, written with real cos/sin tables so that `torch.compile` sees plain float ops.
+The rotation is the complex product `(x[2i] + j x[2i+1]) * exp(j * angle_i)`. With many tracked
+objects every memory key is rotated on every frame, so `apply_rope` runs it as one complex
+multiply when eager (a single pass) and on real cos/sin planes under `torch.compile` (which
+fuses real ops but has no code generation for complex ones).
 """
 
 from __future__ import annotations
@@ -43,24 +45,50 @@ def axial_rope_angles(
     return torch.cat([torch.outer(cols, freqs), torch.outer(rows, freqs)], dim=-1)  # (HW, D/2)
 
 
-def axial_rope_cos_sin(
+def axial_rope_rotation(
     head_dim: int,
     height: int,
     width: int,
     theta: float = 10000.0,
     device: torch.device | str | None = None,
-) -> tuple[Tensor, Tensor]:
-    """cos and sin of `axial_rope_angles`, each (height * width, head_dim // 2) float32."""
+) -> Tensor:
+    """The rotation of every grid cell, (height * width, head_dim // 2, 2) float32: the unit
+    complex numbers `exp(j * axial_rope_angles(...))` as (real, imaginary) = (cos, sin) pairs."""
     angles = axial_rope_angles(head_dim, height, width, theta, device)
-    return angles.cos(), angles.sin()
+    return torch.stack((angles.cos(), angles.sin()), dim=-1)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the channel pairs of `x` (..., N, D) by the per-token angles given as cos/sin (N, D/2).
+def repeat_rotation(rotation: Tensor, repeats: int, num_unrotated: int) -> Tensor:
+    """Rotation of a key sequence: `repeats` copies of a grid's rotation (N, D/2, 2), then
+    `num_unrotated` identity rows (cos, sin) = (1, 0), for tokens that keep their values
+    (e.g. object pointers).
 
-    Computed in float32 and returned in `x.dtype`.
+    Returns (repeats * N + num_unrotated, D/2, 2) float32.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))  # (..., N, D/2, 2)
-    real, imag = pairs.unbind(-1)  # (..., N, D/2) each
+    identity = torch.zeros(num_unrotated, *rotation.shape[1:], device=rotation.device)
+    identity[..., 0] = 1.0
+    return torch.cat([rotation.repeat(repeats, 1, 1), identity])
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate the channel pairs of `x` (..., N, D) by the per-token rotation (N, D/2, 2).
+
+    Computed in float32 and returned in `x.dtype`. The identity rotation is exact, so unrotated
+    tokens keep their values bit for bit.
+    """
+    if torch.compiler.is_compiling():
+        # Inductor generates no code for complex ops (it would run eager kernels between its
+        # fused ones); on real planes it fuses the rotation with the neighbouring ops.
+        return rotate_pairs_real(x, rotation)
+    # Eagerly, one complex multiply is a single pass, several times faster than real planes.
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., N, D/2)
+    rotated = pairs * torch.view_as_complex(rotation)
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)  # (..., N, D)
+
+
+def rotate_pairs_real(x: Tensor, rotation: Tensor) -> Tensor:
+    """`apply_rope` with real products only (the same values up to rounding)."""
+    cos, sin = rotation.unbind(-1)  # (N, D/2) each
+    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (..., N, D/2) each
     rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)  # (..., N, D)
