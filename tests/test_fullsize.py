@@ -108,15 +108,56 @@ def test_fullsize_backbone_and_tracking(fullsize_model, reference):
     assert abs(float(output.object_score) - click["object_score_logits"]) <= 1e-3
     np.testing.assert_allclose(output.obj_ptr[:8].numpy(), click["obj_ptr_first8"], atol=1e-3)
 
-    # Propagated frames: object scores, pointers and mask statistics match. Local logits differ
-    # by up to ~0.06 (the memory-attention output's extremes differ by as much, while the micro
-    # model matches the official memory attention to 2e-6): not explained yet, so the per-pixel
-    # slices and extremes are not asserted here.
-    for (frame_idx, _, masks), ref in zip(pred.propagate_in_video(state), reference["propagation"]):
-        assert frame_idx == ref["frame"]
+
+def test_fullsize_propagation(fullsize_model, reference):
+    """Memory attention, memory encoder and tracking heads on propagated frames.
+
+    The reference's propagated frames 1 and 2 were computed on frame 0's image (its stored input
+    statistics are of the real frames, but every tracking output is reproduced to ~1e-7 only
+    with frame 0's backbone output, and the official code run on the real frames gives what
+    this implementation gives). So the video here is frame 0 three times: what the reference
+    tracked.
+    """
+    torch.set_num_threads(2)
+    frame0 = np.load(MICRO / "video_frames.npz")["frames_uint8"][0]
+    resized = resize_bicubic(frame0, (1024, 1024))
+    pred = SAM2VideoPredictor(fullsize_model)
+    state = pred.init_state(np.stack([resized] * 3), video_hw=(180, 320))
+    attended = []
+    hook = fullsize_model.memory_attention.register_forward_hook(
+        lambda module, args, output: attended.append(output.detach().clone())
+    )
+    prompt = reference["click_frame0"]["prompt"]
+    try:
+        with torch.inference_mode():
+            pred.add_new_points_or_box(
+                state, 0, prompt["obj_id"], points=prompt["points"], labels=prompt["labels"]
+            )
+            tracked = [
+                (frame_idx, masks.clone()) for frame_idx, _, masks in pred.propagate_in_video(state)
+            ]
+    finally:
+        hook.remove()
+
+    assert [frame_idx for frame_idx, _ in tracked] == [ref["frame"] for ref in reference["propagation"]]
+    for (frame_idx, masks), ref in zip(tracked, reference["propagation"]):
         out = state.objects[prompt["obj_id"]].output_at(frame_idx)
-        t = masks.double()
-        assert abs(float(t.mean()) - ref["video_res_logits"]["mean"]) <= 1e-3
-        assert abs(float(t.std()) - ref["video_res_logits"]["std"]) <= 1e-3
-        assert abs(float(out.object_score) - ref["object_score_logits"]) <= 2e-3
-        np.testing.assert_allclose(out.obj_ptr[:8].numpy(), ref["obj_ptr_first8"], atol=2e-3)
+        what = f"frame {frame_idx}"
+        # Measured differences are <= 5e-7 (1 thread); the tolerances leave room for threads.
+        _check_stats(masks, ref["video_res_logits"], 1e-5, f"{what} video-res logits")
+        _check_stats(out.low_res_logits[None], ref["low_res_logits"], 1e-5, f"{what} low-res")
+        np.testing.assert_allclose(
+            out.low_res_logits[0, ::32, ::32].numpy(), ref["low_res_logits_slice_step32"], atol=1e-5
+        )
+        assert abs(float(out.object_score) - ref["object_score_logits"]) <= 1e-5, what
+        np.testing.assert_allclose(out.obj_ptr[:8].numpy(), ref["obj_ptr_first8"], atol=1e-5)
+        memory = out.maskmem.float()[None]  # (1, 64, 64, 64), stored in bfloat16
+        _check_stats(memory, ref["maskmem_features_bf16"], 1e-5, f"{what} memory features")
+        np.testing.assert_allclose(  # one bfloat16 step at these magnitudes
+            memory[0, :4, 0, :4].numpy(), ref["maskmem_features_slice_c0_4_y0_x0_4"], atol=1e-3
+        )
+    # Frames 1 and 2 attend to memory (frame 0 is a conditioning frame and does not).
+    assert len(attended) == len(reference["memory_attention_outputs"])
+    for output, ref in zip(attended, reference["memory_attention_outputs"]):
+        assert output.shape == (1, 4096, 256)  # batch-first; the reference is (4096, 1, 256)
+        _check_stats(output.transpose(0, 1), ref, 1e-4, "memory attention output")
