@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sam2_video.config import available_configs, load_config
 from sam2_video.modeling.mask_decoder import MaskDecoder, build_sam_heads, mask_stability_score
@@ -260,3 +261,17 @@ def test_decoder_rejects_bad_inputs(micro_heads):
         mask_decoder(image_embeddings=torch.zeros(1, 64, 16, 16), high_res_features=None, **kwargs)
     with pytest.raises(ValueError, match="mask prompt"):
         prompt_encoder(points=None, boxes=None, masks=torch.zeros(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("num_keys,num_queries", [(8, 256), (16, 64), (17, 64), (8, 8)])
+def test_few_keys_attention_path_equals_sdpa(num_keys, num_queries):
+    """CPU attention over <= FEW_KEYS keys takes its own path; it must give SDPA's values."""
+    torch.manual_seed(0)
+    attn = Attention(embedding_dim=32, num_heads=8, downsample_rate=2).eval()
+    q = torch.randn(3, num_queries, 32)
+    k = torch.randn(3, num_keys, 32)
+    v = torch.randn(3, num_keys, 32)
+    with torch.no_grad():
+        heads = attn.project(q, k, v)
+        expected = attn.out_proj(attn.merge_heads(F.scaled_dot_product_attention(*heads)))
+        torch.testing.assert_close(attn(q, k, v), expected, atol=1e-6, rtol=1e-5)

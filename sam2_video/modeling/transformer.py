@@ -14,6 +14,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+# Key count up to which CPU attention takes `_few_keys_attention` (see there).
+FEW_KEYS = 16
+
+
+def _few_keys_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Softmax attention for many queries over a few keys: (B, h, Nq, d) x (B, h, Nk, d).
+
+    The mask decoder's image tokens (Nq = 256..4096 per object) attend to ~8 prompt tokens. CPU
+    SDPA kernels pay a fixed cost per query row, so here the scores are laid out (Nk, Nq) and the
+    softmax runs down the short key axis, vectorised along the queries: ~7x faster for 16
+    objects, the same values up to rounding.
+    """
+    scores = (k * q.shape[-1] ** -0.5) @ q.transpose(-1, -2)  # (B, h, Nk, Nq)
+    return scores.softmax(dim=-2).transpose(-1, -2) @ v  # (B, h, Nq, d)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose inner width may be smaller than the token width.
 
@@ -77,7 +93,10 @@ class Attention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Attention over already projected heads; returns (B, Nq, embedding_dim)."""
         dropout_p = self.dropout_p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, Nq, d)
+        if dropout_p == 0.0 and q.device.type == "cpu" and k.shape[-2] <= FEW_KEYS < q.shape[-2]:
+            out = _few_keys_attention(q, k, v)  # (B, h, Nq, d)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, Nq, d)
         return self.out_proj(self.merge_heads(out))  # (B, Nq, embedding_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
