@@ -53,8 +53,24 @@ class MaskDownSampler(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, masks: Tensor) -> Tensor:
-        """masks: (B, 1, S, S) -> (B, embed_dim, S / total_stride, S / total_stride)."""
-        return self.encoder(masks)
+        """masks: (B, 1, S, S) -> (B, embed_dim, S / total_stride, S / total_stride), in
+        channels_last memory format.
+
+        Stages after the first run channels_last, where their convs and LayerNorms are fastest
+        (on CPU the downsampler of 16 objects takes ~2/3 of the time); the first stage stays
+        channels-first, as its LayerNorm over 4 channels is faster that way.
+        """
+        *stages, proj = self.encoder
+        x = masks
+        for conv, norm, act in zip(stages[0::3], stages[1::3], stages[2::3]):
+            if conv.in_channels > 1:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = norm(conv(x))
+            if x.is_contiguous():
+                x = act(x)
+            else:  # elementwise ops run faster on the contiguous (B, H, W, C) view
+                x = act(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return proj(x)
 
 
 class CXBlock(nn.Module):
@@ -142,9 +158,10 @@ class MemoryEncoder(nn.Module):
         if not skip_mask_sigmoid:
             # Probabilities look more like the binary masks seen in training than raw logits.
             masks = torch.sigmoid(masks)
-        mask_embed = self.mask_downsampler(masks)  # (B, in_dim, h, w)
-        x = self.pix_feat_proj(pix_feat) + mask_embed  # (B, in_dim, h, w)
-        x = self.out_proj(self.fuser(x))  # (B, out_dim, h, w)
+        mask_embed = self.mask_downsampler(masks)  # (B, in_dim, h, w), channels_last
+        pix_feat = pix_feat.contiguous(memory_format=torch.channels_last)
+        x = self.pix_feat_proj(pix_feat) + mask_embed  # (B, in_dim, h, w), channels_last
+        x = self.out_proj(self.fuser(x)).contiguous()  # (B, out_dim, h, w)
         pos = self.position_encoding(x).to(x.dtype)  # (B, out_dim, h, w)
         return x, pos
 

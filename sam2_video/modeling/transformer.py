@@ -148,7 +148,13 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) -> (B, C, H, W)."""
+        """x: (B, C, H, W) -> (B, C, H, W), in the memory format of `x`."""
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # Channels innermost: one fused layer norm over them, several times faster than
+            # the per-pixel reductions below.
+            pixels = x.permute(0, 2, 3, 1)  # (B, H, W, C), contiguous
+            normed = F.layer_norm(pixels, (x.shape[1],), self.weight, self.bias, self.eps)
+            return normed.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)  # (B, 1, H, W)
         var = (x - mean).pow(2).mean(1, keepdim=True)  # biased, like nn.LayerNorm
         x = (x - mean) / torch.sqrt(var + self.eps)
