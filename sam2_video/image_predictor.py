@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.transforms import preprocess, scale_points
 
@@ -167,7 +167,7 @@ class SAM2ImagePredictor:
             high_res_features=features.high_res_features,
         )
         low_res = low_res.float()
-        masks = F.interpolate(low_res, self._orig_hw, mode="bilinear", align_corners=False)
+        masks = resize_bilinear(low_res, self._orig_hw)
         if not return_logits:
             masks = masks > self.mask_threshold
         low_res = low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sam2_video.memory_bank import FrameOutput, MemorySelection, ObjectMemory
+from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
 from sam2_video.postprocess import fill_holes
 
@@ -323,7 +323,7 @@ class FrameTracker:
         rows = outputs + [outputs[0]] * (padded - batch)
         low_res = torch.stack([out.low_res_logits for out in rows])  # (B, 1, S/4, S/4)
         size = (self.image_size, self.image_size)
-        high_res = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
+        high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
         feats = features.expand_to(padded)
         maskmem, _ = self.model.encode_memory(feats.image_embed, high_res, scores, binarize=True)
@@ -361,7 +361,7 @@ class FrameTracker:
                 for out in outputs
             ]
         )  # (N, 1, S/4, S/4)
-        return F.interpolate(stacked, size=hw, mode="bilinear", align_corners=False)[:, 0]
+        return resize_bilinear(stacked, hw)[:, 0]
 
 
 def _first_rows(heads: SamHeadOutput, count: int) -> SamHeadOutput:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.postprocess import (
     HOLE_FILL_LOGIT,
     SUPPRESSED_LOGIT,
@@ -133,3 +135,20 @@ def test_non_overlapping_shapes_and_single_object():
     tie = torch.ones(2, 4, 4)
     out = non_overlapping(tie)
     assert bool((out[0] == 1).all()) and bool((out[1] == SUPPRESSED_LOGIT).all())
+
+
+@pytest.mark.parametrize(
+    "src,dst",
+    [((64, 64), (480, 640)), ((64, 64), (256, 256)), ((64, 64), (180, 320)), ((7, 9), (1000, 3)),
+     ((64, 64), (37, 53)), ((64, 64), (64, 64))],
+)
+def test_resize_bilinear_equals_interpolate(src, dst):
+    """The two-pass resize gives F.interpolate's values: bit for bit when enlarging."""
+    x = 10 * torch.randn(3, 1, *src, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(x, size=dst, mode="bilinear", align_corners=False)
+    resized = resize_bilinear(x, dst)
+    assert resized.shape == expected.shape
+    if dst[0] >= src[0] and dst[1] >= src[1]:
+        assert torch.equal(resized, expected)
+    else:
+        torch.testing.assert_close(resized, expected)

@@ -26,6 +26,7 @@ from sam2_video.modeling.mask_decoder import MaskDecoder
 from sam2_video.modeling.memory_attention import MemoryAttention, build_memory_attention
 from sam2_video.modeling.memory_encoder import MemoryEncoder, build_memory_encoder
 from sam2_video.modeling.prompt_encoder import PromptEncoder
+from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.transformer import MLP
 
 # Logit written into every pixel of an object judged absent (object score <= 0).
@@ -225,9 +226,7 @@ class SAM2Model(nn.Module):
                 token = tokens[rows, best]
         else:
             low_res = multimasks
-        high_res = F.interpolate(
-            low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-        )
+        high_res = resize_bilinear(low_res, (self.image_size, self.image_size))
         obj_ptr = self._pointer_with_presence(self.obj_ptr_proj(token), present.float())
         return SamHeadOutput(multimasks, ious, low_res, high_res, obj_ptr, object_score_logits)
 
