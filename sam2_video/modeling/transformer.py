@@ -283,8 +283,10 @@ class TwoWayTransformer(nn.Module):
         Returns:
             queries (B, N, C) and keys (B, HW, C), the updated tokens and image features.
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
-        key_pe = image_pe.flatten(2).transpose(1, 2)  # (B, HW, C)
+        # Contiguous token-major copies: every later op works on (B, HW, C) rows, which is
+        # much faster than on the transposed (B, C, HW) layout of the feature maps.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # (B, HW, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()  # (B, HW, C)
         queries = point_embedding
 
         for layer in self.layers:
