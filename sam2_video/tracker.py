@@ -131,8 +131,8 @@ class FrameTracker:
         heads = self.model.forward_sam_heads(
             pix_feat, feats.high_res_features, multimask_output=True
         )
-        maskmem, _ = self.model.encode_memory(
-            feats.image_embed, heads.high_res_masks, heads.object_score_logits, binarize=False
+        maskmem, _ = self.model.encode_memory(  # the frame's features once, for every object
+            features.image_embed, heads.high_res_masks, heads.object_score_logits, binarize=False
         )
         heads = _first_rows(heads, batch)
         return self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
@@ -163,8 +163,9 @@ class FrameTracker:
         )
         memory = memory.to(feats.image_embed.dtype)
         memory_pos = memory_pos.to(feats.image_embed.dtype)
-        curr = feats.image_embed.flatten(2).transpose(1, 2)  # (B, HW, C)
-        curr_pos = feats.image_pos.flatten(2).transpose(1, 2)  # (B, HW, C)
+        # One frame for every object: the memory attention takes it once, with batch 1.
+        curr = feats.image_embed[:1].flatten(2).transpose(1, 2)  # (1, HW, C)
+        curr_pos = feats.image_pos[:1].flatten(2).transpose(1, 2)  # (1, HW, C)
         # Unpadded banks take the official (mask-free) path; static shapes always pass the mask
         # so that the compiled graph sees the same inputs every frame.
         needs_mask = self.static_shapes is not None or bool(padding.any())
@@ -325,8 +326,7 @@ class FrameTracker:
         size = (self.image_size, self.image_size)
         high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
-        feats = features.expand_to(padded)
-        maskmem, _ = self.model.encode_memory(feats.image_embed, high_res, scores, binarize=True)
+        maskmem, _ = self.model.encode_memory(features.image_embed, high_res, scores, binarize=True)
         for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem
 

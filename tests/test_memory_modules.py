@@ -274,6 +274,27 @@ def test_padded_batch_equals_each_object_alone() -> None:
         )
     torch.testing.assert_close(batched, torch.stack(expected), atol=1e-5, rtol=0)
 
+    # All objects on one frame: the frame may be passed once (batch 1) for every row.
+    with torch.no_grad():
+        shared = attention(
+            curr[:1],
+            torch.stack(memories),
+            curr_pos[:1],
+            torch.stack(memory_pos),
+            num_obj_ptr_tokens=num_ptr,
+            memory_key_padding_mask=torch.stack(masks),
+        )
+        per_row = attention(
+            curr[:1].expand(len(layouts), -1, -1),
+            torch.stack(memories),
+            curr_pos[:1].expand(len(layouts), -1, -1),
+            torch.stack(memory_pos),
+            num_obj_ptr_tokens=num_ptr,
+            memory_key_padding_mask=torch.stack(masks),
+        )
+    assert shared.shape == (len(layouts), hw, d_model)
+    torch.testing.assert_close(shared, per_row, atol=1e-6, rtol=0)
+
 
 def test_padding_mask_shape_is_checked() -> None:
     attention = MemoryAttention(

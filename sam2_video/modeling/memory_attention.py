@@ -127,6 +127,8 @@ class RoPEAttention(Attention):
                     f"expected {(k.shape[0], num_k)}"
                 )
             attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
+        if q.shape[0] != k.shape[0]:  # queries shared by every batch row (see MemoryAttention)
+            q = q.expand(k.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, HW, d)
         return self.out_proj(self.merge_heads(out))  # (B, HW, embedding_dim)
 
@@ -177,7 +179,8 @@ class MemoryAttentionLayer(nn.Module):
         num_obj_ptr_tokens: int = 0,
         memory_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
-        """x: (B, HW, d_model); memory, memory_pos: (B, M, kv_in_dim) -> (B, HW, d_model)."""
+        """x: (B, HW, d_model) or (1, HW, d_model) shared by all B rows; memory, memory_pos:
+        (B, M, kv_in_dim) -> (B, HW, d_model)."""
         h = self.norm1(x)
         x = x + self.self_attn(h, h, h)  # (B, HW, C)
         h = self.norm2(x)
@@ -233,9 +236,12 @@ class MemoryAttention(nn.Module):
         """Condition the current frame on the memory bank.
 
         Args:
-            curr: (B, HW, d_model) current-frame features (stride-16 grid, row-major tokens).
+            curr: (B, HW, d_model) current-frame features (stride-16 grid, row-major tokens), or
+                (1, HW, d_model) when every row tracks an object on the same frame: the first
+                layer's self-attention and cross-attention queries, which see only the frame,
+                then run once instead of once per object.
             memory: (B, M, kv_in_dim) memory tokens, laid out as in the module docstring.
-            curr_pos: (B, HW, d_model) sine position encoding of the current grid.
+            curr_pos: sine position encoding of the current grid, with the batch of `curr`.
             memory_pos: (B, M, kv_in_dim) spatial + temporal encoding of the memory tokens.
             num_obj_ptr_tokens: number of trailing object-pointer tokens (no RoPE); with padding,
                 the padded pointer-block size shared by all rows.
@@ -244,12 +250,13 @@ class MemoryAttention(nn.Module):
         Returns:
             (B, HW, d_model) memory-conditioned features (after the final LayerNorm).
         """
-        if curr.shape[0] != memory.shape[0]:
+        if curr.shape[0] not in (1, memory.shape[0]):
             raise ValueError(
-                f"curr has batch {curr.shape[0]} but memory has batch {memory.shape[0]}"
+                f"curr has batch {curr.shape[0]} but memory has batch {memory.shape[0]} "
+                "(curr may also have batch 1, shared by all rows)"
             )
         # The position encoding enters the stack once, weakly, at the input.
-        x = curr + 0.1 * curr_pos  # (B, HW, C)
+        x = curr + 0.1 * curr_pos  # (B or 1, HW, C); the first cross-attention makes it (B, ...)
         for layer in self.layers:
             x = layer(
                 x,
@@ -258,7 +265,7 @@ class MemoryAttention(nn.Module):
                 num_obj_ptr_tokens=num_obj_ptr_tokens,
                 memory_key_padding_mask=memory_key_padding_mask,
             )
-        return self.norm(x)  # (B, HW, C)
+        return self.norm(x.expand(memory.shape[0], -1, -1))  # (B, HW, C)
 
 
 def build_memory_attention(cfg: SAM2Config) -> MemoryAttention:

@@ -146,7 +146,8 @@ class MemoryEncoder(nn.Module):
         """Encode one frame's memory.
 
         Args:
-            pix_feat: (B, in_dim, h, w) stride-16 frame features (before memory attention).
+            pix_feat: (B, in_dim, h, w) stride-16 frame features (before memory attention), or
+                (1, in_dim, h, w) for B masks on the same frame (projected once).
             masks: (B, 1, 16h, 16w) mask logits in the model input frame.
             skip_mask_sigmoid: the caller already mapped the masks to their final range
                 (SAM 2 feeds `20 * prob - 10` or a binarized mask), so no sigmoid here.

@@ -271,7 +271,8 @@ class SAM2Model(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Encode a frame and its predicted mask into memory for later frames.
 
-        image_embed: (B, C, h, w) raw stride-16 features of the frame (before memory attention).
+        image_embed: (B, C, h, w) raw stride-16 features of the frame (before memory attention),
+            or (1, C, h, w) shared by all B masks of one frame.
         high_res_masks: (B, 1, S, S) logits. `binarize`: threshold at 0 instead of sigmoid (used
             for frames whose mask came from user prompts).
         Returns (features (B, mem_dim, h, w), pos_enc (B, mem_dim, h, w)), float32.
