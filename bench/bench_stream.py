@@ -17,6 +17,7 @@ masks on frame 0. Examples (from the repository root):
   python bench/bench_stream.py --config sam2.1_micro --json out/stream_micro.json
   python bench/bench_stream.py --config sam2.1_hiera_t --sections latency --objects 1 16 \
       --warmup 1 --frames 2 --static-shapes --max-conditioning-frames 1
+  python bench/bench_stream.py --config sam2.1_micro --sections latency --objects 1 16 --compiled
 """
 
 from __future__ import annotations
@@ -330,6 +331,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=16, help="frames before timing")
     parser.add_argument("--frames", type=int, default=30, help="timed frames per setting")
     parser.add_argument("--static-shapes", action="store_true", help="latency/memory sections")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="latency/memory sections on the compiled model (vos_optimized; implies --static-shapes)",
+    )
     parser.add_argument("--max-conditioning-frames", type=int, default=4)
     parser.add_argument("--long-frames", type=int, default=10_000)
     parser.add_argument("--long-objects", type=int, default=2)
@@ -358,6 +364,10 @@ def main() -> None:
     }
     model, weights = load_model(args.config, args.checkpoint, device)
     results["weights"] = weights
+    if args.compiled:
+        # The warm-up frames compile every part and batch bucket before timing starts.
+        args.static_shapes = True
+        compile_model(model)
     results["machine"] = machine_info(device)
     print(f"{args.config} ({weights}) on {device}; machine: {results['machine']}")
     with torch.inference_mode():
