@@ -37,7 +37,7 @@ from streamer.sessions import (
 )
 from streamer.settings import Settings
 from streamer.subscribers import Subscriber
-from streamer.webrtc import webrtc_router
+from streamer.webrtc_routes import webrtc_router
 from streamer.whip import whip_router
 
 logger = logging.getLogger(__name__)

@@ -23,14 +23,8 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
-from streamer.webrtc import (
-    MAX_SDP_BYTES,
-    PeerRole,
-    WebRTCError,
-    error_response,
-    session_manager,
-    webrtc_service,
-)
+from streamer.webrtc import MAX_SDP_BYTES, PeerRole, WebRTCError, error_response
+from streamer.webrtc_routes import session_manager, webrtc_service
 
 SDP_MEDIA_TYPE = "application/sdp"
 

@@ -55,6 +55,7 @@ TOKEN = "browser-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLIP_SIZE = (320, 180)  # width, height
 CLIP_FRAMES = 75  # 2.5 s at Chromium's 30 fps for MJPEG files (it loops the file)
+FRAME_MS = 1000 / 30
 CLICK = (200, 117)  # source pixels: the pink pillow on the bed
 BAR_BITS, BAR_CELL = 7, 8  # frame index as 7 black/white 8x8 squares, bottom-right
 WAIT_MS = 60_000  # one frame of the micro model takes 0.1-3 s on 2 busy cores
@@ -427,7 +428,10 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     # pts). The page can only show frames the browser presented in its camera preview; on a
     # starved CPU it skips some, and then a neighbour stands in, so: exact for most samples,
     # never more than one frame off (without the pts clock's receiver-lag correction every
-    # sample is one frame late).
+    # sample is one frame late). A sample whose page frame is older than the target by more
+    # than half a frame interval is one the preview had not presented yet when the masks came
+    # (the server can answer faster than Chromium's preview on these 2 cores): it says nothing
+    # about the alignment, so it is set aside and another sample is taken.
     processed: dict[int, int] = {}  # pts -> bar code, filled on the server's worker thread
 
     def on_result(frame, result) -> None:
@@ -437,7 +441,9 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     session.add_result_listener(on_result)
     try:
         samples = []  # (server's bar code, page's bar code, page frame time - target in ms)
-        for _ in range(8):
+        for _ in range(16):
+            if sum(offset >= -FRAME_MS / 2 for _, _, offset in samples) >= 8:
+                break
             wait_for(
                 page,
                 "s.shownFrameIdx === s.frameIdx && s.frameIdx > arg",
@@ -451,8 +457,8 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
         session.remove_result_listener(on_result)
     off_by = [
         (page_code - server_code) % CLIP_FRAMES
-        for server_code, page_code, _ in samples
-        if server_code is not None
+        for server_code, page_code, offset in samples
+        if server_code is not None and offset >= -FRAME_MS / 2
     ]
     assert len(off_by) >= 5, samples
     assert all(d in (0, 1, CLIP_FRAMES - 1) for d in off_by), samples
