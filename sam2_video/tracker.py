@@ -126,11 +126,9 @@ class FrameTracker:
         ]
         # Dummy rows repeat the first object: valid inputs whose outputs are dropped below.
         selections += [selections[0]] * (padded - batch)
-        feats = features.expand_to(padded)
-        pix_feat = self._attend(feats, selections, max_ptrs)
-        heads = self.model.forward_sam_heads(
-            pix_feat, feats.high_res_features, multimask_output=True
-        )
+        pix_feat = self._attend(features, selections, max_ptrs)
+        high_res_features = features.expand_to(padded).high_res_features
+        heads = self.model.forward_sam_heads(pix_feat, high_res_features, multimask_output=True)
         maskmem, _ = self.model.encode_memory(  # the frame's features once, for every object
             features.image_embed, heads.high_res_masks, heads.object_score_logits, binarize=False
         )
@@ -145,11 +143,13 @@ class FrameTracker:
         return batch if self.static_shapes is None else self.static_shapes.bucket(batch)
 
     def _attend(
-        self, feats: ImageFeatures, selections: list[MemorySelection], max_ptrs: int
+        self, features: ImageFeatures, selections: list[MemorySelection], max_ptrs: int
     ) -> Tensor:
-        """Memory-conditioned features (B, C, h, w) for B objects with their own memories."""
+        """Memory-conditioned features (B, C, h, w) for B objects with their own memories, all
+        on the frame of `features` (batch 1): the memory attention takes the frame once."""
         model = self.model
-        batch, channels, h, w = feats.image_embed.shape
+        batch = len(selections)
+        _, channels, h, w = features.image_embed.shape
         split = model.hidden_dim // model.mem_dim  # memory tokens per object pointer
         num_slots = max(len(s.spatial) for s in selections)
         num_ptrs = max(len(s.pointers) for s in selections)
@@ -161,11 +161,10 @@ class FrameTracker:
         memory, memory_pos, padding = self._assemble_memory(
             selections, num_slots, num_ptrs, max_ptrs, h, w
         )
-        memory = memory.to(feats.image_embed.dtype)
-        memory_pos = memory_pos.to(feats.image_embed.dtype)
-        # One frame for every object: the memory attention takes it once, with batch 1.
-        curr = feats.image_embed[:1].flatten(2).transpose(1, 2)  # (1, HW, C)
-        curr_pos = feats.image_pos[:1].flatten(2).transpose(1, 2)  # (1, HW, C)
+        memory = memory.to(features.image_embed.dtype)
+        memory_pos = memory_pos.to(features.image_embed.dtype)
+        curr = features.image_embed.flatten(2).transpose(1, 2)  # (1, HW, C)
+        curr_pos = features.image_pos.flatten(2).transpose(1, 2)  # (1, HW, C)
         # Unpadded banks take the official (mask-free) path; static shapes always pass the mask
         # so that the compiled graph sees the same inputs every frame.
         needs_mask = self.static_shapes is not None or bool(padding.any())
