@@ -24,14 +24,11 @@ from streamer.connection import handle_client_message, hello_message
 from streamer.metrics import render_service_metrics
 from streamer.protocol import Error, ErrorCode
 from streamer.sessions import (
-    InvalidSourceError,
     ServiceNotReadyError,
     Session,
     SessionCreate,
-    SessionEndedError,
     SessionError,
     SessionInfo,
-    SessionLimitError,
     SessionManager,
     SessionNotFoundError,
 )
@@ -45,15 +42,6 @@ logger = logging.getLogger(__name__)
 WS_CLOSE_UNKNOWN_SESSION = 4404
 WS_CLOSE_SESSION_ENDED = 4410
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
-
-_STATUS = {
-    SessionNotFoundError: 404,
-    SessionLimitError: 429,
-    InvalidSourceError: 400,
-    ServiceNotReadyError: 503,
-    SessionEndedError: 409,
-}
-
 
 class SessionList(BaseModel):
     sessions: list[SessionInfo]
@@ -103,8 +91,7 @@ def create_app(settings: Settings | None = None, *, model: SAM2Model | None = No
 
     @app.exception_handler(SessionError)
     async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
-        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
-        return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=status)
+        return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
 
     if settings.auth_token is not None:
         app.add_middleware(

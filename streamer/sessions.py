@@ -40,13 +40,16 @@ logger = logging.getLogger(__name__)
 
 
 class SessionError(Exception):
-    """Base of the service's typed errors; `code` is the machine-readable reason."""
+    """Base of the service's typed errors; `code` is the machine-readable reason and `status`
+    the HTTP status the app answers with (body `{"code", "message"}`)."""
 
     code = "session_error"
+    status = 400
 
 
 class SessionNotFoundError(SessionError, KeyError):
     code = "unknown_session"
+    status = 404
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else self.code
@@ -54,6 +57,7 @@ class SessionNotFoundError(SessionError, KeyError):
 
 class SessionLimitError(SessionError):
     code = "too_many_sessions"
+    status = 429
 
 
 class InvalidSourceError(SessionError, ValueError):
@@ -62,10 +66,12 @@ class InvalidSourceError(SessionError, ValueError):
 
 class SessionEndedError(SessionError):
     code = "session_ended"
+    status = 409
 
 
 class ServiceNotReadyError(SessionError):
     code = "not_ready"
+    status = 503
 
 
 class SessionState(enum.Enum):

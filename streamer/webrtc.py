@@ -52,7 +52,6 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from fastapi.responses import JSONResponse
 
 from sam2_video.streaming import FrameResult
 from streamer.connection import handle_client_message, hello_message
@@ -90,7 +89,7 @@ MAX_SDP_BYTES = 64 << 10
 
 
 class WebRTCError(SessionError):
-    """A WebRTC request the service cannot serve; `status` is the HTTP status to answer."""
+    """A WebRTC request the service cannot serve."""
 
     code = "webrtc_error"
     status = 400
@@ -118,15 +117,6 @@ class PeerLimitError(WebRTCError):
 class PeerNotFoundError(WebRTCError):
     code = "unknown_peer"
     status = 404
-
-
-def error_response(exc: WebRTCError) -> JSONResponse:
-    """The JSON error body the rest of the API uses: {"code", "message"}."""
-    return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
-
-
-# --- ICE host candidates ---------------------------------------------------------------------
-
 
 
 class PeerRole(str, enum.Enum):

@@ -17,9 +17,7 @@ from streamer.webrtc import (
     MAX_SDP_BYTES,
     OfferError,
     PeerRole,
-    WebRTCError,
     WebRTCService,
-    error_response,
 )
 
 
@@ -90,13 +88,10 @@ def webrtc_router() -> APIRouter:
     async def offer(session_id: str, body: SdpOffer, request: Request) -> Any:
         session = session_manager(request).get(session_id)
         if body.type != "offer":
-            return error_response(OfferError(f"expected type 'offer', got {body.type!r}"))
-        try:
-            peer = await webrtc_service(request).connect(
-                session, RTCSessionDescription(sdp=body.sdp, type="offer"), role=PeerRole.OFFER
-            )
-        except WebRTCError as exc:
-            return error_response(exc)
+            raise OfferError(f"expected type 'offer', got {body.type!r}")
+        peer = await webrtc_service(request).connect(
+            session, RTCSessionDescription(sdp=body.sdp, type="offer"), role=PeerRole.OFFER
+        )
         answer = peer.pc.localDescription
         return SdpAnswer(sdp=answer.sdp, type=answer.type, peer_id=peer.id)
 
@@ -108,10 +103,7 @@ def webrtc_router() -> APIRouter:
 
     @router.delete("/sessions/{session_id}/webrtc/{peer_id}", status_code=204)
     async def close_peer(session_id: str, peer_id: str, request: Request) -> Response:
-        try:
-            peer = webrtc_service(request).get(peer_id, session_id=session_id)
-        except WebRTCError as exc:
-            return error_response(exc)
+        peer = webrtc_service(request).get(peer_id, session_id=session_id)
         await peer.close()
         return Response(status_code=204)
 

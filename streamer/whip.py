@@ -23,7 +23,7 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
-from streamer.webrtc import MAX_SDP_BYTES, PeerRole, WebRTCError, error_response
+from streamer.webrtc import MAX_SDP_BYTES, PeerRole, WebRTCError
 from streamer.webrtc_routes import session_manager, webrtc_service
 
 SDP_MEDIA_TYPE = "application/sdp"
@@ -79,10 +79,7 @@ def whip_router() -> APIRouter:
 
     @router.post("/whip", status_code=201)
     async def publish_new(request: Request) -> Response:
-        try:
-            offer = await _read_offer(request)  # before creating a session for it
-        except WebRTCError as exc:
-            return error_response(exc)
+        offer = await _read_offer(request)  # before creating a session for it
         manager = session_manager(request)
         session = await asyncio.to_thread(manager.create, SessionCreate(source="webrtc"))
         published = False
@@ -91,8 +88,6 @@ def whip_router() -> APIRouter:
             response = await _publish(request, session, offer, owns_session=True)
             published = True
             return response
-        except WebRTCError as exc:
-            return error_response(exc)
         finally:
             if not published:
                 await asyncio.to_thread(_delete_quietly, manager, session.id)
@@ -100,18 +95,12 @@ def whip_router() -> APIRouter:
     @router.post("/sessions/{session_id}/whip", status_code=201)
     async def publish_existing(session_id: str, request: Request) -> Response:
         session = session_manager(request).get(session_id)
-        try:
-            offer = await _read_offer(request)
-            return await _publish(request, session, offer, owns_session=False)
-        except WebRTCError as exc:
-            return error_response(exc)
+        offer = await _read_offer(request)
+        return await _publish(request, session, offer, owns_session=False)
 
     @router.delete("/whip/{peer_id}")
     async def stop(peer_id: str, request: Request) -> Response:
-        try:
-            peer = webrtc_service(request).get(peer_id)
-        except WebRTCError as exc:
-            return error_response(exc)
+        peer = webrtc_service(request).get(peer_id)
         await peer.close()
         return Response(status_code=200)
 
