@@ -129,7 +129,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
-    from streamer import segment
+    from streamer.batch import segment
 
     amg_options = {name: getattr(args, name) for name in segment.AMG_PARAMETERS}
     try:
@@ -188,7 +188,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from sam2_video.build import CheckpointError
     from sam2_video.config import ConfigError
-    from streamer import serve
+    from streamer.service import serve
 
     try:
         settings = serve.build_settings(
@@ -283,7 +283,7 @@ def _run_track(args: argparse.Namespace) -> int:
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
-    from streamer import segment, track
+    from streamer.batch import segment, track
 
     names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
     seed_options = {name: getattr(args, name) for name in names}

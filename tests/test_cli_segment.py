@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.checkpoints import CHECKPOINT_DIR_ENV
-from streamer import segment
+from streamer.batch import segment
 from streamer.cli import EXIT_BAD_INPUT, EXIT_FAILURE, build_parser, main
 
 TESTS = Path(__file__).parent

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from sam2_video.streaming import FrameResult
-from streamer.metrics import Histogram, MetricsWriter, RateMeter
 from streamer.protocol import (
     Ack,
     AddPoints,
@@ -26,8 +25,10 @@ from streamer.protocol import (
     parse_client_message,
 )
 from streamer.results import decode_rle, downscale_mask, encode_rle, masklets
+from streamer.service.metrics import MetricsWriter
+from streamer.sessions.stats import Histogram, RateMeter
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
-from streamer.subscribers import Subscriber
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 SERVER_MODELS = {"hello": Hello, "frame": FrameMessage, "ack": Ack, "error": Error, "end": End}

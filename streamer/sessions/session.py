@@ -1,8 +1,7 @@
-"""Sessions: a frame source + a `StreamingSession` + subscribers, managed by `SessionManager`.
+"""A session: a frame source + a `StreamingSession` + subscribers (see `SessionManager`).
 
-Threads: the source decodes on its own thread; the manager's one `InferenceWorker` drives every
-session's `StreamingSession` (only that thread touches it); subscribers read results on the
-event loop. Public entry points are safe to call from the event loop: they never run the model.
+Threads: the source decodes on its own thread; the scheduler of the session's device drives its
+`StreamingSession` (only that thread touches it); subscribers read results on the event loop. Public entry points are safe to call from the event loop: they never run the model.
 
 Lifecycle (`SessionState`): WAITING (created; with start="on_connect" frames are not consumed
 until a first subscriber) -> RUNNING -> FINISHED (source ended, every frame processed) or
@@ -17,62 +16,21 @@ import enum
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sam2_video.auto_seed import AutoSeedOptions
-from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.streaming import FrameResult, SessionOptions, StreamingSession
-from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame, open_source
+from sam2_video.streaming import FrameResult, StreamingSession
+from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
-from streamer.metrics import Histogram, RateMeter
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
-from streamer.schemas import SessionCreate, SessionInfo
+from streamer.sessions.errors import SessionEndedError
+from streamer.sessions.schemas import SessionCreate, SessionInfo
+from streamer.sessions.stats import Histogram, RateMeter
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
-from streamer.subscribers import Subscriber
 
 logger = logging.getLogger(__name__)
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-class SessionError(Exception):
-    """Base of the service's typed errors; `code` is the machine-readable reason and `status`
-    the HTTP status the app answers with (body `{"code", "message"}`)."""
-
-    code = "session_error"
-    status = 400
-
-
-class SessionNotFoundError(SessionError, KeyError):
-    code = "unknown_session"
-    status = 404
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else self.code
-
-
-class SessionLimitError(SessionError):
-    code = "too_many_sessions"
-    status = 429
-
-
-class InvalidSourceError(SessionError, ValueError):
-    code = "invalid_source"
-
-
-class SessionEndedError(SessionError):
-    code = "session_ended"
-    status = 409
-
-
-class ServiceNotReadyError(SessionError):
-    code = "not_ready"
-    status = 503
-
 
 class SessionState(enum.Enum):
     WAITING = "waiting"
@@ -358,125 +316,3 @@ class Session:
             subscribers=len(self.subscribers),
             inference_latency_mean=self.inference.mean,
         )
-
-
-# --- manager ---------------------------------------------------------------------------------
-
-
-class SessionManager:
-    """Creates, lists, finds and deletes sessions; owns the inference worker.
-
-    model: the loaded SAM 2 model (one per device, shared by every session).
-    settings: limits (`max_sessions`, `max_objects_per_session`) and defaults.
-    Call `start()` once, and `shutdown()` at the end (closes every session, stops the worker).
-    """
-
-    def __init__(self, *, model: SAM2Model, settings: Settings) -> None:
-        from streamer.worker import InferenceWorker  # the worker imports this module's types
-
-        self.model = model
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}
-        self.sessions_created = 0
-        self.worker = InferenceWorker(model=model, sessions=self.list, settings=settings)
-
-    def start(self) -> None:
-        self.worker.start()
-
-    @property
-    def ready(self) -> bool:
-        return self.worker.alive
-
-    def create(self, request: SessionCreate | str) -> Session:
-        """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
-        ServiceNotReadyError."""
-        if isinstance(request, str):
-            request = SessionCreate(source=request)
-        if not self.worker.alive:
-            raise ServiceNotReadyError("the inference worker is not running")
-        max_objects = min(
-            request.max_objects or self.settings.max_objects_per_session,
-            self.settings.max_objects_per_session,
-        )
-        session_id = uuid.uuid4().hex[:12]
-        with self._lock:
-            if len(self._sessions) >= self.settings.max_sessions:
-                raise SessionLimitError(
-                    f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
-                )
-            # Reserve the slot before the (possibly slow) source start.
-            self._sessions[session_id] = None  # type: ignore[assignment]
-        try:
-            options = {}
-            if classify_source(request.source) == "file" and request.max_frames is not None:
-                options["max_frames"] = request.max_frames
-            try:
-                source = open_source(request.source, pace=request.paced, **options)
-            except (ValueError, ImportError, OSError) as exc:
-                raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
-            seeding = None
-            if request.auto_seed:
-                seeding = AutoSeedOptions(
-                    points_per_side=self.settings.auto_seed_points_per_side,
-                    max_objects=self.settings.auto_seed_max_objects,
-                )
-            tracker = StreamingSession(
-                self.model,
-                SessionOptions(
-                    max_objects=max_objects,
-                    non_overlapping=request.non_overlapping,
-                    auto_seed=seeding,
-                    # Fixed shapes keep the compiled graphs from recompiling frame to frame.
-                    static_shapes=self.settings.vos_optimized,
-                ),
-            )
-            session = Session(
-                session_id=session_id,
-                request=request,
-                source=source,
-                tracker=tracker,
-                settings=self.settings,
-                wake_worker=self.worker.wake,
-            )
-            source.slot.add_listener(self.worker.wake_event)
-            if not session._defer_source:
-                source.start()
-        except BaseException:
-            with self._lock:
-                self._sessions.pop(session_id, None)
-            raise
-        with self._lock:
-            self._sessions[session_id] = session
-            self.sessions_created += 1
-        logger.info("session %s: %s source %s", session_id, session.kind, request.source)
-        self.worker.wake()
-        return session
-
-    def list(self) -> list[Session]:
-        with self._lock:
-            return [s for s in self._sessions.values() if s is not None]
-
-    def get(self, session_id: str) -> Session:
-        with self._lock:
-            session = self._sessions.get(session_id)
-        if session is None:
-            raise SessionNotFoundError(f"no session {session_id!r}")
-        return session
-
-    def delete(self, session_id: str) -> None:
-        """Close and forget a session (blocks while its source thread is joined, bounded)."""
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                raise SessionNotFoundError(f"no session {session_id!r}")
-            del self._sessions[session_id]
-        session.close()
-
-    def shutdown(self, timeout: float = 10.0) -> None:
-        for session in self.list():
-            try:
-                self.delete(session.id)
-            except SessionNotFoundError:
-                pass
-        self.worker.stop(timeout)

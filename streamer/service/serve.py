@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sam2_video.modeling.sam2 import SAM2Model
-from streamer.app import create_app, load_model
+from streamer.service.app import create_app, load_model
 from streamer.settings import Settings
 
 __all__ = ["build_settings", "load_model", "serve"]

@@ -21,12 +21,12 @@ import torch
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
-from streamer.prompts import PromptOutcome, apply_prompt
 from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, ProtocolError
 from streamer.results import masklets
-from streamer.sessions import Command, Session, SessionState, TrackerView
+from streamer.sessions.prompts import PromptOutcome, apply_prompt
+from streamer.sessions.session import Command, Session, SessionState, TrackerView
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
-from streamer.subscribers import Subscriber
 
 logger = logging.getLogger(__name__)
 

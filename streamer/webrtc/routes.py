@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from streamer.sessions import ServiceNotReadyError, SessionManager
-from streamer.webrtc import (
+from streamer.webrtc.peer import (
     MAX_SDP_BYTES,
     OfferError,
     PeerRole,

@@ -19,10 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from sam2_video.modeling.sam2 import SAM2Model
-from streamer.auth import BearerAuthMiddleware
-from streamer.connection import handle_client_message, hello_message
-from streamer.metrics import render_service_metrics
 from streamer.protocol import Error, ErrorCode
+from streamer.service.auth import BearerAuthMiddleware
+from streamer.service.connection import handle_client_message, hello_message
+from streamer.service.metrics import render_service_metrics
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -32,10 +32,10 @@ from streamer.sessions import (
     SessionManager,
     SessionNotFoundError,
 )
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
-from streamer.subscribers import Subscriber
-from streamer.webrtc_routes import webrtc_router
-from streamer.whip import whip_router
+from streamer.webrtc.routes import webrtc_router
+from streamer.webrtc.whip import whip_router
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from sam2_video.streaming import FrameResult
+from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
 from streamer.ingest.base import VideoFrame
-from streamer.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
 
 CATEGORY = {"id": 1, "name": "object"}
 

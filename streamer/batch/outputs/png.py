@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from sam2_video.streaming import FrameResult
+from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
-from streamer.outputs.base import MaskWriter, VideoInfo
 
 MAX_OBJECTS = 255  # one byte per pixel, 0 is background
 

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from sam2_video.streaming import FrameResult
+from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
-from streamer.outputs.base import MaskWriter, VideoInfo
 from streamer.overlay import draw_overlay
 
 # Good-looking defaults: x264 at constant quality; mpeg4 has no CRF, so a generous bit rate.

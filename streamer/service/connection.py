@@ -18,8 +18,8 @@ from streamer.protocol import (
     parse_client_message,
 )
 from streamer.sessions import Session, SessionEndedError
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
-from streamer.subscribers import Subscriber
 
 
 def hello_message(session: Session, settings: Settings, subscriber: Subscriber) -> Hello:

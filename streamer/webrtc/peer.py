@@ -8,7 +8,7 @@ One `WebRTCPeer` per peer connection, bound to one session and registered in the
   sends back an overlay video track (the latest frame with the latest masks drawn) and, on a
   client-created data channel labelled "masklets", the same JSON messages as the websocket
   (`hello`, `frame`, `ack`, `error`, `end`); prompts may be sent on that channel too.
-- `PeerRole.WHIP` (`streamer.whip`, RFC 9725): ingest only, results go to websocket clients.
+- `PeerRole.WHIP` (`streamer.webrtc.whip`, RFC 9725): ingest only, results go to websocket clients.
 
 Threads: aiortc decodes and encodes on threads of its own; the event loop only moves frames
 around. Incoming frames are converted to RGB on an executor thread and pushed into the
@@ -54,10 +54,10 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from sam2_video.streaming import FrameResult
-from streamer.connection import handle_client_message, hello_message
 from streamer.ingest import VideoFrame
 from streamer.overlay import OverlayStyle
 from streamer.protocol import FrameMessage
+from streamer.service.connection import handle_client_message, hello_message
 from streamer.sessions import (
     Session,
     SessionEndedError,
@@ -66,9 +66,9 @@ from streamer.sessions import (
     SessionNotFoundError,
     SessionState,
 )
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
-from streamer.subscribers import Subscriber
-from streamer.webrtc_media import OverlayTrack, configure_ice_hosts
+from streamer.webrtc.media import OverlayTrack, configure_ice_hosts
 
 logger = logging.getLogger(__name__)
 

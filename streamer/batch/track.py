@@ -3,7 +3,7 @@
 Frames are decoded on a `FileSource` thread (every frame, no drops) and fed one by one to a
 `StreamingSession`. Objects come from a prompts file (applied when their frame is reached, see
 docs/prompts_format.md) or from auto-seeding on the first frame. Each frame's result goes to the
-writers of the chosen formats (`streamer.outputs`), so memory stays flat on long videos.
+writers of the chosen formats (`streamer.batch.outputs`), so memory stays flat on long videos.
 Input problems are found before the model is loaded.
 """
 
@@ -35,12 +35,12 @@ from sam2_video.streaming import (
     StreamingSession,
     TooManyObjectsError,
 )
+from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
+from streamer.batch.segment import resolve_device
 from streamer.ingest.base import END_OF_STREAM, SourceState
 from streamer.ingest.file import FileSource
-from streamer.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.protocol import CocoRle
 from streamer.results import decode_rle
-from streamer.segment import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def track_video(
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
-    formats: names or comma lists from `streamer.outputs.FORMATS` (default: coco).
+    formats: names or comma lists from `streamer.batch.outputs.FORMATS` (default: coco).
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.

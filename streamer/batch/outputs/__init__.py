@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamer.outputs.base import MaskWriter, VideoInfo, encode_rle
+from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 
 __all__ = ["FORMATS", "MaskWriter", "VideoInfo", "encode_rle", "make_writer", "parse_formats"]
 
@@ -45,19 +45,19 @@ def parse_formats(values: list[str] | None) -> list[str]:
 def make_writer(fmt: str, out_dir: Path, info: VideoInfo) -> MaskWriter:
     """The writer for one format (modules are imported on demand)."""
     if fmt == "coco":
-        from streamer.outputs.coco import CocoWriter
+        from streamer.batch.outputs.coco import CocoWriter
 
         return CocoWriter(out_dir, info)
     if fmt == "sav":
-        from streamer.outputs.sav import SavWriter
+        from streamer.batch.outputs.sav import SavWriter
 
         return SavWriter(out_dir, info)
     if fmt == "png":
-        from streamer.outputs.png import PaletteWriter
+        from streamer.batch.outputs.png import PaletteWriter
 
         return PaletteWriter(out_dir, info)
     if fmt == "mp4":
-        from streamer.outputs.mp4 import OverlayVideoWriter
+        from streamer.batch.outputs.mp4 import OverlayVideoWriter
 
         return OverlayVideoWriter(out_dir, info)
     raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -10,7 +10,7 @@ the WHIP session URL `/whip/{peer_id}`; `DELETE` on it ends the publication. The
 every ICE candidate (aiortc gathers before answering), so trickle ICE and ICE restarts are not
 offered: `PATCH` answers 405. Other answers: 415 for another content type, 400 for an SDP
 that cannot be answered, 409 when the session already has a publisher or is not a webrtc
-session, 401 without the bearer token (when the service has one; see `streamer.auth`).
+session, 401 without the bearer token (when the service has one; see `streamer.service.auth`).
 
 Media handling lives in `streamer.webrtc` (`PeerRole.WHIP`: video in; audio is declined).
 """
@@ -23,8 +23,8 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
-from streamer.webrtc import MAX_SDP_BYTES, PeerRole, WebRTCError
-from streamer.webrtc_routes import session_manager, webrtc_service
+from streamer.webrtc.peer import MAX_SDP_BYTES, PeerRole, WebRTCError
+from streamer.webrtc.routes import session_manager, webrtc_service
 
 SDP_MEDIA_TYPE = "application/sdp"
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from sam2_video.streaming import FrameResult
+from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 from streamer.ingest.base import VideoFrame
-from streamer.outputs.base import MaskWriter, VideoInfo, encode_rle
 
 _SMALL, _LARGE = 32**2, 96**2
 
