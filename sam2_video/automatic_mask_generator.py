@@ -14,8 +14,8 @@ Pipeline (same maths and order as the official SAM 2 generator):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -176,23 +176,31 @@ class SAM2AutomaticMaskGenerator:
             ``point_coords`` [[x, y]] prompt in image pixels, ``stability_score`` float,
             ``crop_box`` [x, y, w, h] of the crop the mask came from.
         """
+        return drain(self.generate_steps(image))
+
+    @torch.inference_mode()
+    def generate_steps(self, image: np.ndarray) -> Generator[None, None, list[dict[str, Any]]]:
+        """`generate` in slices, for a scheduler that interleaves it with other work.
+
+        A generator: each `next()` runs one slice (a crop's image embedding, or one batch of
+        `points_per_batch` points) and yields None; when exhausted it returns `generate`'s
+        annotations (`StopIteration.value`).
+        """
         validate_image(image)
-        records = self._generate_records(image)
+        records = yield from self._generate_records(image)
         return self._to_annotations(records)
 
     # ------------------------------------------------------------------ pipeline
 
-    def _generate_records(self, image: np.ndarray) -> MaskRecords:
+    def _generate_records(self, image: np.ndarray) -> Generator[None, None, MaskRecords]:
         orig_hw = (image.shape[0], image.shape[1])
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_hw, self.crop_n_layers, self.crop_overlap_ratio
         )
-        records = MaskRecords.cat(
-            [
-                self._process_crop(image, crop_box, layer, orig_hw)
-                for crop_box, layer in zip(crop_boxes, layer_idxs)
-            ]
-        )
+        crops = []
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            crops.append((yield from self._process_crop(image, crop_box, layer, orig_hw)))
+        records = MaskRecords.cat(crops)
         if len(crop_boxes) > 1:
             # The same object seen in several crops: prefer the smallest crop.
             scores = 1 / box_area(records.crop_boxes)
@@ -218,16 +226,19 @@ class SAM2AutomaticMaskGenerator:
         crop_box: list[int],
         layer: int,
         orig_hw: tuple[int, int],
-    ) -> MaskRecords:
+    ) -> Generator[None, None, MaskRecords]:
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         crop_h, crop_w = crop.shape[:2]
         self.predictor.set_image(crop)
+        yield
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # (P, 2) crop pixels
-        batches = [
-            self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)
-            for i in range(0, len(points), self.points_per_batch)
-        ]
+        batches = []
+        for i in range(0, len(points), self.points_per_batch):
+            batches.append(
+                self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)
+            )
+            yield
         self.predictor.reset_predictor()
 
         records = MaskRecords.cat(batches)
@@ -371,3 +382,15 @@ class SAM2AutomaticMaskGenerator:
                 }
             )
         return annotations
+
+
+_T = TypeVar("_T")
+
+
+def drain(steps: Generator[None, None, _T]) -> _T:
+    """Run a sliced computation (`generate_steps` and the like) to the end; return its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
