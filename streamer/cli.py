@@ -175,10 +175,24 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="serve on several devices, one scheduler and model replica each, e.g. "
+        "cuda:0,cuda:1 or cpu,cpu (default: --device, else every visible GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sessions whose frames share one batched step at most (default: per device type)",
+    )
+    parser.add_argument(
         "--vos-optimized",
         action="store_true",
         default=None,
-        help="ask for the compiled video path (not available yet: runs eager with a warning)",
+        help="compile the video path with torch.compile (the official vos_optimized mode)",
     )
     parser.set_defaults(handler=_run_serve)
 
@@ -197,19 +211,22 @@ def _run_serve(args: argparse.Namespace) -> int:
             model=args.model,
             checkpoint=args.checkpoint,
             device=args.device,
+            devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
+            max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,
         )
     except ValidationError as exc:
         _error("serve", exc)
         return EXIT_BAD_INPUT
-    # Load before starting the server so a bad model or checkpoint is a clean usage error.
+    # Load before starting the server so a bad model, checkpoint or device is a clean usage
+    # error.
     try:
-        model = serve.load_model(settings)
-    except (ConfigError, CheckpointError, OSError, RuntimeError) as exc:
+        models = serve.load_models(settings)
+    except (ConfigError, CheckpointError, OSError, RuntimeError, ValueError) as exc:
         _error("serve", exc)
         return EXIT_BAD_INPUT
     level = "debug" if args.verbose > 1 else "info"
-    serve.serve(settings, model=model, log_level=level)
+    serve.serve(settings, models=models, log_level=level)
     return EXIT_OK
 
 

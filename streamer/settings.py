@@ -73,6 +73,19 @@ class Settings(BaseSettings):
 
     static_dir: Path = Path(__file__).parent / "static"
 
+    # --- serving core (devices, batching, fairness) ---
+    # Devices to serve on, one scheduler + model replica each: ["cuda:0", "cuda:1"], or
+    # ["cpu", "cpu"] for two CPU replicas. Empty: `device` if set, else every visible GPU, else
+    # the CPU. (CLI: --devices cuda:0,cuda:1.)
+    devices: list[str] = Field(default_factory=list)
+    # Sessions whose frames share one batched step at most; None: the measured default of the
+    # device type (`DEFAULT_MAX_BATCH`).
+    max_batch: int | None = Field(default=None, ge=1, le=64)
+    # Expensive commands (auto_seed) per session: a burst, refilled at this rate; past it the
+    # client gets `rate_limited` with a retry_after.
+    expensive_commands_per_minute: float = Field(default=12.0, gt=0)
+    expensive_commands_burst: int = Field(default=3, ge=1)
+
     @property
     def ws_max_size(self) -> int:
         """Transport limit for one websocket message: above it the server closes the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,9 @@ from sam2_video.modeling.sam2 import SAM2Model
 from streamer.protocol import Error, ErrorCode
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
+from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.service.metrics import render_service_metrics
+from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -47,14 +50,15 @@ class SessionList(BaseModel):
     sessions: list[SessionInfo]
 
 
-def load_model(settings: Settings) -> SAM2Model:
-    """Build the configured model (blocking: call it in a thread)."""
+def load_model(settings: Settings, device: str | None = None) -> SAM2Model:
+    """Build the configured model on `device` (default: the settings' `device`; blocking:
+    call it in a thread)."""
     from sam2_video.build import build_sam2
     from sam2_video.checkpoints import ensure_checkpoint
 
     # Never serve random weights: a missing checkpoint is an error that says how to get one.
     checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
-    model = build_sam2(settings.model, checkpoint=checkpoint, device=settings.device)
+    model = build_sam2(settings.model, checkpoint=checkpoint, device=device or settings.device)
     if settings.vos_optimized:
         from sam2_video.compile import compile_model
 
@@ -63,18 +67,42 @@ def load_model(settings: Settings) -> SAM2Model:
     return model
 
 
-def create_app(settings: Settings | None = None, *, model: SAM2Model | None = None) -> FastAPI:
+def load_models(settings: Settings, model: SAM2Model | None = None) -> dict[DeviceSpec, SAM2Model]:
+    """One model replica per configured device (`Settings.devices`; blocking). A given `model`
+    serves its own device and is copied for the others."""
+    specs = parse_devices(settings.devices, default=settings.device)
+    models = {}
+    for spec in specs:
+        if model is not None:
+            models[spec] = model if not models else copy.deepcopy(model).to(spec.torch_device)
+        else:
+            models[spec] = load_model(settings, spec.torch_device)
+    return models
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: SAM2Model | None = None,
+    models: dict[DeviceSpec, SAM2Model] | None = None,
+) -> FastAPI:
     """The service app. settings: default `Settings()` (environment); model: a loaded model to
-    use instead of building one from the settings (tests, embedding)."""
+    use instead of building one from the settings (tests, embedding; copied to every device of
+    `settings.devices`); models: one loaded replica per device."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = model if model is not None else await asyncio.to_thread(load_model, settings)
-        manager = SessionManager(model=loaded, settings=settings)
+        if models is not None:
+            manager = SessionManager(models=models, settings=settings)
+        elif model is not None and not settings.devices:
+            manager = SessionManager(model=model, settings=settings)
+        else:
+            replicas = await asyncio.to_thread(load_models, settings, model)
+            manager = SessionManager(models=replicas, settings=settings)
         manager.start()
         app.state.manager = manager
-        logger.info("model %s ready on %s", settings.model, manager.worker.device)
+        logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
         try:
             yield
         finally:
@@ -123,14 +151,14 @@ def _http_routes() -> APIRouter:
         manager = request.app.state.manager
         ready = manager is not None and manager.ready
         body: dict[str, Any] = {"ready": ready}
-        if manager is not None and manager.worker.error:
-            body["error"] = manager.worker.error
+        if manager is not None and manager.errors:
+            body["errors"] = manager.errors
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
         text = render_service_metrics(_manager(request))
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @router.post("/sessions", status_code=201)
     async def create_session(body: SessionCreate, request: Request) -> SessionInfo:

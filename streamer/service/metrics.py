@@ -1,190 +1,221 @@
-"""The Prometheus text rendering of the service's counters and statistics.
+"""The /metrics page: the service's state in the Prometheus text format, via prometheus_client.
 
-Written by hand (text exposition format 0.0.4) to keep the dependency list short.
+The numbers live in the sessions and schedulers (`sessions/stats.py`, `DeviceScheduler`);
+`ServiceCollector` turns them into metric families at scrape time, so nothing is counted
+twice and a deleted session's series simply disappear. Device series carry the label
+`device` (`cuda:0`, `cpu:1`), session series `session`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from streamer.sessions.stats import Histogram
 
 if TYPE_CHECKING:
     from streamer.sessions import SessionManager
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    if value == float("inf"):
-        return "+Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class MetricsWriter:
-    """Builds one Prometheus text page: `metric(...)` per family, samples with labels."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def metric(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[dict[str, str], float]],
-    ) -> None:
-        self._lines.append(f"# HELP {name} {help_text}")
-        self._lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self._lines.append(f"{name}{_labels(labels)} {_number(value)}")
-
-    def histogram(
-        self, name: str, help_text: str, series: Iterable[tuple[dict[str, str], Histogram]]
-    ) -> None:
-        self._lines.append(f"# HELP {name} {help_text}")
-        self._lines.append(f"# TYPE {name} histogram")
-        for labels, hist in series:
-            with hist._lock:
-                counts, total, count = list(hist.counts), hist.total, hist.count
-            cumulative = 0
-            for bound, n in zip((*hist.buckets, float("inf")), counts):
-                cumulative += n
-                bucket_labels = {**labels, "le": _number(bound)}
-                self._lines.append(f"{name}_bucket{_labels(bucket_labels)} {cumulative}")
-            self._lines.append(f"{name}_sum{_labels(labels)} {_number(total)}")
-            self._lines.append(f"{name}_count{_labels(labels)} {count}")
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
+# Batch sizes reported in the batch-size histogram (sessions per batched step).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def render_service_metrics(manager: SessionManager) -> str:
-    """The /metrics page: service totals and per-session series (label `session`)."""
+    """The /metrics page for `manager` (text exposition format 0.0.4)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(manager))
+    return generate_latest(registry).decode()
+
+
+class ServiceCollector:
+    """A prometheus_client collector reading a `SessionManager` at each scrape."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _service_metrics(self.manager)
+        yield from _device_metrics(self.manager)
+        yield from _session_metrics(self.manager)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _labelled(family, samples: Iterable[tuple[list[str], float]]):
+    for labels, value in samples:
+        family.add_metric(labels, value)
+    return family
+
+
+def histogram_family(name: str, doc: str, labels: list[str], series) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for label_values, hist in series:
+        counts, total = _snapshot(hist)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*hist.buckets, float("inf")), counts):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+        family.add_metric(label_values, buckets, total)
+    return family
+
+
+def _snapshot(hist: Histogram) -> tuple[list[int], float]:
+    with hist._lock:
+        return list(hist.counts), hist.total
+
+
+def _service_metrics(manager: SessionManager) -> Iterator[Metric]:
+    sessions = manager.list()
+    yield _gauge("sam2_stream_ready", "1 when a model is loaded and a scheduler runs",
+                 1 if manager.ready else 0)
+    yield _gauge("sam2_stream_sessions", "open sessions", len(sessions))
+    yield _gauge("sam2_stream_sessions_max", "session limit", manager.settings.max_sessions)
+    yield CounterMetricFamily(
+        "sam2_stream_sessions_created", "sessions created", value=manager.sessions_created
+    )
+    schedulers = manager.schedulers.values()
+    yield CounterMetricFamily(
+        "sam2_stream_worker_frames",
+        "frames run through the model (all devices)",
+        value=sum(s.frames_processed for s in schedulers),
+    )
+    yield CounterMetricFamily(
+        "sam2_stream_worker_busy_seconds",
+        "seconds the schedulers spent running the model (all devices)",
+        value=sum(s.busy_seconds for s in schedulers),
+    )
+
+
+def _device_metrics(manager: SessionManager) -> Iterator[Metric]:
+    schedulers = list(manager.schedulers.values())
+    now = time.monotonic()
+    sessions = manager.list()
+    yield _labelled(
+        GaugeMetricFamily("sam2_stream_device_up", "1 while the device's scheduler runs",
+                          labels=["device"]),
+        [([s.label], 1 if s.alive else 0) for s in schedulers],
+    )
+    yield _labelled(
+        GaugeMetricFamily(
+            "sam2_stream_device_busy_fraction",
+            "fraction of wall time the device's scheduler spent running the model since start",
+            labels=["device"],
+        ),
+        [([s.label], s.busy_seconds / max(now - s.started_at, 1e-9)) for s in schedulers],
+    )
+    yield _labelled(
+        CounterMetricFamily("sam2_stream_device_busy_seconds", "model time on the device",
+                            labels=["device"]),
+        [([s.label], s.busy_seconds) for s in schedulers],
+    )
+    yield _labelled(
+        CounterMetricFamily("sam2_stream_device_frames", "frames tracked on the device",
+                            labels=["device"]),
+        [([s.label], s.frames_processed) for s in schedulers],
+    )
+    yield _labelled(
+        GaugeMetricFamily(
+            "sam2_stream_device_queue_depth",
+            "sessions with a frame waiting at the scheduler's last step",
+            labels=["device"],
+        ),
+        [([s.label], s.queue_depth) for s in schedulers],
+    )
+    yield _labelled(
+        GaugeMetricFamily("sam2_stream_device_sessions", "sessions placed on the device",
+                          labels=["device"]),
+        [([s.label], sum(1 for x in sessions if x.device == s.label)) for s in schedulers],
+    )
+    yield _labelled(
+        GaugeMetricFamily("sam2_stream_device_max_batch", "sessions per batched step at most",
+                          labels=["device"]),
+        [([s.label], s.max_batch) for s in schedulers],
+    )
+    batch = HistogramMetricFamily(
+        "sam2_stream_batch_size", "sessions per batched frame step", labels=["device"]
+    )
+    for scheduler in schedulers:
+        sizes = dict(scheduler.batch_sizes)
+        cumulative, buckets = 0, []
+        for bound in BATCH_BUCKETS:
+            cumulative = sum(n for size, n in sizes.items() if size <= bound)
+            buckets.append((str(float(bound)), cumulative))
+        buckets.append(("+Inf", sum(sizes.values())))
+        total = sum(size * n for size, n in sizes.items())
+        batch.add_metric([scheduler.label], buckets, total)
+    yield batch
+
+
+def _session_metrics(manager: SessionManager) -> Iterator[Metric]:
     sessions = manager.list()
     for session in sessions:
         session.sample_rates()
-    out = MetricsWriter()
-    worker = manager.worker
-    out.metric(
-        "sam2_stream_ready",
-        "gauge",
-        "1 when the model is loaded and the worker runs",
-        [({}, 1 if manager.ready else 0)],
-    )
-    out.metric("sam2_stream_sessions", "gauge", "open sessions", [({}, len(sessions))])
-    out.metric(
-        "sam2_stream_sessions_max", "gauge", "session limit", [({}, manager.settings.max_sessions)]
-    )
-    out.metric(
-        "sam2_stream_sessions_created_total",
-        "counter",
-        "sessions created",
-        [({}, manager.sessions_created)],
-    )
-    out.metric(
-        "sam2_stream_worker_frames_total",
-        "counter",
-        "frames run through the model",
-        [({}, worker.frames_processed)],
-    )
-    out.metric(
-        "sam2_stream_worker_busy_seconds_total",
-        "counter",
-        "seconds the worker spent in inference",
-        [({}, worker.busy_seconds)],
-    )
-
-    labelled = [({"session": s.id}, s) for s in sessions]
     stats = {s.id: s.source.stats for s in sessions}
     rates = {s.id: s.rates.rates() for s in sessions}
-    out.metric(
+    info = GaugeMetricFamily(
         "sam2_stream_session_info",
-        "gauge",
-        "session state and source (value 1)",
-        [
-            (
-                {
-                    "session": s.id,
-                    "kind": s.kind,
-                    "state": s.state.value,
-                    "source_state": stats[s.id].state.value,
-                    "back_pressure": s.source.policy.value,
-                },
-                1,
-            )
-            for s in sessions
-        ],
+        "session state, source and device (value 1)",
+        labels=["session", "kind", "state", "source_state", "back_pressure", "device"],
     )
-    for name, field_name, help_text in (
+    for s in sessions:
+        info.add_metric(
+            [s.id, s.kind, s.state.value, stats[s.id].state.value, s.source.policy.value, s.device],
+            1,
+        )
+    yield info
+
+    def per_session(family, value) -> Metric:
+        return _labelled(family, [([s.id], value(s)) for s in sessions])
+
+    for name, field_name, doc in (
         ("sam2_stream_capture_fps", "captured", "frames received from the source per second"),
         ("sam2_stream_processed_fps", "processed", "frames tracked per second"),
         ("sam2_stream_dropped_fps", "dropped", "frames dropped (latest-frame policy) per second"),
     ):
-        out.metric(
-            name,
-            "gauge",
-            help_text + " (5 s window)",
-            [(labels, rates[s.id][field_name]) for labels, s in labelled],
+        yield per_session(
+            GaugeMetricFamily(name, doc + " (5 s window)", labels=["session"]),
+            lambda s, f=field_name: rates[s.id][f],
         )
-    out.metric(
-        "sam2_stream_frames_captured_total",
-        "counter",
-        "frames received from the source",
-        [(labels, stats[s.id].captured) for labels, s in labelled],
+    counters = (
+        ("sam2_stream_frames_captured", "frames received from the source",
+         lambda s: stats[s.id].captured),
+        ("sam2_stream_frames_processed", "frames tracked", lambda s: s.processed),
+        ("sam2_stream_frames_dropped", "frames dropped before inference",
+         lambda s: stats[s.id].dropped),
+        ("sam2_stream_session_device_seconds", "device time charged to the session",
+         lambda s: s.device_seconds),
+        ("sam2_stream_messages_dropped",
+         "frame messages dropped for slow subscribers (connected ones)",
+         lambda s: sum(sub.dropped for sub in s.subscribers)),
     )
-    out.metric(
-        "sam2_stream_frames_processed_total",
-        "counter",
-        "frames tracked",
-        [(labels, s.processed) for labels, s in labelled],
+    for name, doc, value in counters:
+        yield per_session(CounterMetricFamily(name, doc, labels=["session"]), value)
+    gauges = (
+        ("sam2_stream_queue_depth", "frames waiting in the source's slot",
+         lambda s: stats[s.id].queue_depth),
+        ("sam2_stream_objects", "objects tracked", lambda s: len(s.view.obj_ids)),
+        ("sam2_stream_subscribers", "connected subscribers", lambda s: len(s.subscribers)),
     )
-    out.metric(
-        "sam2_stream_frames_dropped_total",
-        "counter",
-        "frames dropped before inference",
-        [(labels, stats[s.id].dropped) for labels, s in labelled],
+    for name, doc, value in gauges:
+        yield per_session(GaugeMetricFamily(name, doc, labels=["session"]), value)
+    yield histogram_family(
+        "sam2_stream_inference_seconds", "model time per frame (its batched step)", ["session"],
+        [([s.id], s.inference) for s in sessions],
     )
-    out.metric(
-        "sam2_stream_queue_depth",
-        "gauge",
-        "frames waiting in the source's slot",
-        [(labels, stats[s.id].queue_depth) for labels, s in labelled],
+    yield histogram_family(
+        "sam2_stream_frame_latency_seconds", "capture to result, per frame", ["session"],
+        [([s.id], s.end_to_end) for s in sessions],
     )
-    out.metric(
-        "sam2_stream_objects",
-        "gauge",
-        "objects tracked",
-        [(labels, len(s.view.obj_ids)) for labels, s in labelled],
-    )
-    out.metric(
-        "sam2_stream_subscribers",
-        "gauge",
-        "connected subscribers",
-        [(labels, len(s.subscribers)) for labels, s in labelled],
-    )
-    out.metric(
-        "sam2_stream_messages_dropped_total",
-        "counter",
-        "frame messages dropped for slow subscribers (connected ones)",
-        [(labels, sum(sub.dropped for sub in s.subscribers)) for labels, s in labelled],
-    )
-    out.histogram(
-        "sam2_stream_inference_seconds",
-        "model time per frame",
-        [(labels, s.inference) for labels, s in labelled],
-    )
-    out.histogram(
-        "sam2_stream_frame_latency_seconds",
-        "capture to result, per frame",
-        [(labels, s.end_to_end) for labels, s in labelled],
-    )
-    return out.text()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sam2_video.modeling.sam2 import SAM2Model
-from streamer.service.app import create_app, load_model
+from streamer.service.app import create_app, load_model, load_models
+from streamer.sessions.devices import DeviceSpec
 from streamer.settings import Settings
 
-__all__ = ["build_settings", "load_model", "serve"]
+__all__ = ["build_settings", "load_model", "load_models", "serve"]
 
 
 def build_settings(**overrides: Any) -> Settings:
@@ -17,11 +18,18 @@ def build_settings(**overrides: Any) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
-def serve(settings: Settings, *, model: SAM2Model | None = None, log_level: str = "info") -> None:
-    """Run the app until interrupted (blocking). model: already loaded (else the app loads it)."""
+def serve(
+    settings: Settings,
+    *,
+    model: SAM2Model | None = None,
+    models: dict[DeviceSpec, SAM2Model] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the app until interrupted (blocking). model / models: already loaded (one model, or
+    one replica per device; else the app loads them)."""
     import uvicorn
 
-    app = create_app(settings, model=model)
+    app = create_app(settings, model=model, models=models)
     uvicorn.run(
         app,
         host=settings.host,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import functools
 import threading
 import uuid
+from collections.abc import Mapping
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
@@ -17,7 +19,8 @@ from streamer.sessions.errors import (
     SessionLimitError,
     SessionNotFoundError,
 )
-from streamer.sessions.scheduler import InferenceWorker
+from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded
+from streamer.sessions.scheduler import DeviceScheduler
 from streamer.sessions.schemas import SessionCreate
 from streamer.sessions.session import Session
 from streamer.settings import Settings
@@ -26,35 +29,81 @@ logger = logging.getLogger(__name__)
 
 
 class SessionManager:
-    """Creates, lists, finds and deletes sessions; owns the inference worker.
+    """Creates, lists, finds and deletes sessions; owns one `DeviceScheduler` per device.
 
-    model: the loaded SAM 2 model (one per device, shared by every session).
+    models: one loaded SAM 2 model replica per device label (`DeviceSpec.label`, e.g.
+        {"cuda:0": m0, "cuda:1": m1}); `model` is the one-device shorthand. Every session of a
+        device shares its replica.
     settings: limits (`max_sessions`, `max_objects_per_session`) and defaults.
-    Call `start()` once, and `shutdown()` at the end (closes every session, stops the worker).
+    A new session goes to the least-loaded live device (`devices.least_loaded`).
+    Call `start()` once, and `shutdown()` at the end (closes every session, stops schedulers).
     """
 
-    def __init__(self, *, model: SAM2Model, settings: Settings) -> None:
-        self.model = model
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        model: SAM2Model | None = None,
+        models: Mapping[DeviceSpec, SAM2Model] | None = None,
+    ) -> None:
+        if (model is None) == (models is None):
+            raise ValueError("give either model or models")
+        if models is None:
+            device = next(model.parameters()).device
+            label = f"{device.type}:{device.index or 0}"
+            models = {DeviceSpec(label, str(device)): model}
         self.settings = settings
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._reserved: dict[str, str] = {}  # session id -> device, while being created
         self.sessions_created = 0
-        self.worker = InferenceWorker(model=model, sessions=self.list, settings=settings)
+        self.schedulers: dict[str, DeviceScheduler] = {
+            spec.label: DeviceScheduler(
+                spec=spec,
+                model=replica,
+                sessions=functools.partial(self._placed_on, spec.label),
+                settings=settings,
+            )
+            for spec, replica in models.items()
+        }
 
     def start(self) -> None:
-        self.worker.start()
+        for scheduler in self.schedulers.values():
+            scheduler.start()
 
     @property
     def ready(self) -> bool:
-        return self.worker.alive
+        """True while at least one device's scheduler runs."""
+        return any(s.alive for s in self.schedulers.values())
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Crash messages of schedulers that stopped working, by device label."""
+        return {label: s.error for label, s in self.schedulers.items() if s.error}
+
+    def _placed_on(self, label: str) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s is not None and s.device == label]
+
+    def _place_locked(self) -> DeviceScheduler:
+        """The device for a new session (call with the lock held); counts reserved slots."""
+        loads = []
+        for label, scheduler in self.schedulers.items():
+            sessions = [s for s in self._sessions.values() if s is not None and s.device == label]
+            reserved = sum(1 for r in self._reserved.values() if r == label)
+            measured = [m for m in (s.measured_load for s in sessions) if m is not None]
+            count = len(sessions) + reserved
+            loads.append(DeviceLoad(label, scheduler.alive, sum(measured), len(measured), count))
+        label = least_loaded(loads, unmeasured_cost=1.0)
+        if label is None:
+            raise ServiceNotReadyError("no device's scheduler is running")
+        return self.schedulers[label]
 
     def create(self, request: SessionCreate | str) -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
         ServiceNotReadyError."""
         if isinstance(request, str):
             request = SessionCreate(source=request)
-        if not self.worker.alive:
-            raise ServiceNotReadyError("the inference worker is not running")
         max_objects = min(
             request.max_objects or self.settings.max_objects_per_session,
             self.settings.max_objects_per_session,
@@ -65,8 +114,10 @@ class SessionManager:
                 raise SessionLimitError(
                     f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
                 )
-            # Reserve the slot before the (possibly slow) source start.
+            scheduler = self._place_locked()
+            # Reserve the slot (and its device) before the (possibly slow) source start.
             self._sessions[session_id] = None  # type: ignore[assignment]
+            self._reserved[session_id] = scheduler.label
         try:
             options = {}
             if classify_source(request.source) == "file" and request.max_frames is not None:
@@ -82,7 +133,7 @@ class SessionManager:
                     max_objects=self.settings.auto_seed_max_objects,
                 )
             tracker = StreamingSession(
-                self.model,
+                scheduler.model,
                 SessionOptions(
                     max_objects=max_objects,
                     non_overlapping=request.non_overlapping,
@@ -97,20 +148,25 @@ class SessionManager:
                 source=source,
                 tracker=tracker,
                 settings=self.settings,
-                wake_worker=self.worker.wake,
+                wake_worker=scheduler.wake,
+                device=scheduler.label,
             )
-            source.slot.add_listener(self.worker.wake_event)
+            source.slot.add_listener(scheduler.wake_event)
             if not session._defer_source:
                 source.start()
         except BaseException:
             with self._lock:
                 self._sessions.pop(session_id, None)
+                self._reserved.pop(session_id, None)
             raise
         with self._lock:
             self._sessions[session_id] = session
+            self._reserved.pop(session_id, None)
             self.sessions_created += 1
-        logger.info("session %s: %s source %s", session_id, session.kind, request.source)
-        self.worker.wake()
+        logger.info(
+            "session %s: %s source %s on %s", session_id, session.kind, request.source, session.device
+        )
+        scheduler.wake()
         return session
 
     def list(self) -> list[Session]:
@@ -139,4 +195,5 @@ class SessionManager:
                 self.delete(session.id)
             except SessionNotFoundError:
                 pass
-        self.worker.stop(timeout)
+        for scheduler in self.schedulers.values():
+            scheduler.stop(timeout)

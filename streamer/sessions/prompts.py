@@ -7,11 +7,12 @@ code of the `error` reply; the session is left as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sam2_video.automatic_mask_generator import drain
 from sam2_video.streaming import (
     FrameResult,
     NoFrameError,
@@ -145,6 +146,16 @@ def _prompted_id(requested: int | None, result: FrameResult) -> int:
 
 
 def _auto_seed(tracker: StreamingSession, message: AutoSeed) -> PromptOutcome:
+    return drain(auto_seed_steps(tracker, message))
+
+
+def auto_seed_steps(
+    tracker: StreamingSession, message: AutoSeed
+) -> Generator[None, None, PromptOutcome]:
+    """`auto_seed` in slices (see `StreamingSession.auto_seed_steps`): one slice per `next()`,
+    the outcome as the generator's return value. Raises ProtocolError like `apply_prompt`."""
+    if tracker.frame_hw is None:
+        raise ProtocolError(ErrorCode.NOT_READY, "no frame processed yet", message.id)
     if len(tracker.obj_ids) >= tracker.options.max_objects:
         raise ProtocolError(
             ErrorCode.TOO_MANY_OBJECTS,
@@ -152,6 +163,12 @@ def _auto_seed(tracker: StreamingSession, message: AutoSeed) -> PromptOutcome:
             message.id,
         )
     before = set(tracker.obj_ids)
-    result = tracker.auto_seed()
+    result = yield from tracker.auto_seed_steps()
     created = [obj_id for obj_id in result.obj_ids if obj_id not in before]
     return PromptOutcome(result, obj_ids=created)
+
+
+def is_expensive(message: PromptMessage) -> bool:
+    """Commands that run the automatic mask generator (seconds of device time): sliced by
+    the scheduler and rate limited per session."""
+    return isinstance(message, AutoSeed)

@@ -53,3 +53,5 @@ class SessionInfo(BaseModel):
     queue_depth: int
     subscribers: int
     inference_latency_mean: float
+    device: str  # the device whose scheduler serves it, e.g. "cuda:1" or "cpu:0"
+    device_seconds: float  # device time charged to it (its share of batched steps + commands)

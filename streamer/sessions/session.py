@@ -25,6 +25,8 @@ from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
 from streamer.sessions.errors import SessionEndedError
+from streamer.sessions.fairness import TokenBucket
+from streamer.sessions.prompts import is_expensive
 from streamer.sessions.schemas import SessionCreate, SessionInfo
 from streamer.sessions.stats import Histogram, RateMeter
 from streamer.sessions.subscribers import Subscriber
@@ -74,6 +76,15 @@ class Command:
 ResultListener = Callable[[VideoFrame, FrameResult], None]
 
 
+def _rate_limited(message: PromptMessage, retry_after: float) -> Error:
+    return Error(
+        id=getattr(message, "id", None),
+        code=ErrorCode.RATE_LIMITED,
+        message=f"too many {message.type} requests; retry in {retry_after:.1f} s",
+        retry_after=round(retry_after, 3),
+    )
+
+
 # --- session ---------------------------------------------------------------------------------
 
 
@@ -94,8 +105,10 @@ class Session:
         tracker: StreamingSession,
         settings: Settings,
         wake_worker: Callable[[], None],
+        device: str = "cpu:0",
     ) -> None:
         self.id = session_id
+        self.device = device  # label of the device whose scheduler serves it
         self.request = request
         self.spec = request.source
         self.kind = classify_source(request.source)
@@ -120,6 +133,13 @@ class Session:
         self.inference = Histogram()
         self.end_to_end = Histogram()
         self.rates = RateMeter(("captured", "processed", "dropped"))
+        # Device time charged to this session (its frames' share and its own commands).
+        self.device_seconds = 0.0
+        self.load = RateMeter(("device_us",))
+        self.expensive_commands = TokenBucket(
+            per_minute=settings.expensive_commands_per_minute,
+            burst=settings.expensive_commands_burst,
+        )
 
     # --- state -----------------------------------------------------------------------------
 
@@ -234,16 +254,41 @@ class Session:
         if self._state in (SessionState.CLOSED, SessionState.FAILED):
             raise SessionEndedError(f"session {self.id} is {self._state.value}")
         future: concurrent.futures.Future = concurrent.futures.Future()
+        command = Command(message, reply_to, future)
+        if is_expensive(message):
+            retry_after = self.expensive_commands.take()
+            if retry_after > 0:
+                self.reply(command, _rate_limited(message, retry_after))
+                return future
         with self._lock:
-            self._commands.append(Command(message, reply_to, future))
+            self._commands.append(command)
         self._wake_worker()
         return future
 
     def take_commands(self) -> list[Command]:
+        """Every queued command, oldest first (the queue is emptied)."""
         with self._lock:
             commands = list(self._commands)
             self._commands.clear()
         return commands
+
+    def next_command(self) -> Command | None:
+        """The oldest queued command, or None."""
+        with self._lock:
+            return self._commands.popleft() if self._commands else None
+
+    def charge(self, seconds: float) -> None:
+        """Scheduler: `seconds` of device time were spent for this session."""
+        self.device_seconds += seconds
+        self.load.sample((int(self.device_seconds * 1e6),))
+
+    @property
+    def measured_load(self) -> float | None:
+        """Device seconds per second over the last few seconds; None before any work ran."""
+        if self.device_seconds == 0.0:
+            return None
+        self.load.sample((int(self.device_seconds * 1e6),))
+        return self.load.rates()["device_us"] / 1e6
 
     @staticmethod
     def reply(command: Command, message: Ack | Error) -> None:
@@ -315,4 +360,6 @@ class Session:
             queue_depth=stats.queue_depth,
             subscribers=len(self.subscribers),
             inference_latency_mean=self.inference.mean,
+            device=self.device,
+            device_seconds=round(self.device_seconds, 6),
         )
