@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
+from streamer.session_ids import mint_session_id
 from streamer.sessions.errors import (
     InvalidSourceError,
     ServiceNotReadyError,
@@ -59,7 +59,7 @@ class SessionManager:
             request.max_objects or self.settings.max_objects_per_session,
             self.settings.max_objects_per_session,
         )
-        session_id = uuid.uuid4().hex[:12]
+        session_id = mint_session_id(self.settings.instance_name)
         with self._lock:
             if len(self._sessions) >= self.settings.max_sessions:
                 raise SessionLimitError(
