@@ -6,6 +6,7 @@ from typing import Any
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.service.app import create_app, load_model
+from streamer.service.drain import draining_server
 from streamer.settings import Settings
 
 __all__ = ["build_settings", "load_model", "serve"]
@@ -18,11 +19,12 @@ def build_settings(**overrides: Any) -> Settings:
 
 
 def serve(settings: Settings, *, model: SAM2Model | None = None, log_level: str = "info") -> None:
-    """Run the app until interrupted (blocking). model: already loaded (else the app loads it)."""
+    """Run the app until interrupted or drained (blocking). model: already loaded (else the
+    app loads it). SIGTERM drains first (streamer.service.drain); a second one stops at once."""
     import uvicorn
 
     app = create_app(settings, model=model)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -32,3 +34,4 @@ def serve(settings: Settings, *, model: SAM2Model | None = None, log_level: str 
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
     )
+    draining_server(config, app.state.drain, exit_when_drained=settings.drain_exit).run()

@@ -12,6 +12,7 @@ from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
 from streamer.session_ids import mint_session_id
 from streamer.sessions.errors import (
+    DrainingError,
     InvalidSourceError,
     ServiceNotReadyError,
     SessionLimitError,
@@ -39,6 +40,8 @@ class SessionManager:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self.sessions_created = 0
+        # Set by the drain (streamer.service.drain): create() refuses new sessions.
+        self.draining = False
         self.worker = InferenceWorker(model=model, sessions=self.list, settings=settings)
 
     def start(self) -> None:
@@ -50,7 +53,9 @@ class SessionManager:
 
     def create(self, request: SessionCreate | str) -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
-        ServiceNotReadyError."""
+        ServiceNotReadyError, DrainingError."""
+        if self.draining:
+            raise DrainingError("this instance is draining; open the session on another one")
         if isinstance(request, str):
             request = SessionCreate(source=request)
         if not self.worker.alive:
