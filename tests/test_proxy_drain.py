@@ -218,6 +218,56 @@ def _owner(session_id: str) -> str:
     return owner
 
 
+def test_whip_publish_through_the_proxy(cluster) -> None:
+    """POST /whip on the proxy opens a session on some instance; its Location and websocket
+    work through the proxy, and DELETE on the Location ends the publication."""
+    from test_webrtc import Client, ClipTrack
+
+    from streamer.webrtc.media import configure_ice_hosts
+
+    proxy, _ = cluster
+    with av.open(str(DATA / "bedroom.mp4")) as container:
+        frames = [
+            f.reformat(width=160, height=96).to_ndarray(format="rgb24")
+            for _, f in zip(range(10), container.decode(video=0), strict=False)
+        ]
+
+    async def body() -> tuple[str, str, dict, int, int]:
+        client = Client(frames=None, receive_video=False, data_channel=False)
+        client.pc.addTransceiver(ClipTrack(frames), direction="sendonly")
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                response = await http.post(
+                    f"{proxy}/whip",
+                    content=await client.offer(),
+                    headers={**AUTH, "Content-Type": "application/sdp"},
+                )
+                assert response.status_code == 201, response.text
+                session_id = response.headers["x-session-id"]
+                location = response.headers["location"]
+                await client.accept(response.text)
+                url = proxy.replace("http://", "ws://") + f"/sessions/{session_id}/ws"
+                async with connect(url, additional_headers=AUTH) as ws:
+                    hello = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                    assert hello["type"] == "hello" and frame["type"] == "frame", frame
+                    deleted = (await http.delete(f"{proxy}{location}", headers=AUTH)).status_code
+                gone = (await http.get(f"{proxy}/sessions/{session_id}", headers=AUTH)).status_code
+                return session_id, location, frame, deleted, gone
+        finally:
+            await client.close()
+
+    configure_ice_hosts(["127.0.0.1"])
+    try:
+        session_id, location, frame, deleted, gone = asyncio.run(body())
+    finally:
+        configure_ice_hosts([])
+    assert _owner(session_id) in NAMES
+    assert re.fullmatch(rf"/sessions/{session_id}/whip/[^/]+", location), location
+    assert (frame["width"], frame["height"]) == (160, 96)
+    assert deleted == 200 and gone == 404
+
+
 def test_sessions_route_to_their_owner_and_drain(cluster, tmp_path: Path) -> None:
     proxy, instances = cluster
     clip = _clip(tmp_path / "clip.mp4")

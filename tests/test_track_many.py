@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +23,15 @@ import torch
 from conftest import DATA, MICRO_CHECKPOINT
 
 from streamer.batch.manifest import Manifest, ManifestRow
-from streamer.batch.track_many import MANIFEST_NAME, PARTIAL_MARK, collect_videos, output_names
+from streamer.batch.track import plan_track
+from streamer.batch.track_many import (
+    MANIFEST_NAME,
+    PARTIAL_MARK,
+    TrackJob,
+    collect_videos,
+    output_names,
+    run_track_many,
+)
 from streamer.cli import EXIT_FAILURE, EXIT_OK, main
 
 MICRO = ["--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT)]
@@ -134,6 +145,62 @@ def test_ray_engine_two_actors(inputs: Path, reference: Path, ray_cluster, tmp_p
     assert _track_many(inputs, out, *ray_engine) == EXIT_FAILURE
     again = _rows(out)[len(rows) :]
     assert [Path(r["video"]).stem for r in again] == ["corrupt"]
+
+
+def _busy_actor_pids() -> list[int]:
+    """Processes of this test's Ray cluster running a TrackActor batch (their title)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::MapWorker(MapBatches(TrackActor)).submit"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_ray_retries_a_worker_that_dies(inputs: Path, reference: Path, ray_cluster, tmp_path):
+    """SIGKILL the only actor in the middle of a video: Ray restarts it and retries the
+    video; every video is done and every output is still equal to `track`'s."""
+    out = tmp_path / "out"
+    job = TrackJob(
+        plan=plan_track(formats=["coco", "sav", "png"], has_prompts=True),
+        prompts_dir=inputs / "prompts",
+        model="sam2.1_micro",
+        checkpoint=MICRO_CHECKPOINT,
+        threads=1,
+    )
+    videos = [inputs / "videos" / f"{name}.mp4" for name in CLIPS]
+    report: dict = {}
+
+    def run() -> None:
+        report["report"] = run_track_many(
+            videos, out=out, job=job, engine="ray", progress=False,
+            ray_options={"pool_size": 1, "max_retries": 2},
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        busy = _busy_actor_pids()
+        if busy and list(out.glob(f"*{PARTIAL_MARK}*")):  # mid-video
+            os.kill(busy[0], signal.SIGKILL)
+            killed = busy[0]
+        time.sleep(0.02)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    assert killed is not None, "never saw the actor in the middle of a video"
+    rows = report["report"].rows
+    assert sorted(Path(r.video).stem for r in rows) == sorted(CLIPS)
+    assert all(r.status == "done" for r in rows), rows
+    # Every row comes from a live actor: the killed one finished nothing, its video was
+    # retried on the restarted actor.
+    assert not any(r.worker.endswith(f":{killed} cpu") for r in rows), (killed, rows)
+    _assert_same_as_track(out, reference)
 
 
 def test_resume_after_interrupted_run(inputs: Path, reference: Path, tmp_path: Path) -> None:
