@@ -1,16 +1,19 @@
-"""Small parts of scale-out: instance-prefixed session ids, the ICE address setting, drain
-settings."""
+"""Small parts of scale-out: instance-prefixed session ids, the ICE address setting, the drain
+settings and the drain's waiting rules."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 from aiortc import RTCPeerConnection
 from pydantic import ValidationError
 
+from streamer.service.drain import Drainer, DrainState, render_drain_metrics
 from streamer.session_ids import default_instance_name, mint_session_id, session_owner
+from streamer.sessions import SessionState
 from streamer.settings import Settings
 from streamer.webrtc.media import configure_ice_hosts, configure_ice_public_ip
 
@@ -64,3 +67,49 @@ def test_ice_public_ip_replaces_host_candidates() -> None:
     finally:
         configure_ice_public_ip(None)
         configure_ice_hosts([])
+
+
+class _FakeSession:
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
+
+
+class _FakeManager:
+    def __init__(self, sessions: list[_FakeSession]) -> None:
+        self.sessions, self.draining = sessions, False
+
+    def list(self) -> list[_FakeSession]:
+        return list(self.sessions)
+
+
+def test_drain_waits_for_live_sessions_then_for_the_grace_period() -> None:
+    async def scenario() -> list[str]:
+        events: list[str] = []
+        live = _FakeSession(SessionState.RUNNING)
+        manager = _FakeManager([live, _FakeSession(SessionState.FINISHED)])
+        drainer = Drainer(
+            manager=lambda: manager, grace_seconds=30, on_drained=lambda: events.append("done")
+        )
+        assert not drainer.draining and 'state="serving"} 1' in render_drain_metrics(drainer)
+        assert drainer.start("test") and not drainer.start("again")
+        assert manager.draining and drainer.live_sessions() == 1
+        assert 'state="draining"} 1' in render_drain_metrics(drainer)
+        assert 0 < drainer.seconds_left() <= 30
+        await asyncio.sleep(0.6)
+        events.append(drainer.state.value)  # the running session holds the drain
+        live.state = SessionState.FINISHED
+        await asyncio.wait_for(drainer._task, 5)
+        events.append(drainer.state.value)
+
+        # A session that never ends is cut off when the grace period is over.
+        stuck = Drainer(
+            manager=lambda: _FakeManager([_FakeSession(SessionState.WAITING)]),
+            grace_seconds=0.3,
+        )
+        started = time.monotonic()
+        stuck.start("test")
+        await asyncio.wait_for(stuck._task, 5)
+        assert stuck.state is DrainState.DRAINED and 0.25 < time.monotonic() - started < 3
+        return events
+
+    assert asyncio.run(scenario()) == ["draining", "done", "drained"]
