@@ -422,6 +422,9 @@ def _run_track_many(args: argparse.Namespace) -> int:
     ) as exc:
         _error("track-many", exc)
         return EXIT_BAD_INPUT
+    except (RuntimeError, OSError) as exc:  # RayEngineError, ManifestError, unwritable OUT
+        _error("track-many", exc)
+        return EXIT_FAILURE
     done = len(report.rows) - len(report.failed)
     print(f"{done} done, {len(report.failed)} failed, {report.skipped} skipped -> {args.out}")
     for row in report.failed:

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 Status = Literal["done", "failed"]
 
 
-class ManifestError(ValueError):
+class ManifestError(OSError):
     """The manifest file cannot be read or written."""
 
 

@@ -27,7 +27,8 @@ _ROW_FIELDS = [f.name for f in fields(ManifestRow)]
 
 
 class RayEngineError(RuntimeError):
-    """Ray is not installed, or the cluster cannot be reached."""
+    """Ray is not installed, the cluster cannot be reached, or the run failed past Ray's
+    retries (an actor that cannot start, a worker that keeps dying)."""
 
 
 class TrackActor:
@@ -97,8 +98,11 @@ def run_ray(
             max_restarts=max_retries,
             max_task_retries=max_retries,
         )
-    for record in results.iter_rows():
-        yield ManifestRow.from_dict(_plain(record))
+    try:
+        for record in results.iter_rows():
+            yield ManifestRow.from_dict(_plain(record))
+    except ray.exceptions.RayError as exc:  # e.g. every actor failed to load its model
+        raise RayEngineError(f"the Ray run failed: {exc}") from exc
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
