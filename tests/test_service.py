@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 import numpy as np
 import pytest
 from conftest import DATA
+from prometheus_client.parser import text_string_to_metric_families
 from pycocotools import mask as mask_api
 from serve_process import running_server
 from websockets.asyncio.client import connect

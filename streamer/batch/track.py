@@ -9,26 +9,25 @@ Input problems are found before the model is loaded.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import av
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 from tqdm import tqdm
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.build import build_sam2
 from sam2_video.checkpoints import ensure_checkpoint
 from sam2_video.config import load_config
+from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import (
     FrameSizeError,
     SessionOptions,
@@ -36,11 +35,10 @@ from sam2_video.streaming import (
     TooManyObjectsError,
 )
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
+from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
 from streamer.ingest.base import END_OF_STREAM, SourceState
 from streamer.ingest.file import FileSource
-from streamer.protocol import CocoRle
-from streamer.results import decode_rle
 
 logger = logging.getLogger(__name__)
 
@@ -49,135 +47,8 @@ class VideoInputError(ValueError):
     """The input video is missing, unreadable or corrupt."""
 
 
-class PromptsFileError(ValueError):
-    """The prompts file is missing, not JSON, malformed, or does not fit the video."""
-
-
 class TrackOptionError(ValueError):
     """An option the command cannot use: unknown format, bad auto-seed setting, ..."""
-
-
-# --- prompts file -------------------------------------------------------------------------
-
-
-class _PromptEntry(BaseModel):
-    """One entry of a prompts file, as written (see docs/prompts_format.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    frame: StrictInt = Field(ge=0)
-    obj_id: StrictInt | None = Field(default=None, ge=0)
-    points: list[tuple[float, float]] | None = Field(default=None, min_length=1)
-    labels: list[Literal[0, 1]] | None = None
-    box: tuple[float, float, float, float] | None = None
-    mask_rle: CocoRle | None = None
-
-    @model_validator(mode="after")
-    def _one_kind_of_prompt(self) -> _PromptEntry:
-        if self.mask_rle is not None:
-            if self.points is not None or self.box is not None:
-                raise ValueError("mask_rle cannot be combined with points or box")
-        elif self.points is None and self.box is None:
-            raise ValueError("needs points (with labels), a box, or mask_rle")
-        if (self.points is None) != (self.labels is None):
-            raise ValueError("points and labels go together")
-        if self.points is not None and len(self.points) != len(self.labels):
-            raise ValueError(f"{len(self.points)} points but {len(self.labels)} labels")
-        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise ValueError(f"box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1: {self.box}")
-        return self
-
-
-class _PromptsDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompts: list[_PromptEntry]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A prompt checked against the video, ready for the session.
-
-    number: position in the file (0-based), for messages. frame: frame index it applies to.
-    obj_id: the object (None: a new one). points: (P, 2) float32 (x, y) pixels; labels: (P,)
-    int32 1 positive / 0 negative; box: (4,) float32 xyxy pixels; mask: (H, W) bool.
-    """
-
-    number: int
-    frame: int
-    obj_id: int | None
-    points: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    box: np.ndarray | None = None
-    mask: np.ndarray | None = None
-
-
-def load_prompts(path: Path, *, width: int, height: int) -> list[Prompt]:
-    """Read and check a prompts file for a `width` x `height` video; sorted by frame.
-
-    Raises PromptsFileError saying which entry is wrong and why.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise PromptsFileError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PromptsFileError(f"prompts file {path} is not valid JSON: {exc}") from exc
-    if isinstance(data, list):
-        data = {"prompts": data}
-    try:
-        document = _PromptsDocument.model_validate(data)
-    except ValidationError as exc:
-        raise PromptsFileError(f"prompts file {path}: {_describe(exc)}") from exc
-    prompts = [
-        _checked(number, entry, path, width, height)
-        for number, entry in enumerate(document.prompts)
-    ]
-    return sorted(prompts, key=lambda p: p.frame)  # stable: file order within a frame
-
-
-def _describe(exc: ValidationError) -> str:
-    """First validation error as 'prompt 3: labels.0: Input should be 0 or 1'."""
-    error = exc.errors()[0]
-    loc = list(error["loc"])
-    where = ""
-    if len(loc) >= 2 and loc[0] == "prompts" and isinstance(loc[1], int):
-        where = f"prompt {loc[1]}: "
-        loc = loc[2:]
-    field = ".".join(str(part) for part in loc)
-    message = error["msg"].removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-    return f"{where}{field + ': ' if field else ''}{message}{more}"
-
-
-def _checked(number: int, entry: _PromptEntry, path: Path, width: int, height: int) -> Prompt:
-    def fail(message: str) -> PromptsFileError:
-        return PromptsFileError(f"prompts file {path}: prompt {number}: {message}")
-
-    if entry.mask_rle is not None:
-        if tuple(entry.mask_rle.size) != (height, width):
-            raise fail(
-                f"mask_rle size {list(entry.mask_rle.size)} is not the video's [{height}, {width}]"
-            )
-        try:
-            mask = decode_rle(entry.mask_rle)
-        except ValueError as exc:
-            raise fail(f"mask_rle: {exc}") from exc
-        if not mask.any():
-            raise fail("mask_rle is empty")
-        return Prompt(number, entry.frame, entry.obj_id, mask=mask)
-    corners = list(entry.points or []) + ([entry.box[:2], entry.box[2:]] if entry.box else [])
-    for x, y in corners:
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise fail(f"({x}, {y}) lies outside the {width}x{height} frame")
-    return Prompt(
-        number,
-        entry.frame,
-        entry.obj_id,
-        points=None if entry.points is None else np.asarray(entry.points, np.float32),
-        labels=None if entry.labels is None else np.asarray(entry.labels, np.int32),
-        box=None if entry.box is None else np.asarray(entry.box, np.float32),
-    )
 
 
 # --- video ----------------------------------------------------------------------------------
@@ -226,6 +97,59 @@ class TrackSummary:
     unused_prompts: int = 0
 
 
+@dataclass(frozen=True)
+class TrackPlan:
+    """Checked options of a tracking run, shared by every video of a `track-many` run.
+
+    formats: output format names; seeding: auto-seed options (None: prompts only);
+    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    """
+
+    formats: list[str]
+    seeding: AutoSeedOptions | None
+    max_objects: int = 64
+    max_frames: int | None = None
+
+
+def plan_track(
+    *,
+    formats: Sequence[str] | None = None,
+    has_prompts: bool = False,
+    auto_seed: bool = False,
+    seed_options: Mapping[str, Any] | None = None,
+    max_objects: int = 64,
+    max_frames: int | None = None,
+) -> TrackPlan:
+    """Check the options of a run (before any video or model is touched); raises
+    TrackOptionError saying what is wrong."""
+    try:
+        chosen = parse_formats(list(formats) if formats else None)
+        if not has_prompts and not auto_seed:
+            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+        seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
+    except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
+        raise TrackOptionError(str(exc)) from exc
+    return TrackPlan(chosen, seeding, max_objects, max_frames)
+
+
+def load_track_model(
+    model: str = "sam2.1_hiera_t",
+    checkpoint: Path | None = None,
+    download: bool = False,
+    device: str | None = None,
+) -> SAM2Model:
+    """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
+    ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
+    config = load_config(model)
+    torch_device = resolve_device(device)
+    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
+
+
 def track_video(
     video: Path,
     *,
@@ -253,34 +177,42 @@ def track_video(
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
     """
     started = time.monotonic()
-    try:
-        chosen = parse_formats(list(formats) if formats else None)
-        if prompts is None and not auto_seed:
-            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        if max_objects < 1:
-            raise ValueError(f"max_objects must be >= 1, got {max_objects}")
-        seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
-    except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
-        raise TrackOptionError(str(exc)) from exc
+    plan = plan_track(
+        formats=formats,
+        has_prompts=prompts is not None,
+        auto_seed=auto_seed,
+        seed_options=seed_options,
+        max_objects=max_objects,
+        max_frames=max_frames,
+    )
+    info = probe_video(video)  # input problems are found before the model is loaded
+    if prompts is not None:
+        load_prompts(prompts, width=info.width, height=info.height)
+    sam = load_track_model(model, checkpoint, download, device)
+    summary = track_with_model(
+        sam, video, out_dir=out_dir, plan=plan, prompts=prompts, progress=progress
+    )
+    return dataclasses.replace(summary, seconds=time.monotonic() - started)
+
+
+def track_with_model(
+    sam: SAM2Model,
+    video: Path,
+    *,
+    out_dir: Path,
+    plan: TrackPlan,
+    prompts: Path | None = None,
+    progress: bool = True,
+    on_frame: Callable[[int], None] | None = None,
+) -> TrackSummary:
+    """Track `video` with an already loaded model (a `track-many` worker holds one for many
+    videos). on_frame(frame_idx) is called after each frame is written. Raises like
+    `track_video`, less the model-loading errors."""
+    started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
-    options = SessionOptions(max_objects=max_objects, lost_after=None, auto_seed=seeding)
-    config = load_config(model)
-    torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
-    sam = build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
-    logger.info(
-        "%s: %dx%d at %s fps, model %s on %s",
-        video,
-        info.width,
-        info.height,
-        info.fps,
-        config.name,
-        torch_device,
-    )
-
+    options = SessionOptions(max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding)
+    logger.info("%s: %dx%d at %s fps on %s", video, info.width, info.height, info.fps, sam.device)
     session = StreamingSession(sam, options)
     by_frame: dict[int, list[Prompt]] = defaultdict(list)
     for prompt in pending:
@@ -289,9 +221,9 @@ def track_video(
     writers = []
     outputs: list[Path] = []
     try:
-        for fmt in chosen:
+        for fmt in plan.formats:
             writers.append(make_writer(fmt, out_dir, info))
-        frames = _run(session, video, info, by_frame, writers, max_frames, progress)
+        frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
     finally:
         for writer in writers:
             outputs.extend(writer.close())
@@ -313,6 +245,7 @@ def _run(
     writers: Sequence[MaskWriter],
     max_frames: int | None,
     progress: bool,
+    on_frame: Callable[[int], None] | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
@@ -343,6 +276,8 @@ def _run(
             frames += 1
             bar.set_postfix(objects=len(result.obj_ids), refresh=False)
             bar.update(1)
+            if on_frame is not None:
+                on_frame(result.frame_idx)
     finally:
         source.stop()
         bar.close()

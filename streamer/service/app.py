@@ -23,9 +23,9 @@ from sam2_video.modeling.sam2 import SAM2Model
 from streamer.protocol import Error, ErrorCode
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
+from streamer.service.drain import Drainer, drain_router, render_drain_metrics
 from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.service.metrics import render_service_metrics
-from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -35,6 +35,7 @@ from streamer.sessions import (
     SessionManager,
     SessionNotFoundError,
 )
+from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
 from streamer.webrtc.routes import webrtc_router
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 WS_CLOSE_UNKNOWN_SESSION = 4404
 WS_CLOSE_SESSION_ENDED = 4410
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
+
 
 class SessionList(BaseModel):
     sessions: list[SessionInfo]
@@ -100,6 +102,7 @@ def create_app(
         else:
             replicas = await asyncio.to_thread(load_models, settings, model)
             manager = SessionManager(models=replicas, settings=settings)
+        manager.draining = app.state.drain.draining
         manager.start()
         app.state.manager = manager
         logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
@@ -111,7 +114,11 @@ def create_app(
     app = FastAPI(title="sam2-stream", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.manager = None
+    app.state.drain = Drainer(
+        manager=lambda: app.state.manager, grace_seconds=settings.drain_grace_seconds
+    )
     app.include_router(_http_routes())
+    app.include_router(drain_router())
     app.include_router(_ws_routes())
     # WebRTC offer/answer and WHIP ingest; the webrtc router's lifespan owns app.state.webrtc.
     app.include_router(webrtc_router())
@@ -149,8 +156,9 @@ def _http_routes() -> APIRouter:
     @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
         manager = request.app.state.manager
-        ready = manager is not None and manager.ready
-        body: dict[str, Any] = {"ready": ready}
+        draining = request.app.state.drain.draining
+        ready = manager is not None and manager.ready and not draining
+        body: dict[str, Any] = {"ready": ready, "draining": draining}
         if manager is not None and manager.errors:
             body["errors"] = manager.errors
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -158,6 +166,7 @@ def _http_routes() -> APIRouter:
     @router.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
         text = render_service_metrics(_manager(request))
+        text += render_drain_metrics(request.app.state.drain)
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @router.post("/sessions", status_code=201)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.service.app import create_app, load_model, load_models
+from streamer.service.drain import draining_server
 from streamer.sessions.devices import DeviceSpec
 from streamer.settings import Settings
 
@@ -25,12 +26,13 @@ def serve(
     models: dict[DeviceSpec, SAM2Model] | None = None,
     log_level: str = "info",
 ) -> None:
-    """Run the app until interrupted (blocking). model / models: already loaded (one model, or
-    one replica per device; else the app loads them)."""
+    """Run the app until interrupted or drained (blocking). model / models: already loaded (one
+    model, or one replica per device; else the app loads them). SIGTERM drains first
+    (streamer.service.drain); a second one stops at once."""
     import uvicorn
 
     app = create_app(settings, model=model, models=models)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -40,3 +42,4 @@ def serve(
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
     )
+    draining_server(config, app.state.drain, exit_when_drained=settings.drain_exit).run()

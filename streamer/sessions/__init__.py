@@ -6,6 +6,7 @@ results to the event loop. errors.py holds the typed errors, schemas.py the REST
 """
 
 from streamer.sessions.errors import (
+    DrainingError,
     InvalidSourceError,
     ServiceNotReadyError,
     SessionEndedError,
@@ -19,6 +20,7 @@ from streamer.sessions.session import Command, Session, SessionState, TrackerVie
 
 __all__ = [
     "Command",
+    "DrainingError",
     "InvalidSourceError",
     "ServiceNotReadyError",
     "Session",

@@ -37,3 +37,11 @@ class SessionEndedError(SessionError):
 class ServiceNotReadyError(SessionError):
     code = "not_ready"
     status = 503
+
+
+class DrainingError(SessionError):
+    """The instance is draining (streamer.service.drain): it takes no new session; a proxy
+    retries the request on another instance."""
+
+    code = "draining"
+    status = 503

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 import threading
-import uuid
 from collections.abc import Mapping
 
 from sam2_video.auto_seed import AutoSeedOptions
@@ -13,13 +12,15 @@ from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
+from streamer.session_ids import mint_session_id
+from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded
 from streamer.sessions.errors import (
+    DrainingError,
     InvalidSourceError,
     ServiceNotReadyError,
     SessionLimitError,
     SessionNotFoundError,
 )
-from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded
 from streamer.sessions.scheduler import DeviceScheduler
 from streamer.sessions.schemas import SessionCreate
 from streamer.sessions.session import Session
@@ -66,6 +67,8 @@ class SessionManager:
             )
             for spec, replica in models.items()
         }
+        # Set by the drain (streamer.service.drain): create() refuses new sessions.
+        self.draining = False
 
     def start(self) -> None:
         for scheduler in self.schedulers.values():
@@ -101,14 +104,16 @@ class SessionManager:
 
     def create(self, request: SessionCreate | str) -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
-        ServiceNotReadyError."""
+        ServiceNotReadyError, DrainingError."""
+        if self.draining:
+            raise DrainingError("this instance is draining; open the session on another one")
         if isinstance(request, str):
             request = SessionCreate(source=request)
         max_objects = min(
             request.max_objects or self.settings.max_objects_per_session,
             self.settings.max_objects_per_session,
         )
-        session_id = uuid.uuid4().hex[:12]
+        session_id = mint_session_id(self.settings.instance_name)
         with self._lock:
             if len(self._sessions) >= self.settings.max_sessions:
                 raise SessionLimitError(

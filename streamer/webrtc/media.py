@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Sequence
@@ -12,13 +13,16 @@ from fractions import Fraction
 import aioice.ice
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCIceCandidate
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcicetransport import RTCIceGatherer
 
 from streamer.overlay import OverlayStyle, draw_overlay
 
 _VIDEO_TIME_BASE = Fraction(1, 90_000)
 _default_get_host_addresses = aioice.ice.get_host_addresses
+_default_get_local_candidates = RTCIceGatherer.getLocalCandidates
+
 
 def configure_ice_hosts(hosts: Sequence[str]) -> None:
     """Gather ICE host candidates on exactly `hosts` (IP addresses); empty restores aioice's
@@ -43,6 +47,40 @@ def configure_ice_hosts(hosts: Sequence[str]) -> None:
         ]
 
     aioice.ice.get_host_addresses = configured_host_addresses
+
+
+def configure_ice_public_ip(address: str | None) -> None:
+    """Advertise `address` in place of every gathered host candidate's address (None: as
+    gathered), for an instance behind 1:1 NAT: a pod with hostNetwork on a node whose public
+    IP is not on its interfaces, a cloud VM with an elastic IP (docs/deploy.md).
+
+    Only what the SDP announces changes: the sockets stay bound to the host addresses, and
+    a peer's connectivity checks sent to `address` reach them through the NAT, which must
+    keep the port (1:1 NAT, or hostNetwork). Like `configure_ice_hosts`, this is process-wide:
+    aiortc has no per-connection option, so `RTCIceGatherer.getLocalCandidates` is wrapped.
+    Raises ValueError for an `address` that is not an IP address.
+    """
+    if address is None:
+        RTCIceGatherer.getLocalCandidates = _default_get_local_candidates
+        return
+    public = ipaddress.ip_address(str(address))  # ValueError on a bad address
+
+    def announced_candidates(self: RTCIceGatherer) -> list[RTCIceCandidate]:
+        out: list[RTCIceCandidate] = []
+        seen: set[tuple[int, str, int, str]] = set()
+        for candidate in _default_get_local_candidates(self):
+            if (
+                candidate.type == "host"
+                and ipaddress.ip_address(candidate.ip).version == public.version
+            ):
+                candidate = dataclasses.replace(candidate, ip=str(public))
+            key = (candidate.component, candidate.ip, candidate.port, candidate.protocol)
+            if key not in seen:
+                seen.add(key)
+                out.append(candidate)
+        return out
+
+    RTCIceGatherer.getLocalCandidates = announced_candidates
 
 
 # --- overlay track ---------------------------------------------------------------------------

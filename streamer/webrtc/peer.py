@@ -68,7 +68,7 @@ from streamer.sessions import (
 )
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
-from streamer.webrtc.media import OverlayTrack, configure_ice_hosts
+from streamer.webrtc.media import OverlayTrack, configure_ice_hosts, configure_ice_public_ip
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ class WebRTCService:
     """The app's registry of peer connections (one per app, on `app.state.webrtc`).
 
     manager: the session manager (to delete sessions a WHIP publisher created).
-    Applies the `ice_hosts` setting when built.
+    Applies the `ice_hosts` and `ice_public_ip` settings when built.
     """
 
     def __init__(
@@ -432,6 +432,7 @@ class WebRTCService:
         self._peers: dict[str, WebRTCPeer] = {}
         self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
         configure_ice_hosts(settings.ice_hosts)
+        configure_ice_public_ip(settings.ice_public_ip)
 
     async def connect(
         self,

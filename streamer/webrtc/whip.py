@@ -6,7 +6,9 @@
 - `POST /sessions/{id}/whip` publishes into an existing "webrtc" session (which outlives it).
 
 Both answer `201 Created` with the SDP answer (`application/sdp`) and a `Location` header,
-the WHIP session URL `/whip/{peer_id}`; `DELETE` on it ends the publication. The answer holds
+the WHIP session URL `/sessions/{id}/whip/{peer_id}`; `DELETE` on it ends the publication.
+The URL carries the session id like every session-scoped URL, so a proxy in front of several
+instances routes it to the session's owner (docs/deploy.md). The answer holds
 every ICE candidate (aiortc gathers before answering), so trickle ICE and ICE restarts are not
 offered: `PATCH` answers 405. Other answers: 415 for another content type, 400 for an SDP
 that cannot be answered, 409 when the session already has a publisher or is not a webrtc
@@ -39,9 +41,9 @@ class PayloadTooLargeError(WebRTCError):
     status = 413
 
 
-def whip_location(peer_id: str) -> str:
-    """The WHIP session URL (path) of a publishing peer."""
-    return f"/whip/{peer_id}"
+def whip_location(session_id: str, peer_id: str) -> str:
+    """The WHIP session URL (path) of a peer publishing into session `session_id`."""
+    return f"/sessions/{session_id}/whip/{peer_id}"
 
 
 async def _read_offer(request: Request) -> RTCSessionDescription:
@@ -68,7 +70,7 @@ async def _publish(
         content=peer.pc.localDescription.sdp,
         status_code=201,
         media_type=SDP_MEDIA_TYPE,
-        headers={"Location": whip_location(peer.id), "X-Session-Id": session.id},
+        headers={"Location": whip_location(session.id, peer.id), "X-Session-Id": session.id},
     )
 
 
@@ -98,14 +100,14 @@ def whip_router() -> APIRouter:
         offer = await _read_offer(request)
         return await _publish(request, session, offer, owns_session=False)
 
-    @router.delete("/whip/{peer_id}")
-    async def stop(peer_id: str, request: Request) -> Response:
-        peer = webrtc_service(request).get(peer_id)
+    @router.delete("/sessions/{session_id}/whip/{peer_id}")
+    async def stop(session_id: str, peer_id: str, request: Request) -> Response:
+        peer = webrtc_service(request).get(peer_id, session_id=session_id)
         await peer.close()
         return Response(status_code=200)
 
-    @router.patch("/whip/{peer_id}")
-    async def patch(peer_id: str) -> Response:
+    @router.patch("/sessions/{session_id}/whip/{peer_id}")
+    async def patch(session_id: str, peer_id: str) -> Response:
         # RFC 9725: a WHIP session without trickle ICE / ICE restarts answers PATCH with 405.
         return Response(status_code=405, headers={"Allow": "DELETE"})
 
