@@ -58,6 +58,11 @@ def track_streams(
         ready.append(i)
     if ready:
         model = sessions[ready[0]].model
+        static = sessions[ready[0]].tracker.static_shapes
+        if static is not None and len(images) > 1:
+            # Compiled models see a few batch sizes only: pad the frames to the next bucket
+            # with copies of the last one (their features are never used).
+            images += [images[-1]] * (static.bucket(len(images)) - len(images))
         features = model.forward_image(torch.cat(images))  # one encoder pass, batch F
         groups = [sessions[i].track_group(row) for row, i in enumerate(ready)]
         outputs = sessions[ready[0]].tracker.track_frames(features, groups)

@@ -162,3 +162,29 @@ def test_sliced_auto_seed_equals_auto_seed(micro_model, clips):
     assert slices == 1 + 64 // 16  # one image embedding, then one slice per point batch
     assert got.obj_ids == want.obj_ids and len(got.obj_ids) > 0
     np.testing.assert_array_equal(got.masks, want.masks)
+
+
+def test_static_shapes_pad_the_frame_batch(micro_model, clips):
+    """With static shapes (compiled models) 3 frames run as a batch of 4; results unchanged."""
+    options = SessionOptions(static_shapes=True, return_logits=True)
+    solo = [StreamingSession(micro_model, options) for _ in clips]
+    batched = [StreamingSession(micro_model, options) for _ in clips]
+    sizes = []
+    hook = micro_model.image_encoder.register_forward_hook(
+        lambda module, args, out: sizes.append(args[0].shape[0])
+    )
+    try:
+        for t in range(3):
+            expected = [s.add_frame(clip[t]) for s, clip in zip(solo, clips)]
+            sizes.clear()
+            results = track_streams(batched, [clip[t] for clip in clips])
+            assert sizes == [4]
+            for want, got in zip(expected, results):
+                assert got.obj_ids == want.obj_ids
+                if want.obj_ids:
+                    np.testing.assert_allclose(got.logits, want.logits, atol=LOGITS_ATOL, rtol=0)
+            for s_solo, s_batched, prompts in zip(solo, batched, PROMPTS):
+                _apply_prompts(s_solo, prompts, t)
+                _apply_prompts(s_batched, prompts, t)
+    finally:
+        hook.remove()
