@@ -178,6 +178,15 @@ class SAM2AutomaticMaskGenerator:
         """
         return drain(self.generate_steps(image))
 
+    def num_steps(self, image_hw: tuple[int, int]) -> int:
+        """How many slices `generate_steps` runs for an image of (H, W) pixels: per crop, one
+        image embedding and one per batch of `points_per_batch` points."""
+        crop_boxes, layer_idxs = generate_crop_boxes(
+            image_hw, self.crop_n_layers, self.crop_overlap_ratio
+        )
+        batches = [-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layer_idxs]
+        return len(crop_boxes) + sum(batches)
+
     @torch.inference_mode()
     def generate_steps(self, image: np.ndarray) -> Generator[None, None, list[dict[str, Any]]]:
         """`generate` in slices, for a scheduler that interleaves it with other work.

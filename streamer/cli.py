@@ -195,6 +195,11 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="compile the video path with torch.compile (the official vos_optimized mode)",
     )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the model's official checkpoint first if it is missing (only that one)",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
@@ -202,7 +207,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from sam2_video.build import CheckpointError
-    from sam2_video.config import ConfigError
+    from sam2_video.checkpoints import CheckpointDownloadError, ensure_checkpoint
+    from sam2_video.config import ConfigError, load_config
     from streamer.service import serve
 
     try:
@@ -220,9 +226,15 @@ def _run_serve(args: argparse.Namespace) -> int:
         _error("serve", exc)
         return EXIT_BAD_INPUT
     # Load before starting the server so a bad model, checkpoint or device is a clean usage
-    # error.
+    # error; the model name first, so that a typo says "unknown model", not "no checkpoint".
     try:
+        load_config(settings.model)
+        if args.download:
+            ensure_checkpoint(str(settings.model), settings.checkpoint, download=True)
         models = serve.load_models(settings)
+    except CheckpointDownloadError as exc:
+        _error("serve", exc)
+        return EXIT_FAILURE
     except (ConfigError, CheckpointError, OSError, RuntimeError, ValueError) as exc:
         _error("serve", exc)
         return EXIT_BAD_INPUT

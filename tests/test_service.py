@@ -503,3 +503,12 @@ def test_auto_seed_on_the_first_frame_and_on_request(server, clip):
 def _samples(families, name: str):
     """Every sample called `name` (a family's samples carry suffixes such as _total)."""
     return [s for family in families.values() for s in family.samples if s.name == name]
+
+
+def test_api_docs_work_offline(server):
+    page = httpx.get(f"{server}/docs", headers=AUTH, timeout=10)
+    assert page.status_code == 200
+    assert "cdn" not in page.text and "/docs-assets/swagger-ui-bundle.js" in page.text
+    script = httpx.get(f"{server}/docs-assets/swagger-ui-bundle.js", headers=AUTH, timeout=10)
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert httpx.get(f"{server}/openapi.json", headers=AUTH, timeout=10).json()["paths"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.build import build_sam2
@@ -104,8 +106,11 @@ def segment_image(
     download: bool = False,
     device: str | None = None,
     amg_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> SegmentResult:
     """Run the automatic mask generator on one image and write `<stem>.json` + overlay PNG.
+
+    progress: show a progress bar (stderr) over the generator's slices (crops, point batches).
 
     amg_options: SAM2AutomaticMaskGenerator keyword arguments (a subset of AMG_PARAMETERS);
         missing ones keep the generator's defaults.
@@ -132,8 +137,7 @@ def segment_image(
         generator = SAM2AutomaticMaskGenerator(sam, output_mode="coco_rle", **options)
     except ValueError as exc:
         raise InvalidOptionError(f"invalid mask generator option: {exc}") from exc
-    with torch.inference_mode():
-        masks = generator.generate(image)
+    masks = _generate_with_progress(generator, image, Path(image_path).name, progress)
     logger.info("%s: %d masks", image_path, len(masks))
 
     height, width = image.shape[:2]
@@ -154,6 +158,22 @@ def segment_image(
     if not cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
         raise OutputWriteError(f"cannot write {overlay_path}")
     return SegmentResult(json_path, overlay_path, len(masks))
+
+
+def _generate_with_progress(
+    generator: SAM2AutomaticMaskGenerator, image: np.ndarray, name: str, progress: bool
+) -> list[dict[str, Any]]:
+    """`generator.generate(image)`, one progress step per image embedding or point batch."""
+    steps = generator.generate_steps(image)
+    total = generator.num_steps(image.shape[:2])
+    with tqdm(total=total, unit="batch", desc=name, file=sys.stderr, disable=not progress,
+              dynamic_ncols=True) as bar:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            bar.update()
 
 
 def coco_record(

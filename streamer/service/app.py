@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.protocol import Error, ErrorCode
+from streamer.service.api_docs import mount_api_docs
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
 from streamer.service.drain import Drainer, drain_router, render_drain_metrics
@@ -111,7 +112,11 @@ def create_app(
         finally:
             await asyncio.to_thread(manager.shutdown)
 
-    app = FastAPI(title="sam2-stream", version="0.1.0", lifespan=lifespan)
+    # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
+    app = FastAPI(
+        title="sam2-stream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    mount_api_docs(app)
     app.state.settings = settings
     app.state.manager = None
     app.state.drain = Drainer(
