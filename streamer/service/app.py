@@ -32,7 +32,7 @@ from streamer.sessions import (
     SessionManager,
     SessionNotFoundError,
 )
-from streamer.sessions.subscribers import Subscriber
+from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
 from streamer.settings import Settings
 from streamer.webrtc.routes import webrtc_router
 from streamer.webrtc.whip import whip_router
@@ -180,17 +180,24 @@ def _ws_routes() -> APIRouter:
             await websocket.send_text(
                 hello_message(session, settings, subscriber).model_dump_json()
             )
+            overflow = asyncio.Event()
+            subscriber.on_overflow = overflow.set
             sender = asyncio.create_task(_send_loop(websocket, subscriber))
             receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber))
+            watcher = asyncio.create_task(overflow.wait())
             try:
                 done, _ = await asyncio.wait(
-                    {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+                    {sender, receiver, watcher}, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                for task in (sender, receiver):
+                for task in (sender, receiver, watcher):
                     task.cancel()
-                await asyncio.gather(sender, receiver, return_exceptions=True)
-            if sender in done and sender.exception() is None:
+                await asyncio.gather(sender, receiver, watcher, return_exceptions=True)
+            if subscriber.overflowed:
+                # The client sends but does not read: its replies overflowed (documented).
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(WS_CLOSE_BACKLOG, reason="client is not reading")
+            elif sender in done and sender.exception() is None:
                 # The subscriber was closed: the session was deleted or the server stops.
                 with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                     await websocket.close(1000, reason="session closed")
