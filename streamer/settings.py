@@ -99,10 +99,9 @@ class Settings(BaseSettings):
     # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) are off by
     # default. media_root: local files must lie under it (None: any file this user can read).
     source_schemes: list[str] = Field(
-        default_factory=lambda: [
-            "file", "camera", "webrtc", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp",
-            "tcp", "rtp",
-        ]  # fmt: skip
+        default_factory=lambda: (
+            ["file", "camera", "webrtc", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"]
+        )
     )
     media_root: Path | None = None
 

@@ -11,6 +11,8 @@ from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
+from streamer.ingest.policy import SourcePolicy
+from streamer.safejson import clip
 from streamer.sessions.errors import (
     InvalidSourceError,
     ServiceNotReadyError,
@@ -72,9 +74,16 @@ class SessionManager:
             if classify_source(request.source) == "file" and request.max_frames is not None:
                 options["max_frames"] = request.max_frames
             try:
-                source = open_source(request.source, pace=request.paced, **options)
+                spec = SourcePolicy.from_settings(self.settings).resolve(request.source)
+                source = open_source(
+                    spec,
+                    pace=request.paced,
+                    open_timeout=self.settings.source_open_timeout,
+                    read_timeout=self.settings.source_read_timeout,
+                    **options,
+                )
             except (ValueError, ImportError, OSError) as exc:
-                raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
+                raise InvalidSourceError(f"cannot open source {clip(request.source)}: {exc}") from exc
             seeding = None
             if request.auto_seed:
                 seeding = AutoSeedOptions(

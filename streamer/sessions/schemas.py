@@ -53,3 +53,6 @@ class SessionInfo(BaseModel):
     queue_depth: int
     subscribers: int
     inference_latency_mean: float
+    # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
+    # applies); see `streamer.sessions.lifecycle`.
+    expires_in: float | None = None
