@@ -59,9 +59,7 @@ def _parse_int(literal: str) -> int:
 
 def _parse_float(literal: str) -> float:
     if len(literal) > MAX_NUMBER_CHARS:
-        raise JsonLimitError(
-            f"a number has {len(literal)} characters; at most {MAX_NUMBER_CHARS}"
-        )
+        raise JsonLimitError(f"a number has {len(literal)} characters; at most {MAX_NUMBER_CHARS}")
     value = float(literal)
     if not math.isfinite(value):
         raise JsonLimitError(f"number {clip(literal)} is not finite")
@@ -92,6 +90,8 @@ def load_bounded(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except JsonLimitError:
         raise
     except json.JSONDecodeError as exc:
-        raise JsonLimitError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise JsonLimitError(
+            f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except (ValueError, RecursionError) as exc:  # belt and braces: never let these escape
         raise JsonLimitError(f"not acceptable JSON: {clip(str(exc))}") from None

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import MICRO_CHECKPOINT
+from pycocotools import mask as mask_api
 from serve_process import free_port, proc_status, reset_peak_rss, running_server
 from test_service import _make_clip
 from websockets.asyncio.client import connect
@@ -129,24 +131,24 @@ def test_oversized_and_malformed_masks_are_refused_before_decoding(server, clip)
             ]
             for i, (size, counts, code) in enumerate(probes):
                 await ws.send(
-                    json.dumps({"type": "add_mask", "id": i, "mask": {"size": size, "counts": counts}})
+                    json.dumps(
+                        {"type": "add_mask", "id": i, "mask": {"size": size, "counts": counts}}
+                    )
                 )
                 reply = await reply_to(ws, i)
                 assert (reply["type"], reply["code"]) == ("error", code), (size, counts, reply)
             peak = proc_status(pid)["VmHWM"] - baseline
             assert peak < 50 * MiB, f"peak RSS grew {peak / MiB:.1f} MiB"
             # A real mask of the frame's size still works.
-            full = f"{h * w}"  # one run of zeros: the whole frame, encoded by pycocotools
-            import numpy as np
-            from pycocotools import mask as mask_api
-
             mask = np.zeros((h, w), np.uint8)
             mask[10:60, 20:90] = 1
             counts = mask_api.encode(np.asfortranarray(mask))["counts"].decode()
             await ws.send(
-                json.dumps({"type": "add_mask", "id": "ok", "mask": {"size": [h, w], "counts": counts}})
+                json.dumps(
+                    {"type": "add_mask", "id": "ok", "mask": {"size": [h, w], "counts": counts}}
+                )
             )
-            assert (await reply_to(ws, "ok"))["type"] == "ack", full
+            assert (await reply_to(ws, "ok"))["type"] == "ack"
         httpx.delete(f"{base}/sessions/{session['id']}", headers=AUTH, timeout=20)
 
     run(body())
@@ -304,7 +306,8 @@ def test_finished_and_idle_sessions_give_their_slots_back(server, clip):
     limits = httpx.get(f"{base}/limits", headers=AUTH, timeout=10).json()
     assert (limits["finished_ttl"], limits["idle_ttl"]) == (FINISHED_TTL, IDLE_TTL)
     for session in finished + idle:
-        poll(lambda: status_of(base, session["id"]) == 404, IDLE_TTL + FINISHED_TTL + 10)
+        sid = session["id"]
+        poll(lambda sid=sid: status_of(base, sid) == 404, IDLE_TTL + FINISHED_TTL + 10)
     create(base, source=str(clip))  # the slots are back
 
 
@@ -396,6 +399,7 @@ def test_empty_token_is_refused_at_start_and_bare_bearer_is_401(server, tmp_path
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
             cwd=Path(__file__).resolve().parents[1],
         )
         assert result.returncode != 0
@@ -423,12 +427,14 @@ def test_network_sources_time_out_stop_fast_and_leave_no_thread_or_socket(server
 
         sessions = [create(base, source=spec, start="now") for spec in (tcp, udp)]
         for session in sessions:
+            url = f"{base}/sessions/{session['id']}"
             info = poll(
-                lambda: (i := httpx.get(
-                    f"{base}/sessions/{session['id']}", headers=AUTH, timeout=10
-                ).json())["state"] == "failed" and i,
+                lambda url=url: (
+                    (i := httpx.get(url, headers=AUTH, timeout=10).json())["state"] == "failed"
+                    and i
+                ),
                 SOURCE_TIMEOUT + 10,
-            )  # fmt: skip
+            )
             assert "no answer" in info["error"] or "no data" in info["error"], info
             httpx.delete(f"{base}/sessions/{session['id']}", headers=AUTH, timeout=20)
         # Deleting a source that is blocked in its network open takes under a second.
@@ -444,5 +450,5 @@ def test_network_sources_time_out_stop_fast_and_leave_no_thread_or_socket(server
             return ok and now
 
         after = poll(settled, SOURCE_TIMEOUT + 10, step=0.25)
-    print_numbers = {k: (before[k], after[k]) for k in ("threads", "fds", "sockets")}
-    assert after["fds"] <= before["fds"] + 2, print_numbers
+    numbers = {k: (before[k], after[k]) for k in ("threads", "fds", "sockets")}
+    assert after["fds"] <= before["fds"] + 2, numbers

@@ -112,8 +112,11 @@ def test_depth_ignores_brackets_inside_strings():
         '{"type": "add_points", "points": [[1, 2]], "labels": [true]}',
         '{"type": "add_points", "points": [[1, 2]], "labels": [1], "clear_old_points": 1}',
         '{"type": "remove_object", "obj_id": 1.0}',
-        '{"type": "add_points", "points": ' + json.dumps([[1, 1]] * 65) + ', "labels": '
-        + json.dumps([1] * 65) + "}",
+        '{"type": "add_points", "points": '
+        + json.dumps([[1, 1]] * 65)
+        + ', "labels": '
+        + json.dumps([1] * 65)
+        + "}",
     ],
 )
 def test_strict_fields(raw):

@@ -13,9 +13,7 @@ import logging
 import re
 
 REDACTED = "***"
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:token|access_token|auth|password|key)=)[^&\s\"']*"
-)
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:token|access_token|auth|password|key)=)[^&\s\"']*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 _QUERY = re.compile(r"(\?)[^\s\"]*")
 _ACCESS_LOGGERS = ("uvicorn.access",)
