@@ -8,7 +8,13 @@ Reuses test_webrtc's clip and client helpers; its own server with short timeouts
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -160,5 +166,73 @@ def test_a_publisher_whose_video_stops_is_noticed_within_seconds(server, clip_fr
             noticed = time.monotonic() - stalled_at
             assert noticed < SILENCE + 5, noticed  # far below the 30 s of ICE consent expiry
         await publisher.close()
+
+    run(body())
+
+
+# A viewer in another process (a real peer that can vanish: SIGKILL sends nothing).
+VIEWER = textwrap.dedent(
+    """
+    import asyncio, sys, httpx
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from streamer.webrtc.media import configure_ice_hosts
+
+    async def main(base, session_id, token):
+        configure_ice_hosts(["127.0.0.1"])
+        pc = RTCPeerConnection()
+        pc.createDataChannel("masklets")
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(timeout=20) as http:
+            response = await http.post(
+                f"{base}/sessions/{session_id}/webrtc/offer",
+                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        await pc.setRemoteDescription(RTCSessionDescription(**{
+            k: response.json()[k] for k in ("sdp", "type")}))
+        print("answered", flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+def test_a_viewer_that_vanishes_is_noticed_within_seconds(server, tmp_path):
+    async def body():
+        session = create_session(server, source="webrtc")
+        peers_url = f"{server}/sessions/{session['id']}/webrtc"
+        root = Path(__file__).resolve().parents[1]
+        viewer = subprocess.Popen(
+            [sys.executable, "-c", VIEWER, server, session["id"], TOKEN],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with httpx.AsyncClient(timeout=20) as http:
+
+                async def connected() -> bool:
+                    peers = (await http.get(peers_url, headers=AUTH)).json()["peers"]
+                    return bool(peers) and peers[0]["connection_state"] == "connected"
+
+                await until(connected, 60)
+                viewer.send_signal(signal.SIGKILL)  # no BYE, no DTLS close: it just vanishes
+                viewer.wait(timeout=10)
+                vanished_at = time.monotonic()
+
+                async def peer_gone() -> bool:
+                    return not (await http.get(peers_url, headers=AUTH)).json()["peers"]
+
+                await until(peer_gone, 25)
+                noticed = time.monotonic() - vanished_at
+                assert noticed < SILENCE + 6, noticed  # ICE consent alone took about 30 s
+                await http.delete(f"{server}/sessions/{session['id']}", headers=AUTH)
+        finally:
+            if viewer.poll() is None:
+                viewer.kill()
+                viewer.wait(timeout=10)
 
     run(body())

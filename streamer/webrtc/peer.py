@@ -68,6 +68,7 @@ from streamer.sessions import (
 )
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
+from streamer.webrtc.consent import configure_consent
 from streamer.webrtc.media import OverlayTrack, configure_ice_hosts
 from streamer.webrtc.sdp import offer_problem
 
@@ -462,6 +463,7 @@ class WebRTCService:
         self._peers: dict[str, WebRTCPeer] = {}
         self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
         configure_ice_hosts(settings.ice_hosts)
+        configure_consent(settings.peer_silence_timeout)  # vanished peers: seconds, not 30 s
 
     async def connect(
         self,
