@@ -67,7 +67,8 @@ def test_reaper_closes_idle_and_finished_sessions_but_not_those_in_use():
         clock=clock,
     )
     assert reaper.reap() == []
-    assert reaper.expires_in("idle") == 30 and reaper.expires_in("watched") is None
+    assert reaper.expires_in(sessions["idle"]) == 30
+    assert reaper.expires_in(sessions["watched"]) is None
     clock.now += 5
     assert reaper.reap() == ["done"]
     sessions["watched"].subscribers.clear()  # its last client leaves: the clock starts now

@@ -141,7 +141,7 @@ def _info(request: Request, session: Session) -> SessionInfo:
     info = session.info()
     reaper: SessionReaper | None = request.app.state.reaper
     return info if reaper is None else info.model_copy(
-        update={"expires_in": reaper.expires_in(session.id)}
+        update={"expires_in": reaper.expires_in(session)}
     )
 
 

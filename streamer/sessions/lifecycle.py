@@ -77,7 +77,6 @@ class SessionReaper:
         self._clock = clock
         self._idle_since: dict[str, float] = {}
         self._ended_at: dict[str, float] = {}
-        self._deadlines: dict[str, float | None] = {}
         self.reaped = 0
 
     def observe(self) -> list[str]:
@@ -85,31 +84,34 @@ class SessionReaper:
         now = self._clock()
         expired, seen = [], set()
         for session in self._sessions():
-            sid = session.id
-            seen.add(sid)
-            in_use = bool(session.subscribers) or self._peers(sid) > 0
-            if in_use:
-                self._idle_since.pop(sid, None)
-            else:
-                self._idle_since.setdefault(sid, now)
-            if session.state in _ENDED:
-                self._ended_at.setdefault(sid, now)
-            deadline = self.policy.deadline(
-                idle_since=self._idle_since.get(sid), ended_at=self._ended_at.get(sid)
-            )
-            self._deadlines[sid] = deadline
+            seen.add(session.id)
+            deadline = self._deadline(session, now)
             if deadline is not None and now >= deadline:
-                expired.append(sid)
-        for table in (self._idle_since, self._ended_at, self._deadlines):
+                expired.append(session.id)
+        for table in (self._idle_since, self._ended_at):
             for sid in [s for s in table if s not in seen]:
                 del table[sid]
         return expired
 
-    def expires_in(self, session_id: str) -> float | None:
-        """Seconds until the session is closed (as of the last `observe`), None: not
-        scheduled (in use, or its TTL is 0)."""
-        deadline = self._deadlines.get(session_id)
-        return None if deadline is None else max(0.0, deadline - self._clock())
+    def _deadline(self, session: Session, now: float) -> float | None:
+        """Update what is known of `session` (idle since, ended at) and return its deadline."""
+        sid = session.id
+        if session.subscribers or self._peers(sid) > 0:
+            self._idle_since.pop(sid, None)
+        else:
+            self._idle_since.setdefault(sid, now)
+        if session.state in _ENDED:
+            self._ended_at.setdefault(sid, now)
+        return self.policy.deadline(
+            idle_since=self._idle_since.get(sid), ended_at=self._ended_at.get(sid)
+        )
+
+    def expires_in(self, session: Session) -> float | None:
+        """Seconds until `session` is closed, None: not scheduled (in use, or its TTL is 0).
+        Evaluated now, so it agrees with the session's current state."""
+        now = self._clock()
+        deadline = self._deadline(session, now)
+        return None if deadline is None else max(0.0, deadline - now)
 
     def reap(self) -> list[str]:
         """`observe()`, then close what expired (blocking: call it in a thread)."""
