@@ -12,7 +12,9 @@ from streamer.ingest.base import BackPressure, FrameSource, SourceError, SourceS
 
 logger = logging.getLogger(__name__)
 
-_URL_SCHEMES = ("http://", "https://", "rtmp://", "srt://", "udp://", "tcp://", "file:")
+_URL_SCHEMES = (
+    "http://", "https://", "rtmp://", "rtmps://", "srt://", "udp://", "tcp://", "rtp://", "file:",
+)  # fmt: skip
 
 
 class FileSource(FrameSource):
