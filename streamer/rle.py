@@ -20,7 +20,8 @@ _MAX_TOKEN_CHUNKS = 7
 
 
 def rle_runs(size: tuple[int, int], counts: str, *, max_pixels: int) -> np.ndarray:
-    """Validate a COCO RLE (`size` [h, w], `counts` string) without decoding it and return its runs ((N,) int64).
+    """Validate a COCO RLE (`size` [h, w], `counts` string) without decoding it; returns its
+    runs ((N,) int64).
 
     Checks, in this order and before allocating anything of the mask's size: the size is
     positive and at most `max_pixels`; `counts` is well formed (pycocotools' LEB128-like

@@ -83,7 +83,9 @@ class SessionManager:
                     **options,
                 )
             except (ValueError, ImportError, OSError) as exc:
-                raise InvalidSourceError(f"cannot open source {clip(request.source)}: {exc}") from exc
+                raise InvalidSourceError(
+                    f"cannot open source {clip(request.source)}: {exc}"
+                ) from exc
             seeding = None
             if request.auto_seed:
                 seeding = AutoSeedOptions(

@@ -9,8 +9,9 @@ Both answer `201 Created` with the SDP answer (`application/sdp`) and a `Locatio
 the WHIP session URL `/whip/{peer_id}`; `DELETE` on it ends the publication. The answer holds
 every ICE candidate (aiortc gathers before answering), so trickle ICE and ICE restarts are not
 offered: `PATCH` answers 405. Other answers: 415 for another content type, 400 for an SDP
-that cannot be answered or offers no video (checked before a session is created), 409 when the session already has a publisher or is not a webrtc
-session, 401 without the bearer token (when the service has one; see `streamer.service.auth`).
+that cannot be answered or offers no video (checked before a session is created), 413 for
+one above 64 KiB, 409 when the session already has a publisher or is not a webrtc session,
+401 without the bearer token (when the service has one; see `streamer.service.auth`).
 
 Media handling lives in `streamer.webrtc` (`PeerRole.WHIP`: video in; audio is declined).
 """
