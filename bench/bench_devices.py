@@ -18,8 +18,8 @@ import threading
 import time
 
 import torch
-
 from common import box_masks, load_model, machine_info, moving_boxes, print_table, write_json
+
 from sam2_video.streaming import StreamingSession
 
 

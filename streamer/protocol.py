@@ -12,14 +12,37 @@ by `mask_downscale` when a client asks for it (the RLE's `size` says which).
 from __future__ import annotations
 
 import enum
-import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
+from streamer.safejson import MAX_ECHO_BYTES, JsonLimitError, clip, load_bounded
 
 PROTOCOL_VERSION = 1
 
-RequestId = int | str | None
+# Client fields are strict: JSON `true` is not the id 1, "3" is not the object 3.
+MAX_ID_CHARS = 128
+RequestId = StrictInt | Annotated[StrictStr, Field(max_length=MAX_ID_CHARS)] | None
+ObjectId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+FrameIndex = Annotated[StrictInt, Field(ge=0)]
+# A coordinate in pixels: finite (no NaN / Infinity), int or float, never a bool.
+Coord = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Label = Annotated[StrictInt, Field(ge=0, le=1)]
+Box = tuple[Coord, Coord, Coord, Coord]
+# Prompt size caps: clicks per add_points (one box rides along with them).
+MAX_POINTS_PER_PROMPT = 64
 
 
 class ErrorCode(str, enum.Enum):
@@ -57,11 +80,11 @@ class CocoRle(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: tuple[int, int]
-    counts: str
+    size: tuple[StrictInt, StrictInt]
+    counts: StrictStr
 
 
-Point = tuple[float, float]
+Point = tuple[Coord, Coord]
 
 
 class AddPoints(_Request):
@@ -74,12 +97,12 @@ class AddPoints(_Request):
     """
 
     type: Literal["add_points"]
-    obj_id: int | None = None
-    points: list[Point] = Field(min_length=1, max_length=64)
-    labels: list[Literal[0, 1]]
-    box: tuple[float, float, float, float] | None = None
-    frame_idx: int | None = None
-    clear_old_points: bool = True
+    obj_id: ObjectId | None = None
+    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS_PER_PROMPT)
+    labels: list[Label] = Field(max_length=MAX_POINTS_PER_PROMPT)
+    box: Box | None = None
+    frame_idx: FrameIndex | None = None
+    clear_old_points: StrictBool = True
 
     @model_validator(mode="after")
     def _same_length(self) -> AddPoints:
@@ -92,23 +115,23 @@ class AddBox(_Request):
     """A box [x0, y0, x1, y1] (pixels) around `obj_id` on the current frame."""
 
     type: Literal["add_box"]
-    obj_id: int | None = None
-    box: tuple[float, float, float, float]
-    frame_idx: int | None = None
+    obj_id: ObjectId | None = None
+    box: Box
+    frame_idx: FrameIndex | None = None
 
 
 class AddMask(_Request):
     """A mask for `obj_id` on the current frame, as COCO RLE at the frame's full size."""
 
     type: Literal["add_mask"]
-    obj_id: int | None = None
+    obj_id: ObjectId | None = None
     mask: CocoRle
-    frame_idx: int | None = None
+    frame_idx: FrameIndex | None = None
 
 
 class RemoveObject(_Request):
     type: Literal["remove_object"]
-    obj_id: int
+    obj_id: ObjectId
 
 
 class Reset(_Request):
@@ -129,11 +152,11 @@ class SetOptions(_Request):
 
     type: Literal["set_options"]
     format: Literal["rle"] | None = None
-    obj_ids: list[int] | None = None
-    all_objects: bool = False  # True: clear an obj_ids filter
-    max_fps: float | None = Field(default=None, gt=0)
-    unlimited_fps: bool = False  # True: clear a max_fps limit
-    mask_downscale: int | None = Field(default=None, ge=1, le=16)
+    obj_ids: list[ObjectId] | None = Field(default=None, max_length=1024)
+    all_objects: StrictBool = False  # True: clear an obj_ids filter
+    max_fps: Coord | None = Field(default=None, gt=0)
+    unlimited_fps: StrictBool = False  # True: clear a max_fps limit
+    mask_downscale: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
 
 
 ClientMessage = Annotated[
@@ -262,43 +285,65 @@ class ProtocolError(ValueError):
         return Error(id=self.request_id, code=self.code, message=str(self))
 
 
-def parse_client_message(text: str | bytes, *, max_bytes: int) -> ClientMessage:
-    """Decode and validate one client message; raises ProtocolError with the reply's code."""
+def _problems(kind: str, exc: ValidationError, limit: int = 3) -> str:
+    """The validation errors as "field: reason; ...", client text clipped (no input echo)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False)[:limit]:
+        where = ".".join(str(p)[:40] for p in err["loc"][1:])
+        parts.append(f"{where or kind}: {err['msg'][:MAX_ECHO_BYTES]}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_client_message(
+    text: str | bytes, *, max_bytes: int, max_mask_pixels: int = DEFAULT_MAX_MASK_PIXELS
+) -> ClientMessage:
+    """Decode and validate one client message; raises ProtocolError with the reply's code.
+
+    Bounded: the size is checked before parsing, JSON depth and number length are capped
+    (`streamer.safejson`), non-finite numbers are refused, an `add_mask` RLE is checked
+    (size at most `max_mask_pixels`, well-formed counts covering the size) without being
+    decoded, and error messages quote at most ~100 bytes of the input.
+    """
     size = len(text.encode() if isinstance(text, str) else text)
     if size > max_bytes:
         raise ProtocolError(
             ErrorCode.MESSAGE_TOO_LARGE, f"message is {size} bytes; the limit is {max_bytes}"
         )
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not JSON: {exc}") from exc
+        data = load_bounded(text)
+    except JsonLimitError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
     request_id = data.get("id")
-    if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
         request_id = None
+    elif isinstance(request_id, str) and len(request_id) > MAX_ID_CHARS:
+        request_id = None  # never echo a huge id
     version = data.get("v", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}",
+            f"protocol version {clip(version)} is not supported; use {PROTOCOL_VERSION}",
             request_id,
         )
     kind = data.get("type")
-    if kind not in CLIENT_TYPES:
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}",
+            f"unknown message type {clip(kind)}; expected one of {', '.join(CLIENT_TYPES)}",
             request_id,
         )
     try:
-        return _client_adapter.validate_python(data)
+        message = _client_adapter.validate_python(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or kind}: {err['msg']}"
-            for err in exc.errors()
-        )
         raise ProtocolError(
-            ErrorCode.BAD_MESSAGE, f"invalid {kind}: {problems}", request_id
-        ) from exc
+            ErrorCode.BAD_MESSAGE, f"invalid {kind}: {_problems(kind, exc)}", request_id
+        ) from None
+    if isinstance(message, AddMask):
+        try:
+            rle_runs(message.mask.size, message.mask.counts, max_pixels=max_mask_pixels)
+        except RleError as exc:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid add_mask: {exc}", request_id)
+    return message

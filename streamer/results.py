@@ -14,6 +14,9 @@ from pycocotools import mask as mask_api
 
 from sam2_video.streaming import FrameResult
 from streamer.protocol import CocoRle, ObjectMasklet
+from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
+
+__all__ = ["RleError", "decode_rle", "downscale_mask", "encode_rle", "masklets", "rle_runs"]
 
 
 def encode_rle(mask: np.ndarray) -> CocoRle:
@@ -22,16 +25,15 @@ def encode_rle(mask: np.ndarray) -> CocoRle:
     return CocoRle(size=(int(rle["size"][0]), int(rle["size"][1])), counts=rle["counts"].decode())
 
 
-def decode_rle(rle: CocoRle) -> np.ndarray:
-    """COCO RLE -> (H, W) bool. Raises ValueError for counts that do not fit the size."""
+def decode_rle(rle: CocoRle, *, max_pixels: int = DEFAULT_MAX_MASK_PIXELS) -> np.ndarray:
+    """COCO RLE -> (H, W) bool, validated first with `rle_runs` (raises RleError)."""
+    rle_runs(rle.size, rle.counts, max_pixels=max_pixels)
     h, w = rle.size
-    if h < 1 or w < 1:
-        raise ValueError(f"RLE size must be positive, got {list(rle.size)}")
     try:
         mask = mask_api.decode({"size": [h, w], "counts": rle.counts.encode()})
     except Exception as exc:  # pycocotools raises bare exceptions on bad strings
-        raise ValueError(f"cannot decode RLE: {exc}") from exc
-    return mask.astype(bool)
+        raise RleError(f"cannot decode RLE: {exc}") from exc
+    return mask.view(bool)
 
 
 def downscale_mask(mask: np.ndarray, factor: int) -> np.ndarray:

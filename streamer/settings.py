@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, IPvAnyAddress, SecretStr
+from pydantic import BaseModel, Field, IPvAnyAddress, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.session_ids import INSTANCE_NAME_PATTERN, default_instance_name
@@ -101,6 +101,48 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=300.0, ge=0)
     # Exit the process (code 0) once drained; False keeps serving /healthz (tests, embedding).
     drain_exit: bool = True
+
+    # --- hardening (limits, TTLs, source policy) ---
+    # Request bodies of every HTTP route (JSON, SDP) above this are refused with 413 before
+    # they are read.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Largest mask (pixels) an `add_mask` may describe before it is checked against the
+    # session's frame size; it is never decoded above either.
+    max_mask_pixels: int = Field(default=4096 * 4096, ge=1)
+    # Replies (`ack`, `error`, `end`) queued per subscriber, plus its prompts still waiting
+    # for the worker; above it the client is not reading and is disconnected (close 4429).
+    max_pending_replies: int = Field(default=64, ge=1)
+    # Lifecycle (seconds; 0 disables one): a finished/failed session is closed this long
+    # after it ended and its last client left; a session without any client (websocket,
+    # WebRTC/WHIP peer) is closed after `idle_ttl`; a WebRTC/WHIP peer that has not connected
+    # within `connect_timeout`, or whose video stops for `peer_silence_timeout`, is closed.
+    finished_ttl: float = Field(default=60.0, ge=0)
+    idle_ttl: float = Field(default=300.0, ge=0)
+    connect_timeout: float = Field(default=15.0, ge=0)
+    peer_silence_timeout: float = Field(default=5.0, ge=0)
+    # Network sources: seconds to wait for the connection, then for each read, before the
+    # source reports `stalled` (files/URLs then fail; RTSP reconnects).
+    source_open_timeout: float = Field(default=5.0, gt=0)
+    source_read_timeout: float = Field(default=5.0, gt=0)
+    # Source policy: the source kinds / URL schemes a client may open ("file" = local paths,
+    # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) are off by
+    # default. media_root: local files must lie under it (None: any file this user can read).
+    source_schemes: list[str] = Field(
+        default_factory=lambda: (
+            ["file", "camera", "webrtc", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"]
+        )
+    )
+    media_root: Path | None = None
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty token would make "Authorization: Bearer" with nothing after it valid.
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError(
+                "auth_token is empty: set a real token, or unset SAM2_STREAM_AUTH_TOKEN"
+            )
+        return token
 
     @property
     def ws_max_size(self) -> int:

@@ -24,9 +24,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    log_path: Path, token: str, env: dict[str, str], ready_timeout: float = 120.0
+    log_path: Path,
+    token: str,
+    env: dict[str, str],
+    ready_timeout: float = 120.0,
+    processes: list[subprocess.Popen] | None = None,
 ) -> Iterator[str]:
-    """Start the server, wait (bounded) until /readyz answers, yield its base URL, stop it."""
+    """Start the server, wait (bounded) until /readyz answers, yield its base URL, stop it.
+    processes: if given, the server's Popen is appended (to read its /proc entry)."""
     port = free_port()
     command = [
         sys.executable, "-m", "streamer.cli", "-v", "serve", "--host", "127.0.0.1",
@@ -39,6 +44,8 @@ def running_server(
         process = subprocess.Popen(
             command, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
+    if processes is not None:
+        processes.append(process)
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -65,3 +72,29 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM (bytes), threads and open fds (sockets too) of a live process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) * 1024
+        elif name == "Threads":
+            fields["threads"] = int(value)
+    fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    fields["fds"] = len(fds)
+    sockets = 0
+    for fd in fds:
+        try:
+            sockets += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    fields["sockets"] = sockets
+    return fields
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset the process's VmHWM to its current RSS (Linux >= 4.0, same user)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")

@@ -461,10 +461,22 @@ def test_session_limits_and_bad_requests(server, tmp_path):
         == 422
     )
 
-    missing = create(server, source=str(tmp_path / "missing.mp4"))
-    failed = poll(lambda: (s := info(server, missing["id"]))["state"] == "failed" and s)
-    assert "not found" in failed["error"]
-    delete(server, missing["id"])
+    # A local file that does not exist is refused at once, not by a session that fails later.
+    missing = httpx.post(
+        f"{server}/sessions", json={"source": str(tmp_path / "missing.mp4")}, headers=AUTH,
+        timeout=10,
+    )
+    assert missing.status_code == 400 and missing.json()["code"] == "invalid_source"
+    assert "not found" in missing.json()["message"]
+    # A corrupt one fails with the reason in words, FFmpeg's detail at the end.
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"not a video at all" * 100)
+    broken = create(server, source=str(corrupt))
+    failed = poll(lambda: (s := info(server, broken["id"]))["state"] == "failed" and s)
+    assert "not a video FFmpeg can read" in failed["error"]
+    assert failed["error"].index("not a video") < failed["error"].index("code 1094995529")
+    assert "[Errno" not in failed["error"]
+    delete(server, broken["id"])
 
     opened = [create(server, source="webrtc") for _ in range(MAX_SESSIONS)]
     response = httpx.post(f"{server}/sessions", json={"source": "webrtc"}, headers=AUTH, timeout=10)

@@ -59,11 +59,20 @@ def source_kind(spec: str) -> str:
     return "file"
 
 
-def open_source(spec: str, *, pace: bool | None = None, **options: Any) -> FrameSource:
+def open_source(
+    spec: str,
+    *,
+    pace: bool | None = None,
+    open_timeout: float | None = None,
+    read_timeout: float | None = None,
+    **options: Any,
+) -> FrameSource:
     """Build (not start) the frame source for `spec`.
 
     pace: for files, release frames at native fps as a live stream (default False: every
         frame, batch). Ignored by live sources, which are always latest-frame.
+    open_timeout / read_timeout: seconds network sources (RTSP, URLs) wait for the
+        connection and for each read (None: the source's default; files: forever).
     options: passed to the source's constructor (e.g. `max_frames` for files).
     Raises ValueError for an empty spec.
     """
@@ -71,10 +80,15 @@ def open_source(spec: str, *, pace: bool | None = None, **options: Any) -> Frame
     if not spec:
         raise ValueError("source spec is empty")
     kind = source_kind(spec)
+    timeouts = {
+        name: value
+        for name, value in (("open_timeout", open_timeout), ("read_timeout", read_timeout))
+        if value is not None
+    }
     if kind == "rtsp":
         from streamer.ingest.rtsp import RtspSource
 
-        return RtspSource(spec, **options)
+        return RtspSource(spec, **timeouts, **options)
     if kind == "camera":
         from streamer.ingest.camera import CameraSource
 
@@ -83,4 +97,4 @@ def open_source(spec: str, *, pace: bool | None = None, **options: Any) -> Frame
         return PushSource(name=options.get("name", WEBRTC_SPEC))
     from streamer.ingest.file import FileSource
 
-    return FileSource(spec, pace=bool(pace), **options)
+    return FileSource(spec, pace=bool(pace), **timeouts, **options)

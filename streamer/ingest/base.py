@@ -177,6 +177,7 @@ class SourceState(enum.Enum):
 
     STARTING = "starting"
     RUNNING = "running"
+    STALLED = "stalled"  # no data within the read/open timeout; then reconnects or fails
     RECONNECTING = "reconnecting"
     STOPPED = "stopped"  # ended: end of file, or stop() was called
     FAILED = "failed"  # ended on an error; `error` says which
@@ -188,13 +189,22 @@ class SourceState(enum.Enum):
 
 _ALLOWED_TRANSITIONS: dict[SourceState, frozenset[SourceState]] = {
     SourceState.STARTING: frozenset(
-        {SourceState.RUNNING, SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
+        {
+            SourceState.RUNNING,
+            SourceState.STALLED,
+            SourceState.RECONNECTING,
+            SourceState.STOPPED,
+            SourceState.FAILED,
+        }
     ),
     SourceState.RUNNING: frozenset(
-        {SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
+        {SourceState.STALLED, SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
+    ),
+    SourceState.STALLED: frozenset(
+        {SourceState.RUNNING, SourceState.RECONNECTING, SourceState.STOPPED, SourceState.FAILED}
     ),
     SourceState.RECONNECTING: frozenset(
-        {SourceState.RUNNING, SourceState.STOPPED, SourceState.FAILED}
+        {SourceState.RUNNING, SourceState.STALLED, SourceState.STOPPED, SourceState.FAILED}
     ),
     SourceState.STOPPED: frozenset(),
     SourceState.FAILED: frozenset(),
@@ -235,7 +245,9 @@ class FrameSource:
     name: a label for logs and metrics. policy: the slot's back-pressure.
     """
 
-    join_timeout: float = 5.0
+    # `stop()` waits at most this long for the decode thread (a blocked network read ends
+    # by itself within the source's read timeout).
+    join_timeout: float = 1.0
 
     def __init__(self, *, name: str, policy: BackPressure, capacity: int = 4) -> None:
         self.name = name

@@ -79,6 +79,8 @@ class ReconnectingSource(FrameSource):
     own timestamps and start over with each connection (None until the stream has timing).
     """
 
+    read_timeout: float | None = None  # seconds without data before STALLED (subclasses)
+
     def __init__(
         self,
         *,
@@ -145,6 +147,10 @@ class ReconnectingSource(FrameSource):
                             index += 1
                             delivered += 1
                         reason = f"{self.name}: stream ended"
+                    except av.error.ExitError:  # the read timeout fired: no data
+                        reason = f"{self.name}: stalled, no data for {self.read_timeout} s"
+                        if not self.stopping:
+                            self._set_state(SourceState.STALLED, reason)
                     except av.error.FFmpegError as exc:
                         reason = f"{self.name}: stream broke: {exc}"
             if self.stopping:

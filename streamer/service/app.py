@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -25,8 +26,15 @@ from streamer.service.api_docs import mount_api_docs
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
 from streamer.service.drain import Drainer, drain_router, render_drain_metrics
+from streamer.service.limits import (
+    BodyLimitMiddleware,
+    BodyTooLargeError,
+    body_too_large_handler,
+    validation_error_handler,
+)
 from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.service.metrics import render_service_metrics
+from streamer.service.redact import install_log_redaction
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -37,7 +45,8 @@ from streamer.sessions import (
     SessionNotFoundError,
 )
 from streamer.sessions.devices import DeviceSpec, parse_devices
-from streamer.sessions.subscribers import Subscriber
+from streamer.sessions.lifecycle import LifecyclePolicy, SessionReaper
+from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
 from streamer.settings import Settings
 from streamer.webrtc.routes import webrtc_router
 from streamer.webrtc.whip import whip_router
@@ -47,6 +56,7 @@ logger = logging.getLogger(__name__)
 WS_CLOSE_UNKNOWN_SESSION = 4404
 WS_CLOSE_SESSION_ENDED = 4410
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
+REAPER_INTERVAL_S = 1.0  # how often the lifecycle policy looks at the sessions
 
 
 class SessionList(BaseModel):
@@ -106,10 +116,15 @@ def create_app(
         manager.draining = app.state.drain.draining
         manager.start()
         app.state.manager = manager
+        install_log_redaction()  # uvicorn has configured its handlers by now
+        app.state.reaper = _reaper(app, manager, settings)
+        reaping = asyncio.create_task(app.state.reaper.run(REAPER_INTERVAL_S))
         logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
         try:
             yield
         finally:
+            reaping.cancel()
+            await asyncio.gather(reaping, return_exceptions=True)
             await asyncio.to_thread(manager.shutdown)
 
     # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
@@ -122,6 +137,7 @@ def create_app(
     app.state.drain = Drainer(
         manager=lambda: app.state.manager, grace_seconds=settings.drain_grace_seconds
     )
+    app.state.reaper = None
     app.include_router(_http_routes())
     app.include_router(drain_router())
     app.include_router(_ws_routes())
@@ -133,6 +149,9 @@ def create_app(
     async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
         return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
 
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(BodyTooLargeError, body_too_large_handler)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.auth_token is not None:
         app.add_middleware(
             BearerAuthMiddleware,
@@ -142,6 +161,28 @@ def create_app(
     # Last, so every route above wins over a file of the same name.
     app.mount("/", StaticFiles(directory=settings.static_dir, html=True), name="static")
     return app
+
+
+def _reaper(app: FastAPI, manager: SessionManager, settings: Settings) -> SessionReaper:
+    def peers(session_id: str) -> int:
+        service = getattr(app.state, "webrtc", None)
+        return 0 if service is None else len(service.peers(session_id))
+
+    return SessionReaper(
+        policy=LifecyclePolicy.from_settings(settings),
+        sessions=manager.list,
+        delete=manager.delete,
+        peers=peers,
+    )
+
+
+def _info(request: Request, session: Session) -> SessionInfo:
+    """The session's info with its lifecycle deadline (`expires_in`)."""
+    info = session.info()
+    reaper: SessionReaper | None = request.app.state.reaper
+    return info if reaper is None else info.model_copy(
+        update={"expires_in": reaper.expires_in(session)}
+    )
 
 
 def _manager(request: Request | WebSocket) -> SessionManager:
@@ -179,15 +220,20 @@ def _http_routes() -> APIRouter:
         manager = _manager(request)
         # Opening a source may block (a camera, a network URL): not on the event loop.
         session = await asyncio.to_thread(manager.create, body)
-        return session.info()
+        return _info(request, session)
 
     @router.get("/sessions")
     async def list_sessions(request: Request) -> SessionList:
-        return SessionList(sessions=[s.info() for s in _manager(request).list()])
+        return SessionList(sessions=[_info(request, s) for s in _manager(request).list()])
 
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: str, request: Request) -> SessionInfo:
-        return _manager(request).get(session_id).info()
+        return _info(request, _manager(request).get(session_id))
+
+    @router.get("/limits")
+    async def limits(request: Request) -> dict[str, Any]:
+        """The server's limits and lifecycle TTLs (docs/protocol.md, "Limits")."""
+        return public_limits(request.app.state.settings)
 
     @router.delete("/sessions/{session_id}", status_code=204)
     async def delete_session(session_id: str, request: Request) -> None:
@@ -222,17 +268,24 @@ def _ws_routes() -> APIRouter:
             await websocket.send_text(
                 hello_message(session, settings, subscriber).model_dump_json()
             )
+            overflow = asyncio.Event()
+            subscriber.on_overflow = overflow.set
             sender = asyncio.create_task(_send_loop(websocket, subscriber))
             receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber))
+            watcher = asyncio.create_task(overflow.wait())
             try:
                 done, _ = await asyncio.wait(
-                    {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+                    {sender, receiver, watcher}, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                for task in (sender, receiver):
+                for task in (sender, receiver, watcher):
                     task.cancel()
-                await asyncio.gather(sender, receiver, return_exceptions=True)
-            if sender in done and sender.exception() is None:
+                await asyncio.gather(sender, receiver, watcher, return_exceptions=True)
+            if subscriber.overflowed:
+                # The client sends but does not read: its replies overflowed (documented).
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(WS_CLOSE_BACKLOG, reason="client is not reading")
+            elif sender in done and sender.exception() is None:
                 # The subscriber was closed: the session was deleted or the server stops.
                 with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                     await websocket.close(1000, reason="session closed")
@@ -266,3 +319,20 @@ async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subs
         if data is None:
             data = raw.get("bytes") or b""
         handle_client_message(session, subscriber, data, max_bytes=max_bytes)
+
+
+def public_limits(settings: Settings) -> dict[str, Any]:
+    """What a client may send and how long idle things live (GET /limits)."""
+    names = (
+        "max_sessions", "max_objects_per_session", "max_message_bytes", "max_body_bytes",
+        "max_mask_pixels", "max_pending_messages", "max_pending_replies", "finished_ttl",
+        "idle_ttl", "connect_timeout", "peer_silence_timeout", "source_open_timeout",
+        "source_read_timeout", "source_schemes",
+    )  # fmt: skip
+    body = {name: getattr(settings, name) for name in names}
+    body["ws_close_codes"] = {
+        "unauthorized": 4401, "unknown_session": WS_CLOSE_UNKNOWN_SESSION,
+        "session_ended": WS_CLOSE_SESSION_ENDED, "backlog": WS_CLOSE_BACKLOG,
+        "not_ready": WS_CLOSE_TRY_AGAIN_LATER, "too_large": 1009,
+    }  # fmt: skip
+    return body

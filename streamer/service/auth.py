@@ -10,6 +10,7 @@ websocket an accepted-then-closed connection with close code 4401.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from pathlib import Path
@@ -19,6 +20,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 WS_CLOSE_UNAUTHORIZED = 4401
 OPEN_PATHS = frozenset({"/healthz"})
+
+
+class EmptyTokenError(ValueError):
+    """An empty token was configured (refused at start-up)."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", errors="surrogateescape")).digest()
 
 
 def _token_from(scope: Scope) -> str | None:
@@ -36,8 +45,10 @@ class BearerAuthMiddleware:
     """Pure ASGI middleware (it sees websockets too, unlike `BaseHTTPMiddleware`)."""
 
     def __init__(self, app: ASGIApp, *, token: str, static_dir: Path | None = None) -> None:
+        if not token.strip():
+            raise EmptyTokenError("the auth token is empty: it would accept a bare 'Bearer'")
         self.app = app
-        self._token = token.encode()
+        self._digest = _digest(token)
         self._public_files = _static_paths(static_dir)
 
     def _is_public(self, scope: Scope) -> bool:
@@ -51,7 +62,8 @@ class BearerAuthMiddleware:
 
     def _authorized(self, scope: Scope) -> bool:
         given = _token_from(scope)
-        return given is not None and hmac.compare_digest(given.encode(), self._token)
+        # Digests first: the comparison is constant time and independent of the lengths.
+        return bool(given) and hmac.compare_digest(_digest(given), self._digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._is_public(scope):

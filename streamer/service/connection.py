@@ -11,6 +11,8 @@ from typing import Any
 
 from streamer.protocol import (
     Ack,
+    AddMask,
+    ClientMessage,
     ErrorCode,
     Hello,
     ProtocolError,
@@ -59,17 +61,48 @@ def handle_client_message(
     session: Session, subscriber: Subscriber, data: str | bytes, *, max_bytes: int
 ) -> None:
     """Parse and act on one client message. `set_options` is answered at once; prompts are
-    queued for the worker; a bad message gets an `error` reply. Never raises ProtocolError."""
+    queued for the worker; a bad message gets an `error` reply. Never raises ProtocolError.
+
+    A client whose replies pile up (it sends but does not read) overflows its subscriber,
+    which then closes (`Subscriber.overflowed`; the transport closes the connection)."""
+    if subscriber.closed:
+        return
     try:
-        message = parse_client_message(data, max_bytes=max_bytes)
+        message = parse_client_message(
+            data, max_bytes=max_bytes, max_mask_pixels=session.settings.max_mask_pixels
+        )
+        check_against_session(session, message)
         if isinstance(message, SetOptions):
             subscriber.set_options(merge_options(subscriber.options, message))
             frame_idx = session.view.frame_idx
             subscriber.put_nowait(Ack(id=message.id, request=message.type, frame_idx=frame_idx))
             return
+        if not subscriber.reserve_reply():
+            return  # over its reply budget: the subscriber closed itself
         try:
             session.submit(message, reply_to=subscriber)
         except SessionEndedError as exc:
+            subscriber.release_reply()
             raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
     except ProtocolError as exc:
         subscriber.put_nowait(exc.to_message())
+
+
+def check_against_session(session: Session, message: ClientMessage) -> None:
+    """Checks that need the session but not the worker, done before a prompt is queued: an
+    `add_mask` must have the session's frame size (so a hostile size is never decoded)."""
+    if isinstance(message, AddMask):
+        frame_hw = session.view.frame_hw
+        if frame_hw is None:
+            raise ProtocolError(
+                ErrorCode.NOT_READY,
+                "no frame processed yet: prompts apply to the current frame",
+                message.id,
+            )
+        if tuple(message.mask.size) != tuple(frame_hw):
+            h, w = message.mask.size
+            raise ProtocolError(
+                ErrorCode.OUT_OF_RANGE,
+                f"mask is {w}x{h} but the frame is {frame_hw[1]}x{frame_hw[0]}",
+                message.id,
+            )

@@ -6,12 +6,16 @@ import functools
 import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
+from streamer.ingest.file import is_url
+from streamer.ingest.policy import SourcePolicy
+from streamer.safejson import clip
 from streamer.session_ids import mint_session_id
 from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded
 from streamer.sessions.errors import (
@@ -128,9 +132,21 @@ class SessionManager:
             if classify_source(request.source) == "file" and request.max_frames is not None:
                 options["max_frames"] = request.max_frames
             try:
-                source = open_source(request.source, pace=request.paced, **options)
+                spec = SourcePolicy.from_settings(self.settings).resolve(request.source)
+                if classify_source(spec) == "file" and not is_url(spec) and not Path(spec).is_file():
+                    # Said now (400), not by a session that fails a moment later.
+                    raise FileNotFoundError(f"video file not found: {spec}")
+                source = open_source(
+                    spec,
+                    pace=request.paced,
+                    open_timeout=self.settings.source_open_timeout,
+                    read_timeout=self.settings.source_read_timeout,
+                    **options,
+                )
             except (ValueError, ImportError, OSError) as exc:
-                raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
+                raise InvalidSourceError(
+                    f"cannot open source {clip(request.source)}: {exc}"
+                ) from exc
             seeding = None
             if request.auto_seed:
                 seeding = AutoSeedOptions(

@@ -112,17 +112,18 @@ def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOut
             result = tracker.add_box(message.obj_id, np.asarray(message.box, np.float32))
             return PromptOutcome(result, obj_id=_prompted_id(message.obj_id, result))
         if isinstance(message, AddMask):
-            try:
-                mask = decode_rle(message.mask)
-            except ValueError as exc:
-                raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc), rid) from exc
-            if mask.shape != tracker.frame_hw:
+            h, w = message.mask.size
+            if (h, w) != tuple(tracker.frame_hw):  # checked again here: a reset may intervene
                 raise ProtocolError(
                     ErrorCode.OUT_OF_RANGE,
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but the frame is "
+                    f"mask is {w}x{h} but the frame is "
                     f"{tracker.frame_hw[1]}x{tracker.frame_hw[0]}",
                     rid,
                 )
+            try:
+                mask = decode_rle(message.mask, max_pixels=h * w)  # validated, then decoded
+            except ValueError as exc:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc), rid) from exc
             result = tracker.add_mask(message.obj_id, mask)
             return PromptOutcome(result, obj_id=_prompted_id(message.obj_id, result))
         if isinstance(message, AutoSeed):

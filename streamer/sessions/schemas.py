@@ -55,3 +55,6 @@ class SessionInfo(BaseModel):
     inference_latency_mean: float
     device: str  # the device whose scheduler serves it, e.g. "cuda:1" or "cpu:0"
     device_seconds: float  # device time charged to it (its share of batched steps + commands)
+    # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
+    # applies); see `streamer.sessions.lifecycle`.
+    expires_in: float | None = None

@@ -196,6 +196,7 @@ class Session:
             drop_frames=self.live,
             on_drain=self._wake_worker,
             name=name,
+            max_replies=self.settings.max_pending_replies,
         )
         with self._lock:
             self._subscribers.append(subscriber)
@@ -293,7 +294,7 @@ class Session:
     @staticmethod
     def reply(command: Command, message: Ack | Error) -> None:
         if command.reply_to is not None:
-            command.reply_to.offer(message)
+            command.reply_to.offer(message, reply=True)
         if not command.future.done():
             command.future.set_result(message)
 

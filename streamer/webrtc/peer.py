@@ -68,7 +68,9 @@ from streamer.sessions import (
 )
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
+from streamer.webrtc.consent import configure_consent
 from streamer.webrtc.media import OverlayTrack, configure_ice_hosts, configure_ice_public_ip
+from streamer.webrtc.sdp import offer_problem
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class WebRTCPeer:
         self._subscriber: Subscriber | None = None
         self._conflict: str | None = None
         self._closing = False
+        self._connected = asyncio.Event()  # ICE/DTLS up (connect_timeout watches it)
+        self._last_frame = time.monotonic()  # last video frame in (peer_silence_timeout)
 
     # --- negotiation (the service calls this once) -----------------------------------------
 
@@ -202,6 +206,30 @@ class WebRTCPeer:
             self._ensure_subscriber()
         if self.overlay is not None:
             self.session.add_result_listener(self._on_result)
+        self._spawn(self._watchdog(), "watchdog")
+
+    async def _watchdog(self) -> None:
+        """Close a peer that never connects (`connect_timeout`), or whose client's video
+        stops without the track ending (`peer_silence_timeout`: a vanished client, noticed in
+        seconds rather than by the 30 s ICE consent expiry)."""
+        connect_timeout = self.settings.connect_timeout
+        if connect_timeout:
+            try:
+                await asyncio.wait_for(self._connected.wait(), connect_timeout)
+            except asyncio.TimeoutError:
+                logger.info("peer %s: not connected after %.1f s", self.id, connect_timeout)
+                self._schedule_close()
+                return
+        silence = self.settings.peer_silence_timeout
+        if not silence:
+            return
+        self._last_frame = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, silence / 4))
+            if self.publishing and time.monotonic() - self._last_frame > silence:
+                logger.info("peer %s: no video for %.1f s: closing", self.id, silence)
+                self._schedule_close()
+                return
 
     def _on_track(
         self, track: MediaStreamTrack, claim_publisher: Callable[[WebRTCPeer], bool]
@@ -240,6 +268,7 @@ class WebRTCPeer:
             while True:
                 frame = await track.recv()
                 self.stats.frames_received += 1
+                self._last_frame = time.monotonic()
                 if not ingesting:
                     continue
                 image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
@@ -349,6 +378,8 @@ class WebRTCPeer:
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         logger.info("peer %s: connection %s", self.id, state)
+        if state == "connected":
+            self._connected.set()
         if state in ("failed", "closed"):
             self._schedule_close()
 
@@ -433,6 +464,7 @@ class WebRTCService:
         self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
         configure_ice_hosts(settings.ice_hosts)
         configure_ice_public_ip(settings.ice_public_ip)
+        configure_consent(settings.peer_silence_timeout)  # vanished peers: seconds, not 30 s
 
     async def connect(
         self,
@@ -447,6 +479,10 @@ class WebRTCService:
         Raises SessionEndedError, PeerLimitError, OfferError, PeerConflictError."""
         if session.state not in (SessionState.WAITING, SessionState.RUNNING):
             raise SessionEndedError(f"session {session.id} is {session.state.value}")
+        needs = ("video",) if role is PeerRole.WHIP else ("video", "application")
+        problem = offer_problem(offer.sdp, needs=needs)
+        if problem is not None:
+            raise OfferError(problem)
         if len(self.peers(session.id)) >= MAX_PEERS_PER_SESSION:
             raise PeerLimitError(f"session {session.id} has {MAX_PEERS_PER_SESSION} peers")
         peer = WebRTCPeer(

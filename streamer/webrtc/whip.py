@@ -11,8 +11,9 @@ The URL carries the session id like every session-scoped URL, so a proxy in fron
 instances routes it to the session's owner (docs/deploy.md). The answer holds
 every ICE candidate (aiortc gathers before answering), so trickle ICE and ICE restarts are not
 offered: `PATCH` answers 405. Other answers: 415 for another content type, 400 for an SDP
-that cannot be answered, 409 when the session already has a publisher or is not a webrtc
-session, 401 without the bearer token (when the service has one; see `streamer.service.auth`).
+that cannot be answered or offers no video (checked before a session is created), 413 for
+one above 64 KiB, 409 when the session already has a publisher or is not a webrtc session,
+401 without the bearer token (when the service has one; see `streamer.service.auth`).
 
 Media handling lives in `streamer.webrtc` (`PeerRole.WHIP`: video in; audio is declined).
 """
@@ -25,8 +26,9 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
-from streamer.webrtc.peer import MAX_SDP_BYTES, PeerRole, WebRTCError
+from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole, WebRTCError
 from streamer.webrtc.routes import session_manager, webrtc_service
+from streamer.webrtc.sdp import offer_problem
 
 SDP_MEDIA_TYPE = "application/sdp"
 
@@ -57,7 +59,11 @@ async def _read_offer(request: Request) -> RTCSessionDescription:
         body += chunk
         if len(body) > MAX_SDP_BYTES:
             raise PayloadTooLargeError(f"the offer is larger than {MAX_SDP_BYTES} bytes")
-    return RTCSessionDescription(sdp=body.decode("utf-8", errors="replace"), type="offer")
+    sdp = body.decode("utf-8", errors="replace")
+    problem = offer_problem(sdp, needs=("video",))
+    if problem is not None:  # before a session is created for it
+        raise OfferError(problem)
+    return RTCSessionDescription(sdp=sdp, type="offer")
 
 
 async def _publish(

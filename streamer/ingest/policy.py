@@ -1,0 +1,69 @@
+"""Which sources a client may open: the `SourcePolicy` (settings `source_schemes`,
+`media_root`).
+
+A source spec has a *scheme*: "webrtc", "camera" (`/dev/video*`, `camera:N`), the scheme of a
+URL (`rtsp`, `udp`, `http`...), or "file" for a plain path (and `file:` URLs). The policy
+allows a fixed set of schemes; `http`/`https` are off by default, since they make the server
+fetch whatever URL a client names (SSRF). With `media_root` set, files must resolve (symlinks
+followed) to a path under it; relative paths are taken from it. Without it, any file the
+server's user can read may be opened, as a local `sam2-stream serve` always allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from streamer.ingest.base import SourceError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+class SourcePolicyError(SourceError, ValueError):
+    """The policy does not allow this source (the service answers 400 `invalid_source`)."""
+
+
+def source_scheme(spec: str) -> str:
+    """The scheme the policy judges `spec` by (lowercase)."""
+    spec = spec.strip()
+    if spec == "webrtc":
+        return "webrtc"
+    if spec.startswith(("/dev/video", "camera:")):
+        return "camera"
+    match = _SCHEME.match(spec)
+    if match is None or len(match.group(1)) == 1:  # "C:\\..." is a path
+        return "file"
+    return match.group(1).lower()
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """allowed: the schemes a client may open; media_root: where files must lie (None:
+    anywhere)."""
+
+    allowed: frozenset[str]
+    media_root: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> SourcePolicy:
+        return cls(
+            allowed=frozenset(s.lower() for s in settings.source_schemes),
+            media_root=settings.media_root,
+        )
+
+    def resolve(self, spec: str) -> str:
+        """The spec to open for a client's `spec`; raises SourcePolicyError when refused."""
+        scheme = source_scheme(spec)
+        if scheme not in self.allowed:
+            shown = ", ".join(sorted(self.allowed)) or "none"
+            raise SourcePolicyError(f"{scheme!r} sources are not allowed here (allowed: {shown})")
+        if scheme != "file" or self.media_root is None:
+            return spec
+        path = Path(unquote(urlsplit(spec).path)) if spec.startswith("file:") else Path(spec)
+        root = self.media_root.resolve()
+        resolved = (path if path.is_absolute() else root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise SourcePolicyError("files must lie under the server's media_root")
+        return str(resolved)
