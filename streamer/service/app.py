@@ -25,7 +25,7 @@ from streamer.protocol import Error, ErrorCode
 from streamer.service.api_docs import mount_api_docs
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
-from streamer.service.drain import Drainer, drain_router, render_drain_metrics
+from streamer.service.drain import DrainCollector, Drainer, drain_router
 from streamer.service.limits import (
     BodyLimitMiddleware,
     BodyTooLargeError,
@@ -211,8 +211,7 @@ def _http_routes() -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
-        text = render_service_metrics(_manager(request))
-        text += render_drain_metrics(request.app.state.drain)
+        text = render_service_metrics(_manager(request), DrainCollector(request.app.state.drain))
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @router.post("/sessions", status_code=201)

@@ -12,7 +12,7 @@ on `POST /admin/drain` (bearer token when the service has one). From then on:
   and `sam2-stream serve` exits with 0, when `drain_exit` is set.
 
 `/metrics` shows `sam2_stream_drain_state{state=...}` and the seconds left
-(`render_drain_metrics`). A second SIGTERM (or SIGINT) during a drain stops at once.
+(`DrainCollector`). A second SIGTERM (or SIGINT) during a drain stops at once.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import enum
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from streamer.sessions import SessionState
 
@@ -127,23 +129,32 @@ class Drainer:
         }
 
 
-def render_drain_metrics(drainer: Drainer) -> str:
-    """Prometheus text lines of the drain: one `sam2_stream_drain_state` sample per state
+class DrainCollector:
+    """prometheus_client collector of the drain: one `sam2_stream_drain_state` sample per state
     (1 for the current one) and `sam2_stream_drain_seconds_left` while draining."""
-    lines = [
-        "# HELP sam2_stream_drain_state Drain state of this instance (1 = current).",
-        "# TYPE sam2_stream_drain_state gauge",
-    ]
-    for state in DrainState:
-        lines.append(
-            f'sam2_stream_drain_state{{state="{state.value}"}} {int(drainer.state is state)}'
+
+    def __init__(self, drainer: Drainer) -> None:
+        self.drainer = drainer
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "sam2_stream_drain_state", "Drain state of this instance (1 = current)", labels=["state"]
         )
-    lines += [
-        "# HELP sam2_stream_drain_seconds_left Grace seconds left for live sessions.",
-        "# TYPE sam2_stream_drain_seconds_left gauge",
-        f"sam2_stream_drain_seconds_left {drainer.seconds_left() or 0.0:g}",
-    ]
-    return "\n".join(lines) + "\n"
+        for value in DrainState:
+            state.add_metric([value.value], int(self.drainer.state is value))
+        yield state
+        yield GaugeMetricFamily(
+            "sam2_stream_drain_seconds_left",
+            "Grace seconds left for live sessions",
+            value=self.drainer.seconds_left() or 0.0,
+        )
+
+
+def render_drain_metrics(drainer: Drainer) -> str:
+    """The drain's metrics alone, in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DrainCollector(drainer))
+    return generate_latest(registry).decode()
 
 
 def drain_router() -> APIRouter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -31,10 +31,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def render_service_metrics(manager: SessionManager) -> str:
-    """The /metrics page for `manager` (text exposition format 0.0.4)."""
+def render_service_metrics(manager: SessionManager, *extra: Any) -> str:
+    """The /metrics page for `manager` (text exposition format 0.0.4), plus the metrics of
+    `extra` collectors (e.g. the drain's)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(manager))
+    for collector in (ServiceCollector(manager), *extra):
+        registry.register(collector)
     return generate_latest(registry).decode()
 
 
