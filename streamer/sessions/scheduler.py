@@ -38,14 +38,19 @@ from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.multi_stream import batch_key, track_streams
 from sam2_video.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
-from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, PromptMessage, ProtocolError
-from streamer.results import masklets
+from streamer.protocol import ProtocolError
 from streamer.sessions.devices import DeviceSpec
 from streamer.sessions.fairness import FairShare
-from streamer.sessions.prompts import PromptOutcome, apply_prompt, auto_seed_steps, is_expensive
-from streamer.sessions.session import Command, Session, SessionState, TrackerView
-from streamer.sessions.subscribers import Subscriber
-from streamer.settings import OutputOptions, Settings
+from streamer.sessions.messages import (
+    ack_message,
+    ended_error,
+    internal_error,
+    publish_frame,
+    tracker_view,
+)
+from streamer.sessions.prompts import apply_prompt, auto_seed_steps, is_expensive
+from streamer.sessions.session import Command, Session, SessionState
+from streamer.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +253,7 @@ class DeviceScheduler:
             self.frames_processed += 1
             session.processed += 1
             session.inference.observe(elapsed)
-            session.view = _view(session.tracker)
+            session.view = tracker_view(session.tracker)
             if session.tracker.seeding_due:
                 # Auto-seeding of this frame runs sliced; the frame is published after it.
                 self._start_seeding(session, frame, result)
@@ -284,47 +289,13 @@ class DeviceScheduler:
                 listener(frame, result)
             except Exception:
                 logger.exception("session %s: result listener failed", session.id)
-        self._publish(session, frame, result)
-
-    def _publish(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
-        subscribers = session.subscribers
-        if not subscribers:
-            return
-        now = time.monotonic()
-        encoded: dict[tuple, FrameMessage] = {}
-        h, w = session.tracker.frame_hw
-        for subscriber in subscribers:
-            options = subscriber.options
-            throttled = options.max_fps is not None and session.live
-            if throttled and now - subscriber.last_frame_time < 1.0 / options.max_fps:
-                continue
-            key = (options.obj_ids, options.mask_downscale)
-            message = encoded.get(key)
-            if message is None:
-                message = FrameMessage(
-                    frame_idx=result.frame_idx,
-                    source_index=frame.index,
-                    pts=frame.pts,
-                    time_base=None if frame.time_base is None else str(frame.time_base),
-                    capture_time=frame.capture_time,
-                    latency=max(0.0, time.time() - frame.capture_time),
-                    width=int(w),
-                    height=int(h),
-                    mask_downscale=options.mask_downscale,
-                    objects=masklets(
-                        result, obj_ids=options.obj_ids, mask_downscale=options.mask_downscale
-                    ),
-                    lost=list(result.lost),
-                )
-                encoded[key] = message
-            subscriber.last_frame_time = now
-            subscriber.offer(message)
+        publish_frame(session, frame, result)
 
     # --- sliced tasks ----------------------------------------------------------------------
 
     def _start_seeding(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
         def finish(seeded: object) -> None:
-            session.view = _view(session.tracker)
+            session.view = tracker_view(session.tracker)
             self._deliver(session, frame, seeded)  # type: ignore[arg-type]
 
         def fail(exc: Exception) -> None:
@@ -376,7 +347,7 @@ class DeviceScheduler:
 
     def _can_run(self, session: Session, command: Command) -> bool:
         if session.state in (SessionState.CLOSED, SessionState.FAILED):
-            Session.reply(command, _ended(session, command.message))
+            Session.reply(command, ended_error(session, command.message))
             return False
         return True
 
@@ -384,17 +355,17 @@ class DeviceScheduler:
         message = command.message
 
         def finish(outcome: object) -> None:
-            session.view = _view(session.tracker)
-            Session.reply(command, _ack(message, outcome, session, command.reply_to))
+            session.view = tracker_view(session.tracker)
+            Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 
         def fail(exc: Exception) -> None:
             if isinstance(exc, ProtocolError):
                 Session.reply(command, exc.to_message())
             else:
-                Session.reply(command, _internal(message, exc))
+                Session.reply(command, internal_error(message, exc))
 
         def cancel() -> None:
-            Session.reply(command, _ended(session, message))
+            Session.reply(command, ended_error(session, message))
 
         steps = auto_seed_steps(session.tracker, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
@@ -404,7 +375,7 @@ class DeviceScheduler:
         if is_expensive(message):
             return  # already answered by `_can_run`
         if session.state in (SessionState.CLOSED, SessionState.FAILED):
-            Session.reply(command, _ended(session, message))
+            Session.reply(command, ended_error(session, message))
             return
         try:
             outcome = apply_prompt(session.tracker, message)
@@ -413,10 +384,10 @@ class DeviceScheduler:
             return
         except Exception as exc:
             logger.exception("session %s: %s failed", session.id, message.type)
-            Session.reply(command, _internal(message, exc))
+            Session.reply(command, internal_error(message, exc))
             return
-        session.view = _view(session.tracker)
-        Session.reply(command, _ack(message, outcome, session, command.reply_to))
+        session.view = tracker_view(session.tracker)
+        Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 
 
 def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:
@@ -428,36 +399,3 @@ def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:
     h, w = tracker.frame_hw
     image = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_AREA)
     return dataclasses.replace(frame, image=image)  # listeners see what was tracked
-
-
-def _view(tracker) -> TrackerView:
-    return TrackerView(
-        frame_idx=tracker.frame_idx, obj_ids=tuple(tracker.obj_ids), frame_hw=tracker.frame_hw
-    )
-
-
-def _ended(session: Session, message: PromptMessage) -> Error:
-    return Error(
-        id=message.id,
-        code=ErrorCode.SESSION_ENDED,
-        message=f"session {session.id} is {session.state.value}",
-    )
-
-
-def _internal(message: PromptMessage, exc: Exception) -> Error:
-    return Error(id=message.id, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-
-
-def _ack(message, outcome: PromptOutcome, session: Session, reply_to: Subscriber | None) -> Ack:
-    options: OutputOptions = reply_to.options if reply_to else session.settings.default_output
-    objects = []
-    if outcome.result is not None:
-        objects = masklets(outcome.result, mask_downscale=options.mask_downscale)
-    return Ack(
-        id=message.id,
-        request=message.type,
-        frame_idx=session.tracker.frame_idx,
-        obj_id=outcome.obj_id,
-        obj_ids=outcome.obj_ids,
-        objects=objects,
-    )

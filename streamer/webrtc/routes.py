@@ -13,12 +13,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
 from streamer.sessions import ServiceNotReadyError, SessionManager
-from streamer.webrtc.peer import (
-    MAX_SDP_BYTES,
-    OfferError,
-    PeerRole,
-    WebRTCService,
-)
+from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole
+from streamer.webrtc.service import WebRTCService
 
 
 class SdpOffer(BaseModel):

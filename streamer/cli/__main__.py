@@ -1,0 +1,7 @@
+"""`python -m streamer.cli`: the `sam2-stream` command."""
+
+import sys
+
+from streamer.cli import main
+
+sys.exit(main())

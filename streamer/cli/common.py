@@ -1,0 +1,35 @@
+"""What the `sam2-stream` commands share: exit codes, the model options, error output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --checkpoint, --download: shared by the commands that load a model."""
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="checkpoint file (default: the official file name in checkpoints/ or "
+        "$SAM2_STREAM_CHECKPOINT_DIR)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the official checkpoint if missing"
+    )
+
+
+def report_error(command: str, message: object) -> None:
+    print(f"sam2-stream {command}: error: {message}", file=sys.stderr)
