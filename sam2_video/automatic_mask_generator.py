@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.image_predictor import SAM2ImagePredictor
+from sam2_video.image_predictor import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
 from sam2_video.mask_utils import (
     MaskRecords,
     area_from_rle,
@@ -161,6 +161,7 @@ class SAM2AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        self._low_res_logits = True  # set by `_decode`: whether its logits need `_upscale`
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
@@ -250,31 +251,32 @@ class SAM2AutomaticMaskGenerator:
         orig_h, orig_w = orig_hw
         points_t = torch.as_tensor(points, dtype=torch.float32, device=device)  # (B, 2)
         labels = torch.ones(len(points_t), dtype=torch.int32, device=device)  # (B,)
-        logits, iou_preds, low_res = self.predictor.predict_torch(
-            points_t[:, None, :],
-            labels[:, None],
-            multimask_output=self.multimask_output,
-            return_logits=True,
-        )
-        n_per_point = logits.shape[1]
-        logits = logits.flatten(0, 1)  # (B*C, h, w) crop-size logits
+        low_res, iou_preds, mask_prompts = self._decode(
+            points_t[:, None, :], labels[:, None], None, self.multimask_output
+        )  # (B, C, h', w'), (B, C), (B, C, S/4, S/4)
+        n_per_point = low_res.shape[1]
+        low_res = low_res.flatten(0, 1)  # (B*C, h', w')
         iou_preds = iou_preds.flatten(0, 1)  # (B*C,)
         points_t = points_t.repeat_interleave(n_per_point, dim=0)  # (B*C, 2)
         if self.use_m2m:
-            logits, iou_preds = self._refine_with_m2m(points_t, low_res.flatten(0, 1))
+            low_res, iou_preds = self._refine_with_m2m(points_t, mask_prompts.flatten(0, 1))
 
-        # Scores are per mask, so filtering once at the end keeps the same masks as
-        # filtering after each test, without copying the float logits.
+        # The predicted IoU does not depend on the resolution and each mask is upscaled on
+        # its own, so filtering before upscaling keeps exactly the masks (and values) that
+        # filtering afterwards would: most candidates never reach full resolution.
+        if self.pred_iou_thresh > 0.0:
+            keep = iou_preds > self.pred_iou_thresh
+            low_res, iou_preds, points_t = low_res[keep], iou_preds[keep], points_t[keep]
+        logits = self._upscale(low_res)  # (N, h, w) crop size
         stability = calculate_stability_score(
             logits, self.mask_threshold, self.stability_score_offset
-        )  # (B*C,)
-        keep = torch.ones_like(iou_preds, dtype=torch.bool)
-        if self.pred_iou_thresh > 0.0:
-            keep &= iou_preds > self.pred_iou_thresh
+        )  # (N,)
         if self.stability_score_thresh > 0.0:
-            keep &= stability >= self.stability_score_thresh
-        masks = (logits > self.mask_threshold)[keep]  # (N, h, w)
-        iou_preds, points_t, stability = iou_preds[keep], points_t[keep], stability[keep]
+            keep = stability >= self.stability_score_thresh
+            logits, iou_preds, points_t, stability = (
+                logits[keep], iou_preds[keep], points_t[keep], stability[keep]
+            )
+        masks = logits > self.mask_threshold  # (N, h, w) bool
 
         boxes = batched_mask_to_box(masks)  # (N, 4) crop pixels
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
@@ -288,23 +290,48 @@ class SAM2AutomaticMaskGenerator:
             crop_boxes=torch.tensor(crop_box, device=device).expand(len(masks), 4),
         )
 
+    def _decode(
+        self, points: Tensor, labels: Tensor, mask_input: Tensor | None, multimask: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the predictor on (B, N, 2) crop-pixel points / (B, N) labels.
+
+        Returns (B, C, h', w') logits, (B, C) IoUs and (B, C, S/4, S/4) low-res logits clamped
+        for re-use as mask prompts. The logits stay at the low resolution (h' = S/4, upscaled
+        later by `_upscale`, after filtering) when the predictor offers
+        `predict_low_res_torch`; a predictor with only the official `predict_torch` returns
+        them at crop size.
+        """
+        low_res_fn = getattr(self.predictor, "predict_low_res_torch", None)
+        if low_res_fn is None:
+            self._low_res_logits = False
+            return self.predictor.predict_torch(
+                points, labels, mask_input=mask_input, multimask_output=multimask,
+                return_logits=True,
+            )
+        self._low_res_logits = True
+        logits, ious = low_res_fn(points, labels, mask_input=mask_input, multimask_output=multimask)
+        return logits, ious, logits.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+
+    def _upscale(self, logits: Tensor) -> Tensor:
+        """(N, h', w') logits from `_decode` -> (N, h, w) at the crop size."""
+        if not self._low_res_logits:
+            return logits
+        return self.predictor.upscale_logits(logits[:, None])[:, 0]
+
     def _refine_with_m2m(self, points: Tensor, low_res: Tensor) -> tuple[Tensor, Tensor]:
         """Re-prompt each point with its own mask as a dense prompt.
 
-        points: (N, 2) crop pixels; low_res: (N, S/4, S/4) logits.
-        Returns (N, h, w) logits and (N,) IoU predictions of the single-mask output.
+        points: (N, 2) crop pixels; low_res: (N, S/4, S/4) logits clamped to +-32.
+        Returns (N, h', w') logits (see `_decode`) and (N,) IoU predictions of the
+        single-mask output.
         """
         labels = torch.ones(len(points), 1, dtype=torch.int32, device=points.device)
         all_logits, all_ious = [], []
         # Same chunking as the first pass: the decoder runs points_per_batch prompts at once.
         for i in range(0, len(points), self.points_per_batch):
             chunk = slice(i, i + self.points_per_batch)
-            logits, ious, _ = self.predictor.predict_torch(
-                points[chunk, None, :],
-                labels[chunk],
-                mask_input=low_res[chunk, None],
-                multimask_output=False,
-                return_logits=True,
+            logits, ious, _ = self._decode(
+                points[chunk, None, :], labels[chunk], low_res[chunk, None], False
             )
             all_logits.append(logits[:, 0])
             all_ious.append(ious[:, 0])
