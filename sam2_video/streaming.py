@@ -21,7 +21,7 @@ from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, Ret
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
 from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions
-from sam2_video.transforms import preprocess, to_chw_float
+from sam2_video.transforms import frame_to_chw, preprocess_frame
 from sam2_video.video_predictor import (
     UnknownObjectError,
     prepare_mask_prompt,
@@ -123,7 +123,8 @@ class StreamingSession:
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
         self._features: ImageFeatures | None = None
-        # The current frame (3, H, W) float in [0, 1], kept for auto-seeding on demand.
+        # The current frame (3, H, W), uint8 (or float in [0, 1] if given so), kept for
+        # auto-seeding on demand; a copy, as callers may reuse their frame buffers.
         self._frame: Tensor | None = None
         self._absent_for: dict[int, int] = {}
         self._next_id = 1
@@ -166,7 +167,7 @@ class StreamingSession:
         frame: (H, W, 3) uint8 RGB numpy array, or a (3, H, W) / (H, W, 3) tensor (uint8, or
             float in [0, 1]) possibly already on the model's device.
         """
-        chw = to_chw_float(frame, self.tracker.device)  # validates shape / dtype
+        chw = frame_to_chw(frame)  # validates shape / dtype; (3, H, W) uint8 or float
         hw = (int(chw.shape[1]), int(chw.shape[2]))
         if self.frame_hw is not None and hw != self.frame_hw:
             raise FrameSizeError(
@@ -174,12 +175,13 @@ class StreamingSession:
                 "reset the session to change resolution"
             )
         self._commit_pending()
-        features = self.model.forward_image(preprocess(chw, self.model.image_size, chw.device))
+        device = self.tracker.device
+        features = self.model.forward_image(preprocess_frame(chw, self.model.image_size, device))
         self.frame_idx += 1
         self.frame_hw = hw
         self._pts = pts
         self._features = features
-        self._frame = chw
+        self._frame = chw.clone()
 
         objects = list(self.objects.values())
         outputs = self.tracker.track(features, objects, self.frame_idx, False, None)
@@ -336,7 +338,9 @@ class StreamingSession:
         room = cap - len(self.objects)
         if room <= 0:
             return []
-        image = (self._frame.clamp(0, 1) * 255).round().to(torch.uint8)  # (3, H, W)
+        image = self._frame  # (3, H, W)
+        if image.dtype != torch.uint8:
+            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
         seeds = self._seeder.propose(
             image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), limit=room
         )
