@@ -9,6 +9,8 @@ streaming session turns each kept mask into a new object (`SessionOptions.auto_s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.image_predictor import SAM2ImagePredictor
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,8 @@ class SeedMask:
 class AutoSeeder:
     """Finds masks worth tracking on a frame (wraps a `SAM2AutomaticMaskGenerator`).
 
-    The generator embeds the frame itself (one extra image-encoder pass per seeding).
+    The generator embeds the frame itself, unless the caller hands it the frame's features
+    with `reusing` (the streaming session does: no second image-encoder pass per seeding).
     """
 
     def __init__(
@@ -106,6 +109,17 @@ class AutoSeeder:
     ) -> None:
         self.options = options or AutoSeedOptions()
         self.generator = SAM2AutomaticMaskGenerator(model, **self.options.generator_kwargs())
+        self._features: ImageFeatures | None = None
+
+    @contextmanager
+    def reusing(self, features: ImageFeatures) -> Iterator[None]:
+        """Within the block, `propose` uses `features` (the backbone features of the image it
+        is given, batch 1) instead of embedding that image again."""
+        self._features = features
+        try:
+            yield
+        finally:
+            self._features = None
 
     def propose(
         self,
@@ -131,7 +145,7 @@ class AutoSeeder:
                 predicted_iou=float(ann["predicted_iou"]),
                 stability_score=float(ann["stability_score"]),
             )
-            for ann in self.generator.generate(image)
+            for ann in self.generator.generate(image, self._features)
         ]
         kept = select_uncovered(
             candidates,

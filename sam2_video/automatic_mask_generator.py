@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.image_predictor import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
+from sam2_video.modeling.sam2 import ImageFeatures
 from sam2_video.mask_utils import (
     MaskRecords,
     area_from_rle,
@@ -164,11 +165,16 @@ class SAM2AutomaticMaskGenerator:
         self._low_res_logits = True  # set by `_decode`: whether its logits need `_upscale`
 
     @torch.inference_mode()
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+    def generate(
+        self, image: np.ndarray, features: ImageFeatures | None = None
+    ) -> list[dict[str, Any]]:
         """Segment everything in ``image``.
 
         Args:
             image: (H, W, 3) uint8 RGB.
+            features: the image's backbone features (``model.forward_image``, batch 1), e.g. a
+                video frame's already computed by the tracker; the full-image crop then uses
+                them instead of embedding the image again (smaller crops still embed theirs).
         Returns:
             one dict per mask, in the official order (by predicted IoU within a crop; with
             crop layers, masks from smaller crops first), with keys
@@ -178,19 +184,19 @@ class SAM2AutomaticMaskGenerator:
             ``crop_box`` [x, y, w, h] of the crop the mask came from.
         """
         validate_image(image)
-        records = self._generate_records(image)
+        records = self._generate_records(image, features)
         return self._to_annotations(records)
 
     # ------------------------------------------------------------------ pipeline
 
-    def _generate_records(self, image: np.ndarray) -> MaskRecords:
+    def _generate_records(self, image: np.ndarray, features: ImageFeatures | None) -> MaskRecords:
         orig_hw = (image.shape[0], image.shape[1])
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_hw, self.crop_n_layers, self.crop_overlap_ratio
         )
         records = MaskRecords.cat(
             [
-                self._process_crop(image, crop_box, layer, orig_hw)
+                self._process_crop(image, crop_box, layer, orig_hw, features if layer == 0 else None)
                 for crop_box, layer in zip(crop_boxes, layer_idxs)
             ]
         )
@@ -219,11 +225,14 @@ class SAM2AutomaticMaskGenerator:
         crop_box: list[int],
         layer: int,
         orig_hw: tuple[int, int],
+        features: ImageFeatures | None = None,
     ) -> MaskRecords:
         x0, y0, x1, y1 = crop_box
-        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-        crop_h, crop_w = crop.shape[:2]
-        self.predictor.set_image(crop)
+        crop_h, crop_w = y1 - y0, x1 - x0
+        if features is not None:  # layer 0: the crop is the whole image
+            self.predictor.set_features(features, orig_hw)
+        else:
+            self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # (P, 2) crop pixels
         batches = [
             self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)

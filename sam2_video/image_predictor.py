@@ -56,12 +56,23 @@ class SAM2ImagePredictor:
         """Compute the embedding of `image`: HxWx3 uint8 RGB numpy array of any size."""
         self.reset_predictor()
         model_input = preprocess(image, self.model.image_size, self.device)  # (1, 3, S, S)
-        features = self.model.forward_image(model_input)
+        self.set_features(self.model.forward_image(model_input), (image.shape[0], image.shape[1]))
+
+    @torch.inference_mode()
+    def set_features(self, features: ImageFeatures, orig_hw: tuple[int, int]) -> None:
+        """Use backbone features computed elsewhere for an image instead of embedding it.
+
+        features: `model.forward_image` output for one image (batch 1), as a video frame's
+            (not modified). orig_hw: (H, W) of that image in pixels.
+        """
+        if features.image_embed.shape[0] != 1:
+            raise ValueError(f"features must be of one image, got batch {features.image_embed.shape[0]}")
         # Image-only segmentation has no memory: SAM 2 marks that with `no_mem_embed`.
         no_mem = self.model.no_mem_embed.view(1, -1, 1, 1)
-        features.image_embed = features.image_embed + no_mem
-        self._features = features
-        self._orig_hw = (int(image.shape[0]), int(image.shape[1]))
+        self._features = ImageFeatures(
+            features.image_embed + no_mem, features.image_pos, list(features.high_res_features)
+        )
+        self._orig_hw = (int(orig_hw[0]), int(orig_hw[1]))
 
     def get_image_embedding(self) -> Tensor:
         """(1, C, S/16, S/16) embedding of the current image (no_mem_embed included)."""

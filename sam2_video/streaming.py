@@ -341,9 +341,11 @@ class StreamingSession:
         image = self._frame  # (3, H, W)
         if image.dtype != torch.uint8:
             image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-        seeds = self._seeder.propose(
-            image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), limit=room
-        )
+        # The generator reuses the frame's encoder features: no second backbone pass.
+        with self._seeder.reusing(self._require_frame()):
+            seeds = self._seeder.propose(
+                image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), limit=room
+            )
         new_ids = []
         for seed in seeds:
             obj_id = self.new_object_id()
