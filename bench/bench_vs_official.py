@@ -36,12 +36,17 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
-from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
-from sam2_video.image_predictor import SAM2ImagePredictor
-from sam2_video.video_predictor import SAM2VideoPredictor
+# The checkout this script lives in is the one measured (not another editable install).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json  # noqa: E402
+from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official  # noqa: E402
+
+import sam2_video  # noqa: E402
+from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
+from sam2_video.image_predictor import SAM2ImagePredictor  # noqa: E402
+from sam2_video.video_predictor import SAM2VideoPredictor  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
 CONFIGS = ("sam2.1_micro", "sam2.1_hiera_t")
@@ -267,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_compiled(official, video, args.frames_micro, tmp)
     info["load_avg_after"] = machine_info(torch.device("cpu"))["load_avg_1_5_15"]
     info["torchvision_stand_in"] = official["torchvision_stand_in"]
+    info["ours_from"] = str(Path(sam2_video.__file__).parent)
     print(f"# {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, "
-          f"load {info['load_avg_1_5_15']} -> {info['load_avg_after']}")
+          f"load {info['load_avg_1_5_15']} -> {info['load_avg_after']}, ours from {info['ours_from']}")
     columns = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     print_table(rows, columns)
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows})
