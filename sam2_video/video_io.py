@@ -67,7 +67,7 @@ def resize_frame(frame: np.ndarray, size: int, method: FrameResize) -> np.ndarra
     if method == "pil_bicubic":
         from PIL import Image
 
-        return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+        return np.array(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
     chw = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
     return resize_uint8(chw, size).permute(1, 2, 0).numpy()
 
