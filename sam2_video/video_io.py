@@ -42,9 +42,12 @@ def iter_video_file(path: str | Path) -> Iterator[np.ndarray]:
         raise VideoReadError(f"cannot decode {path}: {exc}") from exc
 
 
-def iter_frame_folder(path: Path) -> Iterator[np.ndarray]:
+def iter_frame_folder(
+    path: Path, size: int | None = None
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     """Frames of a folder of `<int>.jpg` files in index order, decoded by Pillow (as the
-    official loader): yields (H, W, 3) uint8 RGB."""
+    official loader): yields (native (H, W), frame), the frame (H, W, 3) uint8 RGB, or
+    (size, size, 3) resized with Pillow's bicubic filter where that has fewer pixels."""
     from PIL import Image
 
     files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
@@ -55,7 +58,11 @@ def iter_frame_folder(path: Path) -> Iterator[np.ndarray]:
     for file in files:
         try:
             with Image.open(file) as image:
-                yield np.asarray(image.convert("RGB"))
+                rgb = image.convert("RGB")
+                native_hw = (rgb.height, rgb.width)
+                if size is not None and rgb.width * rgb.height > size * size:
+                    rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+                yield native_hw, np.array(rgb)
         except OSError as exc:
             raise VideoReadError(f"cannot read frame {file}: {exc}") from exc
 
@@ -80,14 +87,24 @@ def compact_frames(
     Returns ((T, h, w, 3) uint8, native (H, W)). Resizing now or at the step gives the same
     pixels, so this only decides what is held in memory.
     """
+
+    def resized() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+        for frame in frames:
+            hw = (int(frame.shape[0]), int(frame.shape[1]))
+            yield hw, resize_frame(frame, size, method) if hw[0] * hw[1] > size * size else frame
+
+    return _stack(resized())
+
+
+def _stack(frames: Iterable[tuple[tuple[int, int], np.ndarray]]) -> tuple[np.ndarray, tuple[int, int]]:
+    """(native (H, W), held frame) pairs -> ((T, h, w, 3) uint8, native (H, W))."""
     held, native_hw = [], None
-    for frame in frames:
-        hw = (int(frame.shape[0]), int(frame.shape[1]))
+    for hw, frame in frames:
         if native_hw is None:
             native_hw = hw
         elif hw != native_hw:
             raise VideoReadError(f"frames differ in size: {hw} after {native_hw}")
-        held.append(resize_frame(frame, size, method) if hw[0] * hw[1] > size * size else frame)
+        held.append(frame)
     if native_hw is None:
         raise VideoReadError("the video holds no frames")
     return np.stack(held), native_hw
@@ -104,14 +121,17 @@ def load_video_frames(
     session's bilinear resize.
     """
     path = Path(video)
-    if path.is_dir():
-        source, method = iter_frame_folder(path), "pil_bicubic"
-    elif path.is_file():
-        source, method = iter_video_file(path), "bilinear"
-    else:
+    if not path.exists():
         raise VideoReadError(f"video not found: {path}")
+    method: FrameResize
     try:
-        frames, native_hw = compact_frames(source, size, method)
+        if path.is_dir():
+            # Decoded and resized together (the frame stays a Pillow image in between).
+            method = "pil_bicubic"
+            frames, native_hw = _stack(iter_frame_folder(path, size))
+        else:
+            method = "bilinear"
+            frames, native_hw = compact_frames(iter_video_file(path), size, method)
     except VideoReadError as exc:
         raise VideoReadError(f"{path}: {exc}") from exc
     return frames, native_hw, method
