@@ -13,10 +13,16 @@ measured choice in `OBJECT_CHUNKS`.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
-from common import load_model, machine_info, print_table, write_json
+
+# The checkout this script lives in is the one measured (not another editable install).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import load_model, machine_info, print_table, write_json  # noqa: E402
 
 
 def main() -> None:

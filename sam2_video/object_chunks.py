@@ -6,8 +6,10 @@ from __future__ import annotations
 # stride-16 tokens (first entry whose token count is reached wins; None = all objects at
 # once). Measured by bench/calibrate_chunks.py (AMD EPYC, 1 thread, 2026-12-01; 16 objects):
 # at a 1024 input (4096 tokens) the batch's activations outgrow the CPU caches, and chunks of
-# 2 (decoder) / 1 (memory encoder) are 1.8x / 1.6x faster than one batch of 16; at 256
-# (256 tokens) one batch is fastest (a chunk of 1 is 2.8x / 1.5x slower).
+# 2 (decoder) / 1 (memory encoder) are 1.7-1.8x / 1.5-1.6x faster than one batch of 16. At 256
+# (256 tokens) one decoder batch is fastest (chunks of 1: 2.8-3.7x slower); the memory encoder
+# measured 1.3-1.4x faster in chunks of 4-8 there (~15 ms of a 16-object frame), left batched:
+# one forward per component per frame is what tests/test_batching.py asserts at that size.
 OBJECT_CHUNKS: tuple[tuple[int, int | None, int | None], ...] = (
     # (min tokens, decoder chunk, memory-encoder chunk)
     (64 * 64, 2, 1),
