@@ -14,6 +14,9 @@ Sections (`--sections`, default all but `compiled`):
             and hiera_t. Per frame: `init_state` amortised over the clip plus one step of
             `propagate_in_video` (both generators advanced in turn).
   compiled  micro, 1 object: official `vos_optimized=True` vs our `compile_model`.
+  memory    peak RSS (MiB, in the ours_s / official_s columns) of each video predictor in a
+            fresh process: hiera_t, `init_state` on a JPEG folder of --rss-frames frames,
+            one click, two propagation steps.
 
 Full-size rows use random weights (the same tensor shipped to both). The official package is
 imported from the checkout named by the environment variable SAM2_SRC (see bench/official.py);
@@ -228,19 +231,67 @@ def bench_compiled(official: dict, video: Path, num_frames: int, tmp: Path) -> l
     return [ratio_row(f"compiled 1 obj {config}", r.pop("ours"), r.pop("official"), **r)]
 
 
+def _peak_rss_child(which: str, config: str, ckpt: str, folder: str, steps: int, queue: Any) -> None:
+    """In a fresh process: load the model, init_state on the folder, one click, `steps`
+    propagation steps; report the peak RSS (MiB) before and after."""
+    import resource
+
+    torch.set_num_threads(1)
+    if which == "ours":
+        predictor = SAM2VideoPredictor(load_model(config, ckpt, torch.device("cpu"))[0])
+    else:
+        predictor = build_official(import_official(), config, Path(ckpt), video=True)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with torch.inference_mode():
+        hw = cv2.imread(str(Path(folder) / "00000.jpg")).shape[:2]
+        _, gen = _start_video(predictor, Path(folder), click_grid(1, hw))
+        for _ in range(steps):
+            next(gen)
+    queue.put((before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def bench_memory(video: Path, num_frames: int, steps: int, tmp: Path) -> list[dict]:
+    """Peak RSS of each predictor on the same JPEG folder at 1024 (hiera_t), fresh processes."""
+    import multiprocessing
+
+    config = "sam2.1_hiera_t"
+    ckpt = checkpoint_for(config, tmp)
+    folder = tmp / f"frames_rss_{num_frames}"
+    if not folder.exists():
+        write_jpeg_folder(video, num_frames, folder)
+    context = multiprocessing.get_context("spawn")
+    result = {}
+    for which in ("ours", "official"):
+        queue = context.Queue()
+        child = context.Process(
+            target=_peak_rss_child, args=(which, config, str(ckpt), str(folder), steps, queue)
+        )
+        child.start()
+        result[which] = queue.get()
+        child.join()
+    (ours_before, ours_peak), (off_before, off_peak) = result["ours"], result["official"]
+    return [{
+        "path": f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps",
+        "ours_s": round(ours_peak), "official_s": round(off_peak),
+        "ratio": round(ours_peak / off_peak, 3), "n": 1,
+        "model_loaded_mib": f"{ours_before:.0f} / {off_before:.0f}",
+    }]
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["image", "amg", "video"],
-                        choices=["image", "amg", "video", "compiled"])
+                        choices=["image", "amg", "video", "compiled", "memory"])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--objects", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--image-repeats", type=int, default=3)
     parser.add_argument("--amg-repeats", type=int, default=1)
     parser.add_argument("--frames-micro", type=int, default=24, help="clip length, micro")
     parser.add_argument("--frames-full", type=int, default=4, help="clip length, hiera_t")
+    parser.add_argument("--rss-frames", type=int, default=100, help="clip length, memory")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--image", default=None, help="truck.jpg path")
     parser.add_argument("--video", default=None, help="bedroom.mp4 path (960x540)")
@@ -268,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         frames = {"sam2.1_micro": args.frames_micro, "sam2.1_hiera_t": args.frames_full}
         if "video" in args.sections:
             rows += bench_video(official, args.configs, args.objects, video, frames, tmp)
+        if "memory" in args.sections:
+            rows += bench_memory(video, args.rss_frames, 2, tmp)
         if "compiled" in args.sections:
             rows += bench_compiled(official, video, args.frames_micro, tmp)
     info["load_avg_after"] = machine_info(torch.device("cpu"))["load_avg_1_5_15"]
