@@ -9,14 +9,14 @@ streaming session turns each kept mask into a new object (`SessionOptions.auto_s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
+from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator, drain
 from sam2_video.image_predictor import SAM2ImagePredictor
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 
@@ -132,12 +132,31 @@ class AutoSeeder:
         image: (H, W, 3) uint8 RGB. covered: (H, W) bool union of the masks already tracked
         (None: nothing tracked). limit: keep at most this many.
         """
+        return drain(self.propose_steps(image, covered, limit))
+
+    def propose_steps(
+        self,
+        image: np.ndarray,
+        covered: np.ndarray | None = None,
+        limit: int | None = None,
+        *,
+        features: ImageFeatures | None = None,
+    ) -> Generator[None, None, list[SeedMask]]:
+        """`propose` in slices: yields after each slice of the mask generator (see
+        `SAM2AutomaticMaskGenerator.generate_steps`) and returns the kept masks.
+
+        features: the image's backbone features (batch 1) to use instead of embedding it;
+        default: those given to `reusing`, if the generator starts inside that block.
+        """
         if covered is not None and covered.shape != image.shape[:2]:
             raise ValueError(
                 f"covered must be the frame's (H, W) = {image.shape[:2]}, got {covered.shape}"
             )
         if limit is not None and limit <= 0:
             return []
+        if features is None:
+            features = self._features
+        annotations = yield from self.generator.generate_steps(image, features)
         candidates = [
             SeedMask(
                 mask=np.asarray(ann["segmentation"], dtype=bool),
@@ -145,7 +164,7 @@ class AutoSeeder:
                 predicted_iou=float(ann["predicted_iou"]),
                 stability_score=float(ann["stability_score"]),
             )
-            for ann in self.generator.generate(image, self._features)
+            for ann in annotations
         ]
         kept = select_uncovered(
             candidates,

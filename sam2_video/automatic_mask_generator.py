@@ -14,8 +14,8 @@ Pipeline (same maths and order as the official SAM 2 generator):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -185,23 +185,48 @@ class SAM2AutomaticMaskGenerator:
             ``point_coords`` [[x, y]] prompt in image pixels, ``stability_score`` float,
             ``crop_box`` [x, y, w, h] of the crop the mask came from.
         """
+        return drain(self.generate_steps(image, features))
+
+    def num_steps(self, image_hw: tuple[int, int]) -> int:
+        """How many slices `generate_steps` runs for an image of (H, W) pixels: per crop, one
+        image embedding and one per batch of `points_per_batch` points."""
+        crop_boxes, layer_idxs = generate_crop_boxes(
+            image_hw, self.crop_n_layers, self.crop_overlap_ratio
+        )
+        batches = [-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layer_idxs]
+        return len(crop_boxes) + sum(batches)
+
+    @torch.inference_mode()
+    def generate_steps(
+        self, image: np.ndarray, features: ImageFeatures | None = None
+    ) -> Generator[None, None, list[dict[str, Any]]]:
+        """`generate` in slices, for a scheduler that interleaves it with other work
+        (`features` as in `generate`).
+
+        A generator: each `next()` runs one slice (a crop's image embedding, or one batch of
+        `points_per_batch` points) and yields None; when exhausted it returns `generate`'s
+        annotations (`StopIteration.value`).
+        """
         validate_image(image)
-        records = self._generate_records(image, features)
+        records = yield from self._generate_records(image, features)
         return self._to_annotations(records)
 
     # ------------------------------------------------------------------ pipeline
 
-    def _generate_records(self, image: np.ndarray, features: ImageFeatures | None) -> MaskRecords:
+    def _generate_records(
+        self, image: np.ndarray, features: ImageFeatures | None
+    ) -> Generator[None, None, MaskRecords]:
         orig_hw = (image.shape[0], image.shape[1])
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_hw, self.crop_n_layers, self.crop_overlap_ratio
         )
-        records = MaskRecords.cat(
-            [
-                self._process_crop(image, crop_box, layer, orig_hw, features if layer == 0 else None)
-                for crop_box, layer in zip(crop_boxes, layer_idxs)
-            ]
-        )
+        crops = []
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            crop_features = features if layer == 0 else None
+            crops.append(
+                (yield from self._process_crop(image, crop_box, layer, orig_hw, crop_features))
+            )
+        records = MaskRecords.cat(crops)
         if len(crop_boxes) > 1:
             # The same object seen in several crops: prefer the smallest crop.
             scores = 1 / box_area(records.crop_boxes)
@@ -228,18 +253,21 @@ class SAM2AutomaticMaskGenerator:
         layer: int,
         orig_hw: tuple[int, int],
         features: ImageFeatures | None = None,
-    ) -> MaskRecords:
+    ) -> Generator[None, None, MaskRecords]:
         x0, y0, x1, y1 = crop_box
         crop_h, crop_w = y1 - y0, x1 - x0
         if features is not None:  # layer 0: the crop is the whole image
             self.predictor.set_features(features, orig_hw)
         else:
             self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        yield
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])  # (P, 2) crop pixels
-        batches = [
-            self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)
-            for i in range(0, len(points), self.points_per_batch)
-        ]
+        batches = []
+        for i in range(0, len(points), self.points_per_batch):
+            batches.append(
+                self._process_batch(points[i : i + self.points_per_batch], crop_box, orig_hw)
+            )
+            yield
         self.predictor.reset_predictor()
 
         records = MaskRecords.cat(batches)
@@ -426,3 +454,15 @@ class SAM2AutomaticMaskGenerator:
                 }
             )
         return annotations
+
+
+_T = TypeVar("_T")
+
+
+def drain(steps: Generator[None, None, _T]) -> _T:
+    """Run a sliced computation (`generate_steps` and the like) to the end; return its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,10 +18,11 @@ import torch
 from torch import Tensor
 
 from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.automatic_mask_generator import drain
 from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
-from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions
+from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
 from sam2_video.transforms import frame_to_chw, preprocess_frame
 from sam2_video.video_predictor import (
     UnknownObjectError,
@@ -126,6 +128,7 @@ class StreamingSession:
         # The current frame (3, H, W), uint8 (or float in [0, 1] if given so), kept for
         # auto-seeding on demand; a copy, as callers may reuse their frame buffers.
         self._frame: Tensor | None = None
+        self._incoming: Tensor | None = None  # prepared, not yet tracked (3, H, W)
         self._absent_for: dict[int, int] = {}
         self._next_id = 1
         self._seeder: AutoSeeder | None = None  # built on first use
@@ -152,6 +155,7 @@ class StreamingSession:
         self._pts = None
         self._features = None
         self._frame = None
+        self._incoming = None
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id not in self.objects:
@@ -167,6 +171,21 @@ class StreamingSession:
         frame: (H, W, 3) uint8 RGB numpy array, or a (3, H, W) / (H, W, 3) tensor (uint8, or
             float in [0, 1]) possibly already on the model's device.
         """
+        image = self.prepare_frame(frame)
+        features = self.model.forward_image(image)
+        outputs = self.tracker.track(
+            features, list(self.objects.values()), self.frame_idx + 1, False, None
+        )
+        return self.finish_frame(features, outputs, pts)
+
+    # The three phases of `add_frame`, public so that a scheduler can run the model over the
+    # frames of several sessions at once (`sam2_video.multi_stream.track_streams`).
+    def prepare_frame(self, frame: np.ndarray | Tensor) -> Tensor:
+        """Check the next frame and return its model input (1, 3, S, S) float32.
+
+        Also encodes the memory of the previous frame's prompts. Raises ValueError (or
+        FrameSizeError) for a frame of the wrong type or size; the session is then unchanged.
+        """
         chw = frame_to_chw(frame)  # validates shape / dtype; (3, H, W) uint8 or float
         hw = (int(chw.shape[1]), int(chw.shape[2]))
         if self.frame_hw is not None and hw != self.frame_hw:
@@ -175,24 +194,50 @@ class StreamingSession:
                 "reset the session to change resolution"
             )
         self._commit_pending()
-        device = self.tracker.device
-        features = self.model.forward_image(preprocess_frame(chw, self.model.image_size, device))
+        # A copy: callers may reuse their frame buffers before auto-seeding reads the frame.
+        self._incoming = chw.clone()
+        return preprocess_frame(chw, self.model.image_size, self.tracker.device)
+
+    def track_group(self, frame_row: int) -> TrackGroup:
+        """The objects to track on the prepared frame, which is row `frame_row` of a batch."""
+        return TrackGroup(frame_row, list(self.objects.values()), self.frame_idx + 1)
+
+    def finish_frame(
+        self,
+        features: ImageFeatures,
+        outputs: list[FrameOutput],
+        pts: float | int | None = None,
+        *,
+        seed: bool = True,
+    ) -> FrameResult:
+        """Store the tracked `outputs` (one per object, from `track_group`) of the prepared
+        frame and return its result.
+
+        features: the frame's own features (batch 1). seed: run auto-seeding now when this is
+        a seeding frame; with False the caller runs `auto_seed_steps` (see `seeding_due`).
+        """
+        if self._incoming is None:
+            raise RuntimeError("finish_frame without prepare_frame")
+        chw, self._incoming = self._incoming, None
         self.frame_idx += 1
-        self.frame_hw = hw
+        self.frame_hw = (int(chw.shape[1]), int(chw.shape[2]))
         self._pts = pts
         self._features = features
-        self._frame = chw.clone()
-
+        self._frame = chw
         objects = list(self.objects.values())
-        outputs = self.tracker.track(features, objects, self.frame_idx, False, None)
         for obj, out in zip(objects, outputs):
             obj.tracked[self.frame_idx] = out
             obj.frames_tracked[self.frame_idx] = False
             obj.retain(self.frame_idx, self.retention, self.model.num_maskmem)
         lost = self._update_lost(objects, outputs)
-        if self._is_seeding_frame():
+        if seed and self.seeding_due:
             self._seed()
         return self._result(lost)
+
+    @property
+    def seeding_due(self) -> bool:
+        """True when the current frame is one the session's `auto_seed` options seed."""
+        return self._features is not None and self._is_seeding_frame()
 
     def _commit_pending(self) -> None:
         """Encode the memory of prompts given on the previous frame before moving on."""
@@ -329,6 +374,27 @@ class StreamingSession:
 
     def _seed(self, options: AutoSeedOptions | None = None) -> list[int]:
         """Add one object per kept mask on the current frame; returns the new ids."""
+        return drain(self._seed_steps(options, sliced=False))
+
+    @torch.inference_mode()
+    def auto_seed_steps(
+        self, options: AutoSeedOptions | None = None, lost: list[int] | None = None
+    ) -> Generator[None, None, FrameResult]:
+        """`auto_seed` in slices: a generator that runs one slice of the mask generator (one
+        image embedding or one point batch) per `next()` and returns the current frame's
+        result, with the new objects, when exhausted (`StopIteration.value`).
+
+        A scheduler interleaves the slices with other sessions' frames. The session must not
+        be fed frames or prompts until the generator is exhausted. lost: ids to report lost in
+        the final result (those of the frame being seeded).
+        """
+        self._require_frame()
+        yield from self._seed_steps(options, sliced=True)
+        return self._result(list(lost or []))
+
+    def _seed_steps(
+        self, options: AutoSeedOptions | None, sliced: bool
+    ) -> Generator[None, None, list[int]]:
         options = options or self.options.auto_seed or AutoSeedOptions()
         if self._seeder is None or self._seeder.options != options:
             self._seeder = AutoSeeder(self.model, options)
@@ -341,11 +407,14 @@ class StreamingSession:
         image = self._frame  # (3, H, W)
         if image.dtype != torch.uint8:
             image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+        args = (image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), room)
         # The generator reuses the frame's encoder features: no second backbone pass.
-        with self._seeder.reusing(self._require_frame()):
-            seeds = self._seeder.propose(
-                image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), limit=room
-            )
+        features = self._require_frame()
+        if sliced:
+            seeds = yield from self._seeder.propose_steps(*args, features=features)
+        else:
+            with self._seeder.reusing(features):
+                seeds = self._seeder.propose(*args)
         new_ids = []
         for seed in seeds:
             obj_id = self.new_object_id()

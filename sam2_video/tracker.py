@@ -46,6 +46,20 @@ class TrackerOptions:
 
 
 @dataclass(frozen=True)
+class TrackGroup:
+    """Objects to track on one frame of a multi-frame batch (`FrameTracker.track_frames`).
+
+    frame_row: the frame's row in the batched `ImageFeatures`. frame_idx: the frame's index in
+    its own video (memory selection is relative to it). reverse: tracking direction.
+    """
+
+    frame_row: int
+    objects: list[ObjectMemory]
+    frame_idx: int
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
 class StaticShapes:
     """Fixed tensor shapes for compiled graphs.
 
@@ -115,31 +129,60 @@ class FrameTracker:
         features: the frame's `ImageFeatures` with batch 1. Returns one `FrameOutput` per object
         (memory encoded), in order; the caller stores them.
         """
-        if not objects:
-            return []
-        batch = len(objects)
+        return self.track_frames(features, [TrackGroup(0, objects, frame_idx, reverse)], num_frames)[0]
+
+    def track_frames(
+        self, features: ImageFeatures, groups: list[TrackGroup], num_frames: int | None = None
+    ) -> list[list[FrameOutput]]:
+        """Track the objects of several frames (e.g. of several streams) in one batched forward.
+
+        features: `ImageFeatures` of F frames (batch F). groups: which objects to track on which
+        of those frames (`TrackGroup.frame_row` indexes the batch). Every object is one batch row
+        that attends to its own memory and to its own frame's features, so the result of a row
+        does not depend on what else is in the batch. Returns one list of `FrameOutput` per
+        group, in the groups' order (memory encoded; the caller stores them).
+        """
+        rows = [(g.frame_row, obj, g.frame_idx, g.reverse) for g in groups for obj in g.objects]
+        if not rows:
+            return [[] for _ in groups]
+        batch = len(rows)
         padded = self._padded_batch(batch)
         max_ptrs = self.max_pointers(num_frames)
         selections = [
             obj.select(frame_idx, reverse, self.model.num_maskmem, max_ptrs, num_frames)
-            for obj in objects
+            for _, obj, frame_idx, reverse in rows
         ]
+        frame_rows = [frame_row for frame_row, *_ in rows]
         # Dummy rows repeat the first object: valid inputs whose outputs are dropped below.
         selections += [selections[0]] * (padded - batch)
-        pix_feat = self._attend(features, selections, max_ptrs)
+        frame_rows += [frame_rows[0]] * (padded - batch)
+        if features.image_embed.shape[0] == 1:
+            # One frame: its features are shared by every row (views, no copies).
+            row_features = features.expand_to(padded)
+            frame_embed = features.image_embed  # (1, C, h, w), broadcast by the memory encoder
+        else:
+            row_features = features.select(torch.tensor(frame_rows, device=self.device))
+            frame_embed = row_features.image_embed  # (B, C, h, w)
+        pix_feat = self._attend(features, selections, max_ptrs, frame_rows)
         decoder_chunk, encoder_chunk = object_chunks(pix_feat.shape[-2] * pix_feat.shape[-1])
-        parts = []
-        for rows in chunk_slices(padded, decoder_chunk):
-            high_res_features = features.expand_to(rows.stop - rows.start).high_res_features
-            parts.append(
-                self.model.forward_sam_heads(pix_feat[rows], high_res_features, multimask_output=True)
-            )
-        heads = _cat_heads(parts)
+        heads = _cat_heads(
+            [
+                self.model.forward_sam_heads(
+                    pix_feat[rows], row_features.select(rows).high_res_features, multimask_output=True
+                )
+                for rows in chunk_slices(padded, decoder_chunk)
+            ]
+        )
         maskmem = self._encode_memory(
-            features, heads.high_res_masks, heads.object_score_logits, False, encoder_chunk
+            frame_embed, heads.high_res_masks, heads.object_score_logits, False, encoder_chunk
         )
         heads = _first_rows(heads, batch)
-        return self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
+        outputs = self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
+        grouped, start = [], 0
+        for group in groups:
+            grouped.append(outputs[start : start + len(group.objects)])
+            start += len(group.objects)
+        return grouped
 
     def max_pointers(self, num_frames: int | None) -> int:
         limit = self.model.config.max_obj_ptrs_in_encoder
@@ -149,10 +192,17 @@ class FrameTracker:
         return batch if self.static_shapes is None else self.static_shapes.bucket(batch)
 
     def _attend(
-        self, features: ImageFeatures, selections: list[MemorySelection], max_ptrs: int
+        self,
+        features: ImageFeatures,
+        selections: list[MemorySelection],
+        max_ptrs: int,
+        frame_rows: list[int] | None = None,
     ) -> Tensor:
-        """Memory-conditioned features (B, C, h, w) for B objects with their own memories, all
-        on the frame of `features` (batch 1): the memory attention takes the frame once."""
+        """Memory-conditioned features (B, C, h, w) for B objects with their own memories.
+
+        With `features` of one frame (batch 1) every object is on that frame and the memory
+        attention takes the frame once. With F frames, `frame_rows` (B,) says which frame each
+        object is on."""
         model = self.model
         batch = len(selections)
         _, channels, h, w = features.image_embed.shape
@@ -169,8 +219,11 @@ class FrameTracker:
         )
         memory = memory.to(features.image_embed.dtype)
         memory_pos = memory_pos.to(features.image_embed.dtype)
-        curr = features.image_embed.flatten(2).transpose(1, 2)  # (1, HW, C)
-        curr_pos = features.image_pos.flatten(2).transpose(1, 2)  # (1, HW, C)
+        curr = features.image_embed.flatten(2).transpose(1, 2)  # (F, HW, C)
+        curr_pos = features.image_pos.flatten(2).transpose(1, 2)  # (F, HW, C)
+        if curr.shape[0] > 1:
+            index = torch.tensor(frame_rows, device=curr.device)
+            curr, curr_pos = curr[index], curr_pos[index]  # (B, HW, C): each row its own frame
         # Unpadded banks take the official (mask-free) path; static shapes always pass the mask
         # so that the compiled graph sees the same inputs every frame.
         needs_mask = self.static_shapes is not None or bool(padding.any())
@@ -331,25 +384,31 @@ class FrameTracker:
         size = (self.image_size, self.image_size)
         high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
-        _, encoder_chunk = object_chunks(features.image_embed.shape[-2] * features.image_embed.shape[-1])
-        maskmem = self._encode_memory(features, high_res, scores, True, encoder_chunk)
+        embed = features.image_embed  # (1, C, h, w)
+        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1])
+        maskmem = self._encode_memory(embed, high_res, scores, True, encoder_chunk)
         for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem
 
     # ------------------------------------------------------------------ helpers
     def _encode_memory(
         self,
-        features: ImageFeatures,
+        frame_embed: Tensor,
         high_res_masks: Tensor,
         scores: Tensor,
         binarize: bool,
         chunk: int | None,
     ) -> Tensor:
-        """Memory (B, mem_dim, h, w) float32 of B masks (B, 1, S, S) on the frame of `features`
-        (batch 1, projected once per chunk), `chunk` objects per forward."""
+        """Memory (B, mem_dim, h, w) float32 of B masks (B, 1, S, S), `chunk` objects per
+        forward. frame_embed: (1, C, h, w) features of the one frame of every mask (projected
+        once per chunk), or (B, C, h, w), one row per mask."""
+        shared = frame_embed.shape[0] == 1
         parts = [
             self.model.encode_memory(
-                features.image_embed, high_res_masks[rows], scores[rows], binarize=binarize
+                frame_embed if shared else frame_embed[rows],
+                high_res_masks[rows],
+                scores[rows],
+                binarize=binarize,
             )[0]
             for rows in chunk_slices(high_res_masks.shape[0], chunk)
         ]

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_parser(commands)
     _add_serve_parser(commands)
     _add_track_parser(commands)
+    _add_track_many_parser(commands)
     return parser
-
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +72,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--download", action="store_true", help="download the official checkpoint if missing"
     )
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sam2-stream` console script; returns the process exit code."""
@@ -129,7 +130,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
-    from streamer import segment
+    from streamer.batch import segment
 
     amg_options = {name: getattr(args, name) for name in segment.AMG_PARAMETERS}
     try:
@@ -175,10 +176,29 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="serve on several devices, one scheduler and model replica each, e.g. "
+        "cuda:0,cuda:1 or cpu,cpu (default: --device, else every visible GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sessions whose frames share one batched step at most (default: per device type)",
+    )
+    parser.add_argument(
         "--vos-optimized",
         action="store_true",
         default=None,
-        help="ask for the compiled video path (not available yet: runs eager with a warning)",
+        help="compile the video path with torch.compile (the official vos_optimized mode)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the model's official checkpoint first if it is missing (only that one)",
     )
     parser.set_defaults(handler=_run_serve)
 
@@ -187,8 +207,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from sam2_video.build import CheckpointError
-    from sam2_video.config import ConfigError
-    from streamer import serve
+    from sam2_video.checkpoints import CheckpointDownloadError, ensure_checkpoint
+    from sam2_video.config import ConfigError, load_config
+    from streamer.service import serve
 
     try:
         settings = serve.build_settings(
@@ -197,19 +218,28 @@ def _run_serve(args: argparse.Namespace) -> int:
             model=args.model,
             checkpoint=args.checkpoint,
             device=args.device,
+            devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
+            max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,
         )
     except ValidationError as exc:
         _error("serve", exc)
         return EXIT_BAD_INPUT
-    # Load before starting the server so a bad model or checkpoint is a clean usage error.
+    # Load before starting the server so a bad model, checkpoint or device is a clean usage
+    # error; the model name first, so that a typo says "unknown model", not "no checkpoint".
     try:
-        model = serve.load_model(settings)
-    except (ConfigError, CheckpointError, OSError, RuntimeError) as exc:
+        load_config(settings.model)
+        if args.download:
+            ensure_checkpoint(str(settings.model), settings.checkpoint, download=True)
+        models = serve.load_models(settings)
+    except CheckpointDownloadError as exc:
+        _error("serve", exc)
+        return EXIT_FAILURE
+    except (ConfigError, CheckpointError, OSError, RuntimeError, ValueError) as exc:
         _error("serve", exc)
         return EXIT_BAD_INPUT
     level = "debug" if args.verbose > 1 else "info"
-    serve.serve(settings, model=model, log_level=level)
+    serve.serve(settings, models=models, log_level=level)
     return EXIT_OK
 
 
@@ -283,7 +313,7 @@ def _run_track(args: argparse.Namespace) -> int:
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
-    from streamer import segment, track
+    from streamer.batch import segment, track
 
     names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
     seed_options = {name: getattr(args, name) for name in names}
@@ -324,6 +354,111 @@ def _run_track(args: argparse.Namespace) -> int:
         + ", ".join(str(path) for path in summary.outputs)
     )
     return EXIT_OK
+
+
+# --- track-many -------------------------------------------------------------------------
+
+
+def _add_track_many_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "track-many",
+        help="track many videos (one output folder each) on this machine or a Ray cluster",
+        description="Track every video in INPUTS (files, folders, glob patterns) and --list "
+        "files into OUT/<name>/ (the files `track` writes), recording one row per video in "
+        "OUT/manifest.jsonl. A rerun skips videos done and complete. Exit 0 when every video "
+        "is done, 1 when some failed (see the manifest), 2 for bad input.",
+    )
+    parser.add_argument("inputs", nargs="*", metavar="INPUT")
+    parser.add_argument(
+        "--list", dest="list_files", action="append", type=Path, default=[], metavar="FILE",
+        help="text file listing video paths, one per line",
+    )  # fmt: skip
+    seeds = parser.add_mutually_exclusive_group(required=True)
+    seeds.add_argument(
+        "--prompts-dir", type=Path, metavar="DIR", help="prompts file DIR/<video stem>.json"
+    )
+    seeds.add_argument("--auto-seed", action="store_true", help="auto-seed on frame 0")
+    parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
+    parser.add_argument("--manifest", type=Path, default=None, metavar="FILE",
+                        help="default: OUT/manifest.jsonl")  # fmt: skip
+    parser.add_argument("--format", dest="formats", action="append", metavar="FMT",
+                        help="as for track (default: coco)")  # fmt: skip
+    _add_model_options(parser)
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N")
+    parser.add_argument("--max-objects", type=int, default=64, metavar="N")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads per worker (default: torch's)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
+    engine.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="local engine: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
+    engine.add_argument("--address", default=None,
+                        help="ray: cluster address (default: a new local cluster)")  # fmt: skip
+    engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")
+    engine.add_argument("--num-gpus", type=float, default=0.0, metavar="X",
+                        help="ray: GPUs per actor (0: CPU actors)")  # fmt: skip
+    engine.add_argument("--num-cpus", type=float, default=1.0, metavar="X",
+                        help="ray: CPUs per actor")  # fmt: skip
+    engine.add_argument("--max-retries", type=int, default=3, metavar="N",
+                        help="ray: restarts of a dead actor / retries of its video")  # fmt: skip
+    seed = parser.add_argument_group("auto-seed (mask generator on the seeding frame)")
+    for flag, kind, default, text in _SEED_VALUE_OPTIONS:
+        seed.add_argument(flag, type=kind, default=default, help=text)
+    parser.set_defaults(handler=_run_track_many)
+
+
+def _run_track_many(args: argparse.Namespace) -> int:
+    from sam2_video.build import CheckpointError
+    from sam2_video.checkpoints import CheckpointNotFoundError
+    from sam2_video.config import ConfigError
+    from streamer.batch import segment, track, track_many
+
+    names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
+    try:
+        plan = track.plan_track(
+            formats=args.formats,
+            has_prompts=args.prompts_dir is not None,
+            auto_seed=args.auto_seed,
+            seed_options={name: getattr(args, name) for name in names},
+            max_objects=args.max_objects,
+            max_frames=args.max_frames,
+        )
+        videos = track_many.collect_videos(args.inputs, args.list_files)
+        job = track_many.TrackJob(
+            plan=plan,
+            prompts_dir=args.prompts_dir.resolve() if args.prompts_dir else None,
+            model=args.model,
+            checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
+            threads=args.threads,
+        )
+        ray_options = {"address": args.address, "pool_size": args.pool_size,
+                       "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
+                       "max_retries": args.max_retries}  # fmt: skip
+        report = track_many.run_track_many(
+            videos, out=args.out, job=job, engine=args.engine, device=args.device,
+            manifest_path=args.manifest, progress=not args.no_progress,
+            ray_options=ray_options if args.engine == "ray" else None,
+        )  # fmt: skip
+    except (
+        track.TrackOptionError,
+        track_many.TrackManyInputError,
+        segment.DeviceUnavailableError,
+        ConfigError,
+        CheckpointNotFoundError,
+        CheckpointError,
+    ) as exc:
+        _error("track-many", exc)
+        return EXIT_BAD_INPUT
+    except (RuntimeError, OSError) as exc:  # RayEngineError, ManifestError, unwritable OUT
+        _error("track-many", exc)
+        return EXIT_FAILURE
+    done = len(report.rows) - len(report.failed)
+    print(f"{done} done, {len(report.failed)} failed, {report.skipped} skipped -> {args.out}")
+    for row in report.failed:
+        _error("track-many", f"{row.video}: {row.error}")
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class ErrorCode(str, enum.Enum):
     NOT_READY = "not_ready"  # a prompt before the session's first frame
     SESSION_ENDED = "session_ended"  # the session was deleted or failed
     INTERNAL = "internal"  # an unexpected server error; the connection stays usable
+    RATE_LIMITED = "rate_limited"  # too many expensive commands; retry after `retry_after` s
 
 
 class _Message(BaseModel):
@@ -231,6 +232,7 @@ class Error(_Message):
     id: RequestId = None
     code: ErrorCode
     message: str
+    retry_after: float | None = None  # seconds, with `rate_limited`
 
 
 class End(_Message):

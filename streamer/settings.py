@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, IPvAnyAddress, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.session_ids import INSTANCE_NAME_PATTERN, default_instance_name
 
 
 class OutputOptions(BaseModel):
@@ -72,6 +74,33 @@ class Settings(BaseSettings):
     auto_seed_max_objects: int = Field(default=8, ge=1)
 
     static_dir: Path = Path(__file__).parent / "static"
+
+    # --- serving core (devices, batching, fairness) ---
+    # Devices to serve on, one scheduler + model replica each: ["cuda:0", "cuda:1"], or
+    # ["cpu", "cpu"] for two CPU replicas. Empty: `device` if set, else every visible GPU, else
+    # the CPU. (CLI: --devices cuda:0,cuda:1.)
+    devices: list[str] = Field(default_factory=list)
+    # Sessions whose frames share one batched step at most; None: the measured default of the
+    # device type (`DEFAULT_MAX_BATCH`).
+    max_batch: int | None = Field(default=None, ge=1, le=64)
+    # Expensive commands (auto_seed) per session: a burst, refilled at this rate; past it the
+    # client gets `rate_limited` with a retry_after.
+    expensive_commands_per_minute: float = Field(default=12.0, gt=0)
+    expensive_commands_burst: int = Field(default=3, ge=1)
+
+    # --- scale-out (instance name, ICE address, drain) ---
+    # Prefix of the session ids this instance mints (`<instance_name>-<12 hex>`), which a
+    # proxy routes on (docs/deploy.md). Default: the host name (the pod name on Kubernetes)
+    # as a DNS label; "" mints bare hex ids.
+    instance_name: str = Field(default_factory=default_instance_name, pattern=INSTANCE_NAME_PATTERN)
+    # Address advertised in ICE candidates instead of the gathered host addresses, for an
+    # instance behind 1:1 NAT (a node's public IP); None: advertise what is gathered.
+    ice_public_ip: IPvAnyAddress | None = None
+    # After a drain starts (SIGTERM, POST /admin/drain), live sessions run at most this long;
+    # keep Kubernetes' terminationGracePeriodSeconds a little above it.
+    drain_grace_seconds: float = Field(default=300.0, ge=0)
+    # Exit the process (code 0) once drained; False keeps serving /healthz (tests, embedding).
+    drain_exit: bool = True
 
     @property
     def ws_max_size(self) -> int:

@@ -36,10 +36,10 @@ import uvicorn
 from conftest import DATA, MICRO_CHECKPOINT
 from pycocotools import mask as mask_api
 
-from streamer.app import create_app
 from streamer.overlay import object_color
+from streamer.service.app import create_app
 from streamer.settings import Settings
-from streamer.webrtc import configure_ice_hosts
+from streamer.webrtc.media import configure_ice_hosts
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="needs Playwright (pip install playwright)"

@@ -222,3 +222,36 @@ def test_ensure_downloads_official_file(
     path = ensure_checkpoint("sam2.1_hiera_tiny", None, download=True)
     assert path == ckpt_dir / "good.pt"
     assert path.read_bytes() == MICRO_CKPT.read_bytes()
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+def test_serve_download_fetches_only_its_model(
+    server_url: str, ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamer import cli
+    from streamer.service import serve
+
+    local = checkpoints.OfficialCheckpoint("sam2.1_micro", f"{server_url}/good.pt")
+    monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "sam2.1_micro", local)
+    served = {}
+    monkeypatch.setattr(serve, "serve", lambda settings, **kw: served.update(kw, settings=settings))
+    assert cli.main(["serve", "--model", "sam2.1_micro", "--device", "cpu", "--download"]) == 0
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["good.pt"]  # that one file only
+    assert [spec.label for spec in served["models"]] == ["cpu:0"]
+
+
+def test_serve_without_download_says_how(ckpt_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from streamer import cli
+
+    assert cli.main(["serve", "--model", "sam2.1_hiera_t", "--device", "cpu"]) == cli.EXIT_BAD_INPUT
+    assert "--download" in capsys.readouterr().err
+
+
+def test_serve_unknown_model_is_reported_as_such(capsys: pytest.CaptureFixture) -> None:
+    from streamer import cli
+
+    assert cli.main(["serve", "--model", "sam2.1_hiera_tinyy"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "sam2.1_hiera_tinyy" in err and "checkpoint" not in err.lower()

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.checkpoints import CHECKPOINT_DIR_ENV
-from streamer import segment
+from streamer.batch import segment
 from streamer.cli import EXIT_BAD_INPUT, EXIT_FAILURE, build_parser, main
 
 TESTS = Path(__file__).parent
@@ -160,3 +160,10 @@ def test_bad_device_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as info:
         main(["segment", str(TRUCK), "--device", "tpu"])
     assert info.value.code == 2
+
+
+def test_segment_shows_progress_over_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    amg = ["--points-per-side", "4", "--points-per-batch", "8"]  # 16 points: 2 batches
+    assert main(["segment", str(TRUCK), *MICRO, *amg, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "truck.jpg" in err and "3/3" in err  # one image embedding + two point batches

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from sam2_video.streaming import FrameResult
-from streamer.metrics import Histogram, MetricsWriter, RateMeter
 from streamer.protocol import (
     Ack,
     AddPoints,
@@ -26,8 +25,10 @@ from streamer.protocol import (
     parse_client_message,
 )
 from streamer.results import decode_rle, downscale_mask, encode_rle, masklets
+from streamer.service.metrics import histogram_family
+from streamer.sessions.stats import Histogram, RateMeter
+from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
-from streamer.subscribers import Subscriber
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 SERVER_MODELS = {"hello": Hello, "frame": FrameMessage, "ack": Ack, "error": Error, "end": End}
@@ -198,24 +199,30 @@ def test_batch_subscriber_keeps_every_frame_and_counts_in_flight():
     assert subscriber.frames_in_flight == 0 and len(drained) == 4
 
 
-def test_metrics_text_format():
+def test_histogram_renders_in_the_prometheus_format():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
     hist = Histogram(buckets=(0.1, 1.0))
     for value in (0.05, 0.5, 3.0):
         hist.observe(value)
-    out = MetricsWriter()
-    out.metric("x_total", "counter", "things", [({"session": 'a"b'}, 3)])
-    out.histogram("lat_seconds", "latency", [({"session": "s"}, hist)])
-    lines = out.text().splitlines()
-    assert lines[:3] == [
-        "# HELP x_total things",
-        "# TYPE x_total counter",
-        'x_total{session="a\\"b"} 3',
-    ]
-    assert 'lat_seconds_bucket{session="s",le="0.1"} 1' in lines
-    assert 'lat_seconds_bucket{session="s",le="1"} 2' in lines
-    assert 'lat_seconds_bucket{session="s",le="+Inf"} 3' in lines
-    assert 'lat_seconds_count{session="s"} 3' in lines
-    assert 'lat_seconds_sum{session="s"} 3.55' in lines
+
+    class Collector:
+        def collect(self):
+            yield histogram_family("lat_seconds", "latency", ["session"], [(['a"b'], hist)])
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    text = generate_latest(registry).decode()
+    (family,) = text_string_to_metric_families(text)  # the official parser reads it back
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert family.type == "histogram"
+    assert samples[("lat_seconds_bucket", "0.1")] == 1
+    assert samples[("lat_seconds_bucket", "1.0")] == 2
+    assert samples[("lat_seconds_bucket", "+Inf")] == 3
+    assert samples[("lat_seconds_count", None)] == 3
+    assert samples[("lat_seconds_sum", None)] == pytest.approx(3.55)
+    assert all(s.labels["session"] == 'a"b' for s in family.samples)
 
 
 def test_rate_meter_uses_its_window():

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import DATA
+from prometheus_client.parser import text_string_to_metric_families
 from pycocotools import mask as mask_api
 from serve_process import running_server
 from websockets.asyncio.client import connect
@@ -398,27 +399,29 @@ def test_concurrent_sessions_and_metrics(server, clip):
     assert results == [list(range(frames_each))] * 3
 
     text = httpx.get(f"{server}/metrics", headers=AUTH, timeout=10).text
-    lines = text.splitlines()
-    assert "# TYPE sam2_stream_inference_seconds histogram" in lines
-    assert "sam2_stream_ready 1" in lines
-    assert any(
-        line.startswith("sam2_stream_sessions ") and int(line.split()[1]) >= 3 for line in lines
-    )
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # the official parser
+    assert families["sam2_stream_inference_seconds"].type == "histogram"
+
+    def value(name: str, **labels) -> float:
+        matches = [s.value for s in _samples(families, name) if s.labels == labels]
+        assert len(matches) == 1, (name, labels)
+        return matches[0]
+
+    assert value("sam2_stream_ready") == 1
+    assert value("sam2_stream_sessions") >= 3
+    assert value("sam2_stream_device_up", device="cpu:0") == 1
+    assert value("sam2_stream_device_frames_total", device="cpu:0") >= 3 * frames_each
     for session in sessions:
-        label = f'{{session="{session["id"]}"}}'
-        assert f"sam2_stream_frames_processed_total{label} {frames_each}" in lines
-        assert f"sam2_stream_frames_captured_total{label} {frames_each}" in lines
-        assert f"sam2_stream_frames_dropped_total{label} 0" in lines
-        assert f"sam2_stream_inference_seconds_count{label} {frames_each}" in lines
-        assert f"sam2_stream_objects{label} 0" in lines
+        sid = session["id"]
+        assert value("sam2_stream_frames_processed_total", session=sid) == frames_each
+        assert value("sam2_stream_frames_captured_total", session=sid) == frames_each
+        assert value("sam2_stream_frames_dropped_total", session=sid) == 0
+        assert value("sam2_stream_inference_seconds_count", session=sid) == frames_each
+        assert value("sam2_stream_objects", session=sid) == 0
         for family in ("capture_fps", "processed_fps", "dropped_fps", "queue_depth"):
-            assert any(line.startswith(f"sam2_stream_{family}{label} ") for line in lines)
-        assert any(
-            line.startswith("sam2_stream_session_info{")
-            and session["id"] in line
-            and 'state="finished"' in line
-            for line in lines
-        )
+            assert value(f"sam2_stream_{family}", session=sid) >= 0
+        info = [s.labels for s in _samples(families, "sam2_stream_session_info")]
+        assert any(i["session"] == sid and i["state"] == "finished" for i in info)
         delete(server, session["id"])
 
 
@@ -495,3 +498,17 @@ def test_auto_seed_on_the_first_frame_and_on_request(server, clip):
     assert set(ack["obj_ids"]).isdisjoint(seeded)
     assert {o["obj_id"] for o in ack["objects"]} == set(seeded) | set(ack["obj_ids"])
     delete(server, session["id"])
+
+
+def _samples(families, name: str):
+    """Every sample called `name` (a family's samples carry suffixes such as _total)."""
+    return [s for family in families.values() for s in family.samples if s.name == name]
+
+
+def test_api_docs_work_offline(server):
+    page = httpx.get(f"{server}/docs", headers=AUTH, timeout=10)
+    assert page.status_code == 200
+    assert "cdn" not in page.text and "/docs-assets/swagger-ui-bundle.js" in page.text
+    script = httpx.get(f"{server}/docs-assets/swagger-ui-bundle.js", headers=AUTH, timeout=10)
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert httpx.get(f"{server}/openapi.json", headers=AUTH, timeout=10).json()["paths"]

@@ -116,5 +116,6 @@ def test_limits_and_worker_end(manager):
     manager.create("webrtc")
     assert manager.ready
     manager.shutdown(timeout=TIMEOUT)
-    assert manager.worker.ended.wait(TIMEOUT) and not manager.ready
+    assert all(s.ended.wait(TIMEOUT) for s in manager.schedulers.values())
+    assert not manager.ready
     assert manager.list() == []

@@ -20,11 +20,11 @@ from pycocotools import mask as mask_api
 
 from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.streaming import FrameResult
+from streamer.batch.outputs import VideoInfo, parse_formats
+from streamer.batch.outputs.mp4 import OverlayVideoWriter
+from streamer.batch.outputs.png import davis_palette
 from streamer.cli import _SEED_VALUE_OPTIONS, EXIT_BAD_INPUT, main
 from streamer.ingest.base import VideoFrame
-from streamer.outputs import VideoInfo, parse_formats
-from streamer.outputs.mp4 import OverlayVideoWriter
-from streamer.outputs.png import davis_palette
 
 TESTS = Path(__file__).parent
 BEDROOM = TESTS / "data" / "bedroom.mp4"

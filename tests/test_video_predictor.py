@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import MICRO
+
 from sam2_video.video_predictor import SAM2VideoPredictor, UnknownObjectError
 
 SCENARIOS = {

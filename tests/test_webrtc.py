@@ -28,7 +28,7 @@ from pycocotools import mask as mask_api
 from serve_process import running_server
 
 from streamer.overlay import object_color
-from streamer.webrtc import configure_ice_hosts
+from streamer.webrtc.media import configure_ice_hosts
 
 # pycocotools' decode trips numpy 2's `__array__(copy=...)` deprecation on every call.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")

@@ -62,7 +62,7 @@ def test_whip_publish_track_and_delete(server, clip_frames):
             assert response.headers["content-type"] == "application/sdp"
             location = response.headers["location"]
             session_id = response.headers["x-session-id"]
-            assert location.startswith("/whip/")
+            assert location.startswith(f"/sessions/{session_id}/whip/")
             directions = media_directions(response.text)
             await client.accept(response.text)
 
@@ -153,7 +153,9 @@ def test_whip_refuses_bad_requests(server, clip_frames):
                     content=offer,
                     headers={**AUTH, **SDP},
                 ),
-                "unknown": await http.delete(f"{server}/whip/nope", headers=AUTH),
+                "unknown": await http.delete(
+                    f"{server}/sessions/{file_session['id']}/whip/nope", headers=AUTH
+                ),
             }
             await http.delete(f"{server}/sessions/{file_session['id']}", headers=AUTH)
             after = len((await get_json(http, f"{server}/sessions"))["sessions"])

@@ -1,0 +1,369 @@
+"""GPU acceptance in one command: fidelity, bf16 drift, eager vs compiled, serving, latency, memory.
+
+    python bench/gpu_acceptance.py                      # on a GPU machine (~8 minutes, H100/H200)
+    python bench/gpu_acceptance.py --quick --device cpu --config sam2.1_micro   # CI, < 1 minute
+
+Writes `<out>/gpu_acceptance.json` and `<out>/gpu_acceptance.md` (a markdown table to paste
+into docs/benchmarks.md). Sections:
+  fidelity   the micro checkpoint on the device against the official reference fixtures
+             (every image case, every video scenario), fp32, with the tests' tolerances;
+  bf16       the image cases again under bf16 autocast: drift of logits and masks;
+  compiled   `--config` (default sam2.1_hiera_t, random weights: the compute is the same) at its
+             input size on a real clip, eager vs compiled (vos_optimized) at 1/4/16/64 objects:
+             frames/s, compile warm-up time, recompiles after warm-up (must be 0);
+  serving    aggregate frames/s of 1/2/4/8 concurrent streams through the scheduler, batching
+             off and on (bench_serving.aggregate);
+  latency    frame-in to masklet-out p50/p95 through the real service: a uvicorn subprocess, a
+             paced file source, a websocket client;
+  memory     device memory (CUDA) or RSS (CPU) over a long stream (3,000 frames): flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MICRO_CHECKPOINT, REPO, box_masks, machine_info, rss_mib  # noqa: E402
+
+from sam2_video.build import build_sam2  # noqa: E402
+from sam2_video.image_predictor import SAM2ImagePredictor  # noqa: E402
+from sam2_video.streaming import SessionOptions, StreamingSession  # noqa: E402
+from sam2_video.video_predictor import SAM2VideoPredictor  # noqa: E402
+
+REFERENCE = REPO / "tests" / "fixtures" / "reference" / "micro"
+CLIP = REPO / "tests" / "data" / "bedroom.mp4"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clip_frames(count: int, hw: tuple[int, int] | None = None) -> list[np.ndarray]:
+    import cv2
+
+    frames = []
+    with av.open(str(CLIP)) as container:
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            frames.append(rgb if hw is None else cv2.resize(rgb, hw[::-1]))
+            if len(frames) == count:
+                break
+    while len(frames) < count:  # loop the clip for long runs
+        frames += frames[: count - len(frames)]
+    return frames
+
+
+# --- fidelity and bf16 --------------------------------------------------------------------
+
+
+def image_cases(device: torch.device, autocast: bool) -> dict:
+    arrays = np.load(REFERENCE / "image.npz")
+    meta = json.loads((REFERENCE / "image.json").read_text())
+    model = build_sam2("sam2.1_micro", checkpoint=MICRO_CHECKPOINT, device=str(device))
+    predictor = SAM2ImagePredictor(model)
+    worst_logit, worst_iou, differing = 0.0, 0.0, 0
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        predictor.set_image(arrays["image_uint8"])
+        for case in meta["cases"]:
+            name = case["name"]
+            kwargs = {"multimask_output": case["multimask_output"],
+                      "return_logits": case["return_logits"]}
+            for key in ("point_coords", "point_labels", "box", "mask_input"):
+                if f"{name}__in_{key}" in arrays.files:
+                    kwargs[key] = arrays[f"{name}__in_{key}"]
+            masks, ious, low_res = predictor.predict(**kwargs)
+            worst_logit = max(worst_logit, float(np.abs(low_res - arrays[f"{name}__low_res_logits"]).max()))
+            worst_iou = max(worst_iou, float(np.abs(ious - arrays[f"{name}__iou_predictions"]).max()))
+            bits = np.packbits(np.asarray(masks) > 0, axis=-1)
+            differing += int(np.unpackbits(bits ^ arrays[f"{name}__masks_packbits"], axis=-1).sum()) \
+                if f"{name}__masks_packbits" in arrays.files else 0
+    result = {"cases": len(meta["cases"]), "max_low_res_logit_diff": worst_logit,
+              "max_iou_diff": worst_iou, "differing_mask_pixels": differing}
+    if not autocast:  # bf16 is a drift measurement, fp32 must meet the tests' tolerances
+        result["pass"] = worst_logit <= 1e-3 and worst_iou <= 1e-3
+    return result
+
+
+# Propagation passes of each scenario (prefix of its arrays), as in tests/test_video_predictor.py.
+PASSES = {
+    "scenario1_single_click": [""],
+    "scenario2_click_box_mask": [""],
+    "scenario3_two_cond_frames": [""],
+    "scenario4_correction_after_tracking": ["p1_", "p2_"],
+    "scenario5_forward_reverse": ["fw_", "rv_"],
+}
+
+
+def video_scenarios(device: torch.device, names: list[str]) -> dict:
+    frames = np.load(REFERENCE / "video_frames.npz")["frames_resized_uint8"]
+    model = build_sam2("sam2.1_micro", checkpoint=MICRO_CHECKPOINT, device=str(device))
+    worst_prompt, worst_pass, worst_bits = 0.0, 0.0, 0
+    for name in names:
+        prefixes = PASSES[name]
+        meta = json.loads((REFERENCE / f"video_{name}.json").read_text())
+        arrays = np.load(REFERENCE / f"video_{name}.npz")
+        pred = SAM2VideoPredictor(model)
+        state = pred.init_state(frames, video_hw=tuple(meta["video_hw"]))
+        prefixes = list(prefixes)
+
+        def propagate(prefix: str) -> None:
+            nonlocal worst_pass, worst_bits
+            results = pred.propagate_in_video(state, reverse=prefix == "rv_")
+            for i, (frame_idx, _, masks) in enumerate(results):
+                bits = np.packbits(masks[:, 0].cpu().numpy() > 0, axis=-1)
+                ref = arrays[f"{prefix}video_res_mask_bits"][i]
+                worst_bits = max(worst_bits, int(np.unpackbits(bits ^ ref, axis=-1).sum()))
+                key = f"{prefix}video_res_logits_frame{frame_idx:02d}"
+                if key in arrays.files:
+                    diff = np.abs(masks[:, 0].float().cpu().numpy() - arrays[key]).max()
+                    worst_pass = max(worst_pass, float(diff))
+
+        for call in meta["calls"]:
+            if name.startswith("scenario4") and call["frame_idx"] == 8 and prefixes[0] == "p1_":
+                propagate(prefixes.pop(0))  # the correction comes after tracking
+            if call["method"] == "add_new_mask":
+                _, obj_ids, masks = pred.add_new_mask(
+                    state, call["frame_idx"], call["obj_id"], arrays[f"call_{call['tag']}__in_mask"])
+            else:
+                _, obj_ids, masks = pred.add_new_points_or_box(
+                    state, call["frame_idx"], call["obj_id"], points=call.get("points"),
+                    labels=call.get("labels"), box=call.get("box"),
+                    clear_old_points=call.get("clear_old_points", True))
+            ours = masks[obj_ids.index(call["obj_id"]), 0].float().cpu().numpy()
+            reference = arrays[f"call_{call['tag']}__video_res_logits_obj"]
+            worst_prompt = max(worst_prompt, float(np.abs(ours - reference).max()))
+        for prefix in prefixes:
+            propagate(prefix)
+    # Tolerances of tests/test_video_predictor.py (bf16 memory rounding lets logits drift).
+    return {"scenarios": len(names), "max_prompt_logit_diff": worst_prompt,
+            "max_propagated_logit_diff": worst_pass, "max_differing_pixels_per_frame": worst_bits,
+            "pass": worst_prompt <= 2e-2 and worst_pass <= 2e-2 and worst_bits <= 8}
+
+
+# --- eager vs compiled --------------------------------------------------------------------
+
+
+def _session_with_objects(model, frames, objects: int, static: bool) -> StreamingSession:
+    session = StreamingSession(model, SessionOptions(max_objects=max(objects, 1), static_shapes=static))
+    session.add_frame(frames[0])
+    h, w = frames[0].shape[:2]
+    for mask in box_masks(objects, h, w):
+        session.add_mask(None, mask)
+    return session
+
+
+def time_stream(model, frames, objects, device, static, warmup) -> tuple[float, float]:
+    """(frames/s after warm-up, warm-up seconds)."""
+    session = _session_with_objects(model, frames, objects, static)
+    t0 = time.perf_counter()
+    for frame in frames[1 : 1 + warmup]:
+        session.add_frame(frame)
+    sync(device)
+    warm = time.perf_counter() - t0
+    timed = frames[1 + warmup :]
+    t0 = time.perf_counter()
+    for frame in timed:
+        session.add_frame(frame)
+    sync(device)
+    return len(timed) / (time.perf_counter() - t0), warm
+
+
+def compiled_vs_eager(args, device) -> list[dict]:
+    from torch._dynamo.utils import counters
+
+    from sam2_video.compile import compile_model
+
+    eager = build_sam2(args.config, device=str(device))
+    compiled = copy.deepcopy(eager)
+    compile_model(compiled, backend=args.backend)
+    size = eager.image_size
+    frames = clip_frames(1 + args.warmup + args.frames, None if args.quick else (540, 960))
+    rows = []
+    for objects in args.objects:
+        eager_fps, _ = time_stream(eager, frames, objects, device, False, args.warmup)
+        before = dict(counters["stats"])
+        compiled_fps, warm = time_stream(compiled, frames, objects, device, True, args.warmup)
+        # Recompiles in the timed part: graphs compiled after the warm-up frames.
+        session = _session_with_objects(compiled, frames, objects, True)
+        for frame in frames[1 : 1 + args.warmup]:
+            session.add_frame(frame)
+        steady = counters["stats"]["unique_graphs"]
+        for frame in frames[1 + args.warmup :]:
+            session.add_frame(frame)
+        recompiles = counters["stats"]["unique_graphs"] - steady
+        rows.append({"objects": objects, "input_size": size, "eager_fps": round(eager_fps, 2),
+                     "compiled_fps": round(compiled_fps, 2),
+                     "speedup": round(compiled_fps / eager_fps, 3),
+                     "compile_warmup_s": round(warm, 1), "recompiles_after_warmup": recompiles,
+                     "graphs_before": before.get("unique_graphs", 0)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+# --- serving, latency, memory -------------------------------------------------------------
+
+
+def serving(args, device) -> list[dict]:
+    import bench_serving
+
+    model = build_sam2(args.config, device=str(device))
+    from streamer.sessions.devices import DeviceSpec
+
+    ns = argparse.Namespace(sessions=args.streams, max_batch=max(args.streams), objects=2,
+                            warmup=args.serve_warmup, seconds=args.serve_seconds)
+    hw = (240, 320) if args.quick else (540, 960)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        bench_serving.write_clip(clip, 3000 if not args.quick else 300, *hw, 2)
+        label = f"{device.type}:{device.index or 0}"
+        return bench_serving.aggregate({DeviceSpec(label, str(device)): model}, clip, ns, hw)
+
+
+def latency(args, device, tmp: Path) -> dict:
+    import httpx
+    from websockets.asyncio.client import connect
+
+    model = build_sam2(args.config, device=str(device))
+    checkpoint = tmp / "weights.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    port = 18765
+    env = {**os.environ, "SAM2_STREAM_MAX_SESSIONS": "4"}
+    cmd = [sys.executable, "-m", "streamer.cli", "serve", "--host", "127.0.0.1", "--port",
+           str(port), "--model", args.config, "--checkpoint", str(checkpoint), "--device",
+           str(device)]
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        session = httpx.post(f"{base}/sessions", json={"source": str(CLIP), "paced": True,
+                                                         "max_frames": args.latency_frames},
+                             timeout=30).json()
+
+        async def follow() -> list[float]:
+            latencies = []
+            async with connect(f"ws://127.0.0.1:{port}/sessions/{session['id']}/ws") as ws:
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                    if message["type"] == "frame":
+                        latencies.append(time.time() - message["capture_time"])
+                    elif message["type"] == "end":
+                        return latencies
+
+        values = np.array(asyncio.run(follow())) * 1000
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    return {"frames": int(len(values)), "p50_ms": round(float(np.percentile(values, 50)), 1),
+            "p95_ms": round(float(np.percentile(values, 95)), 1)}
+
+
+def memory(args, device) -> dict:
+    model = build_sam2(args.config, device=str(device))
+    frames = clip_frames(60, (270, 480))
+    session = _session_with_objects(model, frames, 4, False)
+    samples = []
+    for i in range(args.memory_frames):
+        session.add_frame(frames[i % len(frames)])
+        if i % max(args.memory_frames // 10, 1) == 0:
+            sync(device)
+            used = (torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda"
+                    else rss_mib())
+            samples.append(round(used, 1))
+    later = samples[len(samples) // 2 :]
+    return {"frames": args.memory_frames, "unit": "MiB allocated" if device.type == "cuda" else
+            "MiB RSS", "samples": samples, "growth_second_half": round(max(later) - min(later), 1)}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"GPU acceptance ({results['machine'].get('gpu', results['machine']['cpu'])}, "
+             f"{results['machine']['date']}, config {results['args']['config']})", "",
+             "| section | result |", "| --- | --- |"]
+    for key in ("fidelity_image", "fidelity_video", "bf16", "latency", "memory"):
+        if key in results:
+            lines.append(f"| {key} | `{json.dumps(results[key])}` |")
+    for row in results.get("compiled", []):
+        lines.append(f"| compiled ({results['args']['backend']}), {row['objects']} objects | eager {row['eager_fps']} fps, "
+                     f"compiled {row['compiled_fps']} fps, warm-up {row['compile_warmup_s']} s, "
+                     f"recompiles {row['recompiles_after_warmup']} |")
+    for row in results.get("serving", []):
+        lines.append(f"| {row['sessions']} streams, max_batch {row['max_batch']} | "
+                     f"{row['aggregate_fps']} fps aggregate, p95 {row['latency_p95_ms']} ms |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (CI on CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--config", default="sam2.1_hiera_t")
+    parser.add_argument("--out", default="bench/results/gpu_acceptance")
+    parser.add_argument("--backend", default=None,
+                        help="torch.compile backend (default: inductor; eager with --quick, which "
+                        "checks graphs and recompiles without code generation)")
+    parser.add_argument("--sections", nargs="+",
+                        default=["fidelity", "bf16", "compiled", "serving", "latency", "memory"])
+    args = parser.parse_args()
+    quick = args.quick
+    args.backend = args.backend or ("eager" if quick else "inductor")
+    args.objects = [2] if quick else [1, 4, 16, 64]
+    args.warmup, args.frames = (2, 3) if quick else (10, 40)
+    args.streams = [1, 2] if quick else [1, 2, 4, 8]
+    args.serve_warmup, args.serve_seconds = (0.3, 1.0) if quick else (3.0, 10.0)
+    args.latency_frames = 8 if quick else 150
+    args.memory_frames = 30 if quick else 3000
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but no GPU is visible")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine_info(device), "args": vars(args)}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        if "fidelity" in args.sections:
+            results["fidelity_image"] = image_cases(device, autocast=False)
+            # --quick replays one scenario (the test suite replays all of them on the CPU).
+            names = ["scenario1_single_click"] if quick else list(PASSES)
+            results["fidelity_video"] = video_scenarios(device, names)
+        if "bf16" in args.sections:
+            results["bf16"] = image_cases(device, autocast=True)
+        if "compiled" in args.sections:
+            results["compiled"] = compiled_vs_eager(args, device)
+        if "serving" in args.sections:
+            results["serving"] = serving(args, device)
+        if "latency" in args.sections:
+            results["latency"] = latency(args, device, Path(tmp))
+        if "memory" in args.sections:
+            results["memory"] = memory(args, device)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    (out / "gpu_acceptance.json").write_text(json.dumps(results, indent=2))
+    (out / "gpu_acceptance.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

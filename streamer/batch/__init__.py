@@ -1,0 +1,1 @@
+"""Recorded video in batch: `track` (track.py), `segment` (segment.py), output writers (outputs/)."""

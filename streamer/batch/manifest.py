@@ -1,0 +1,109 @@
+"""The manifest of a `track-many` run: one JSON line per video tracked, appended as each ends.
+
+A row says what happened to one video: `status` ("done" or "failed"), `frames`, `objects`,
+`seconds`, `worker` (the host:pid or device that ran it) and `error`. A rerun reads the
+manifest back: the last row of a video wins, and a video is skipped only when that row is
+"done" *and* its output folder exists (outputs are written to a temporary folder and renamed
+into place when complete, so an existing folder is a complete one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["done", "failed"]
+
+
+class ManifestError(OSError):
+    """The manifest file cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """What happened to one video.
+
+    video: its path as given to the workers (absolute). output: its output folder.
+    status: "done" (every output written) or "failed" (`error` says why).
+    frames: frames processed; objects: objects tracked; seconds: wall time of the video.
+    worker: who ran it ("host:pid device"). finished_at: Unix time the row was written.
+    """
+
+    video: str
+    output: str
+    status: Status
+    frames: int = 0
+    objects: int = 0
+    seconds: float = 0.0
+    worker: str = ""
+    error: str | None = None
+    finished_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class Manifest:
+    """An append-only JSON-lines file of `ManifestRow`s; `append` is thread-safe and flushes
+    each row to disk, so an interrupted run keeps every row written before it stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, ManifestRow]:
+        """The last row of each video (by `video`); {} when the file does not exist yet.
+        A torn last line (the writer was killed mid-write) is ignored with a warning."""
+        rows: dict[str, ManifestRow] = {}
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return rows
+        except OSError as exc:
+            raise ManifestError(f"cannot read manifest {self.path}: {exc}") from exc
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = ManifestRow.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                logger.warning(
+                    "%s:%d: unreadable manifest row ignored (%s)", self.path, number, exc
+                )
+                continue
+            rows[row.video] = row
+        return rows
+
+    def append(self, row: ManifestRow) -> None:
+        line = row.to_json() + "\n"
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a+b") as file:
+                    if file.tell() > 0:  # after a torn last line, start on a line of our own
+                        file.seek(-1, os.SEEK_END)
+                        if file.read(1) != b"\n":
+                            line = "\n" + line
+                    file.write(line.encode())
+                    file.flush()
+                    os.fsync(file.fileno())
+            except OSError as exc:
+                raise ManifestError(f"cannot write manifest {self.path}: {exc}") from exc
+
+
+def is_complete(row: ManifestRow | None) -> bool:
+    """True when a rerun may skip the row's video: done, and its output folder is in place."""
+    return row is not None and row.status == "done" and Path(row.output).is_dir()

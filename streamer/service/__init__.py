@@ -1,0 +1,1 @@
+"""The HTTP/websocket service: app factory, auth, metrics, websocket message handling."""

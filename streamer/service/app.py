@@ -1,0 +1,268 @@
+"""FastAPI app: thin HTTP / websocket routes over the session service.
+
+`create_app(settings)` builds everything; the model is loaded once in the lifespan (in a
+thread) and shared by the one inference worker. Routes never run the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from sam2_video.modeling.sam2 import SAM2Model
+from streamer.protocol import Error, ErrorCode
+from streamer.service.api_docs import mount_api_docs
+from streamer.service.auth import BearerAuthMiddleware
+from streamer.service.connection import handle_client_message, hello_message
+from streamer.service.drain import Drainer, drain_router, render_drain_metrics
+from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streamer.service.metrics import render_service_metrics
+from streamer.sessions import (
+    ServiceNotReadyError,
+    Session,
+    SessionCreate,
+    SessionError,
+    SessionInfo,
+    SessionManager,
+    SessionNotFoundError,
+)
+from streamer.sessions.devices import DeviceSpec, parse_devices
+from streamer.sessions.subscribers import Subscriber
+from streamer.settings import Settings
+from streamer.webrtc.routes import webrtc_router
+from streamer.webrtc.whip import whip_router
+
+logger = logging.getLogger(__name__)
+
+WS_CLOSE_UNKNOWN_SESSION = 4404
+WS_CLOSE_SESSION_ENDED = 4410
+WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+def load_model(settings: Settings, device: str | None = None) -> SAM2Model:
+    """Build the configured model on `device` (default: the settings' `device`; blocking:
+    call it in a thread)."""
+    from sam2_video.build import build_sam2
+    from sam2_video.checkpoints import ensure_checkpoint
+
+    # Never serve random weights: a missing checkpoint is an error that says how to get one.
+    checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
+    model = build_sam2(settings.model, checkpoint=checkpoint, device=device or settings.device)
+    if settings.vos_optimized:
+        from sam2_video.compile import compile_model
+
+        parts = compile_model(model)
+        logger.info("vos_optimized: %s compile on first use (mode %s)", parts.names, parts.mode)
+    return model
+
+
+def load_models(settings: Settings, model: SAM2Model | None = None) -> dict[DeviceSpec, SAM2Model]:
+    """One model replica per configured device (`Settings.devices`; blocking). A given `model`
+    serves its own device and is copied for the others."""
+    specs = parse_devices(settings.devices, default=settings.device)
+    models = {}
+    for spec in specs:
+        if model is not None:
+            models[spec] = model if not models else copy.deepcopy(model).to(spec.torch_device)
+        else:
+            models[spec] = load_model(settings, spec.torch_device)
+    return models
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: SAM2Model | None = None,
+    models: dict[DeviceSpec, SAM2Model] | None = None,
+) -> FastAPI:
+    """The service app. settings: default `Settings()` (environment); model: a loaded model to
+    use instead of building one from the settings (tests, embedding; copied to every device of
+    `settings.devices`); models: one loaded replica per device."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if models is not None:
+            manager = SessionManager(models=models, settings=settings)
+        elif model is not None and not settings.devices:
+            manager = SessionManager(model=model, settings=settings)
+        else:
+            replicas = await asyncio.to_thread(load_models, settings, model)
+            manager = SessionManager(models=replicas, settings=settings)
+        manager.draining = app.state.drain.draining
+        manager.start()
+        app.state.manager = manager
+        logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(manager.shutdown)
+
+    # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
+    app = FastAPI(
+        title="sam2-stream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    mount_api_docs(app)
+    app.state.settings = settings
+    app.state.manager = None
+    app.state.drain = Drainer(
+        manager=lambda: app.state.manager, grace_seconds=settings.drain_grace_seconds
+    )
+    app.include_router(_http_routes())
+    app.include_router(drain_router())
+    app.include_router(_ws_routes())
+    # WebRTC offer/answer and WHIP ingest; the webrtc router's lifespan owns app.state.webrtc.
+    app.include_router(webrtc_router())
+    app.include_router(whip_router())
+
+    @app.exception_handler(SessionError)
+    async def _session_error(request: Request, exc: SessionError) -> JSONResponse:
+        return JSONResponse({"code": exc.code, "message": str(exc)}, status_code=exc.status)
+
+    if settings.auth_token is not None:
+        app.add_middleware(
+            BearerAuthMiddleware,
+            token=settings.auth_token.get_secret_value(),
+            static_dir=settings.static_dir,
+        )
+    # Last, so every route above wins over a file of the same name.
+    app.mount("/", StaticFiles(directory=settings.static_dir, html=True), name="static")
+    return app
+
+
+def _manager(request: Request | WebSocket) -> SessionManager:
+    manager = request.app.state.manager
+    if manager is None or not manager.ready:
+        raise ServiceNotReadyError("the model is not loaded yet")
+    return manager
+
+
+def _http_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        manager = request.app.state.manager
+        draining = request.app.state.drain.draining
+        ready = manager is not None and manager.ready and not draining
+        body: dict[str, Any] = {"ready": ready, "draining": draining}
+        if manager is not None and manager.errors:
+            body["errors"] = manager.errors
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> PlainTextResponse:
+        text = render_service_metrics(_manager(request))
+        text += render_drain_metrics(request.app.state.drain)
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
+
+    @router.post("/sessions", status_code=201)
+    async def create_session(body: SessionCreate, request: Request) -> SessionInfo:
+        manager = _manager(request)
+        # Opening a source may block (a camera, a network URL): not on the event loop.
+        session = await asyncio.to_thread(manager.create, body)
+        return session.info()
+
+    @router.get("/sessions")
+    async def list_sessions(request: Request) -> SessionList:
+        return SessionList(sessions=[s.info() for s in _manager(request).list()])
+
+    @router.get("/sessions/{session_id}")
+    async def get_session(session_id: str, request: Request) -> SessionInfo:
+        return _manager(request).get(session_id).info()
+
+    @router.delete("/sessions/{session_id}", status_code=204)
+    async def delete_session(session_id: str, request: Request) -> None:
+        manager = _manager(request)
+        manager.get(session_id)  # 404 before going to a thread
+        await asyncio.to_thread(manager.delete, session_id)
+
+    return router
+
+
+def _ws_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/sessions/{session_id}/ws")
+    async def session_ws(websocket: WebSocket, session_id: str) -> None:
+        await websocket.accept()
+        settings: Settings = websocket.app.state.settings
+        try:
+            session = _manager(websocket).get(session_id)
+            subscriber = session.subscribe(options=settings.default_output, name="websocket")
+        except SessionError as exc:
+            if isinstance(exc, SessionNotFoundError):
+                code, close_code = ErrorCode.UNKNOWN_SESSION, WS_CLOSE_UNKNOWN_SESSION
+            elif isinstance(exc, ServiceNotReadyError):
+                code, close_code = ErrorCode.NOT_READY, WS_CLOSE_TRY_AGAIN_LATER
+            else:
+                code, close_code = ErrorCode.SESSION_ENDED, WS_CLOSE_SESSION_ENDED
+            await websocket.send_text(Error(code=code, message=str(exc)).model_dump_json())
+            await websocket.close(close_code, reason=code.value)
+            return
+        try:
+            await websocket.send_text(
+                hello_message(session, settings, subscriber).model_dump_json()
+            )
+            sender = asyncio.create_task(_send_loop(websocket, subscriber))
+            receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber))
+            try:
+                done, _ = await asyncio.wait(
+                    {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (sender, receiver):
+                    task.cancel()
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+            if sender in done and sender.exception() is None:
+                # The subscriber was closed: the session was deleted or the server stops.
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                    await websocket.close(1000, reason="session closed")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.unsubscribe(subscriber)
+            subscriber.close()
+            logger.info("session %s: websocket closed", session.id)
+
+    return router
+
+
+async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Forward the subscriber's messages to the client until it closes."""
+    while True:
+        message = await subscriber.get()
+        if message is None:
+            return
+        await websocket.send_text(message.model_dump_json())
+
+
+async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subscriber) -> None:
+    """Hand each client message to the protocol handler until the client disconnects."""
+    max_bytes = websocket.app.state.settings.max_message_bytes
+    while True:
+        raw = await websocket.receive()
+        if raw["type"] == "websocket.disconnect":
+            return
+        data = raw.get("text")
+        if data is None:
+            data = raw.get("bytes") or b""
+        handle_client_message(session, subscriber, data, max_bytes=max_bytes)

@@ -1,0 +1,75 @@
+"""One client connection's side of the protocol, shared by every transport (the websocket,
+the WebRTC data channel): the greeting, and handling one incoming client message.
+
+Runs on the event loop; prompts go to the inference worker through `Session.submit`, and every
+reply (`ack`, `error`) goes through the client's `Subscriber`, in order with its frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.protocol import (
+    Ack,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    SetOptions,
+    parse_client_message,
+)
+from streamer.sessions import Session, SessionEndedError
+from streamer.sessions.subscribers import Subscriber
+from streamer.settings import OutputOptions, Settings
+
+
+def hello_message(session: Session, settings: Settings, subscriber: Subscriber) -> Hello:
+    """The `hello` a client gets first on connecting to `session`."""
+    view = session.view
+    return Hello(
+        session_id=session.id,
+        source=session.spec,
+        state=session.state.value,
+        obj_ids=list(view.obj_ids),
+        frame_idx=view.frame_idx,
+        max_message_bytes=settings.max_message_bytes,
+        max_objects=session.tracker.options.max_objects,
+        options=subscriber.options.model_dump(mode="json"),
+    )
+
+
+def merge_options(options: OutputOptions, message: SetOptions) -> OutputOptions:
+    """`options` with a `set_options` message's changes applied (fields left out stay)."""
+    changes: dict[str, Any] = {}
+    if message.format is not None:
+        changes["format"] = message.format
+    if message.all_objects:
+        changes["obj_ids"] = None
+    elif message.obj_ids is not None:
+        changes["obj_ids"] = tuple(message.obj_ids)
+    if message.unlimited_fps:
+        changes["max_fps"] = None
+    elif message.max_fps is not None:
+        changes["max_fps"] = message.max_fps
+    if message.mask_downscale is not None:
+        changes["mask_downscale"] = message.mask_downscale
+    return options.model_copy(update=changes)
+
+
+def handle_client_message(
+    session: Session, subscriber: Subscriber, data: str | bytes, *, max_bytes: int
+) -> None:
+    """Parse and act on one client message. `set_options` is answered at once; prompts are
+    queued for the worker; a bad message gets an `error` reply. Never raises ProtocolError."""
+    try:
+        message = parse_client_message(data, max_bytes=max_bytes)
+        if isinstance(message, SetOptions):
+            subscriber.set_options(merge_options(subscriber.options, message))
+            frame_idx = session.view.frame_idx
+            subscriber.put_nowait(Ack(id=message.id, request=message.type, frame_idx=frame_idx))
+            return
+        try:
+            session.submit(message, reply_to=subscriber)
+        except SessionEndedError as exc:
+            raise ProtocolError(ErrorCode.SESSION_ENDED, str(exc), message.id) from exc
+    except ProtocolError as exc:
+        subscriber.put_nowait(exc.to_message())

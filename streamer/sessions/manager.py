@@ -1,0 +1,204 @@
+"""`SessionManager`: creates, lists, finds and deletes sessions, and owns the schedulers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Mapping
+
+from sam2_video.auto_seed import AutoSeedOptions
+from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.streaming import SessionOptions, StreamingSession
+from streamer.ingest import open_source
+from streamer.ingest import source_kind as classify_source
+from streamer.session_ids import mint_session_id
+from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded
+from streamer.sessions.errors import (
+    DrainingError,
+    InvalidSourceError,
+    ServiceNotReadyError,
+    SessionLimitError,
+    SessionNotFoundError,
+)
+from streamer.sessions.scheduler import DeviceScheduler
+from streamer.sessions.schemas import SessionCreate
+from streamer.sessions.session import Session
+from streamer.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class SessionManager:
+    """Creates, lists, finds and deletes sessions; owns one `DeviceScheduler` per device.
+
+    models: one loaded SAM 2 model replica per device label (`DeviceSpec.label`, e.g.
+        {"cuda:0": m0, "cuda:1": m1}); `model` is the one-device shorthand. Every session of a
+        device shares its replica.
+    settings: limits (`max_sessions`, `max_objects_per_session`) and defaults.
+    A new session goes to the least-loaded live device (`devices.least_loaded`).
+    Call `start()` once, and `shutdown()` at the end (closes every session, stops schedulers).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        model: SAM2Model | None = None,
+        models: Mapping[DeviceSpec, SAM2Model] | None = None,
+    ) -> None:
+        if (model is None) == (models is None):
+            raise ValueError("give either model or models")
+        if models is None:
+            device = next(model.parameters()).device
+            label = f"{device.type}:{device.index or 0}"
+            models = {DeviceSpec(label, str(device)): model}
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._reserved: dict[str, str] = {}  # session id -> device, while being created
+        self.sessions_created = 0
+        self.schedulers: dict[str, DeviceScheduler] = {
+            spec.label: DeviceScheduler(
+                spec=spec,
+                model=replica,
+                sessions=functools.partial(self._placed_on, spec.label),
+                settings=settings,
+            )
+            for spec, replica in models.items()
+        }
+        # Set by the drain (streamer.service.drain): create() refuses new sessions.
+        self.draining = False
+
+    def start(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.start()
+
+    @property
+    def ready(self) -> bool:
+        """True while at least one device's scheduler runs."""
+        return any(s.alive for s in self.schedulers.values())
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Crash messages of schedulers that stopped working, by device label."""
+        return {label: s.error for label, s in self.schedulers.items() if s.error}
+
+    def _placed_on(self, label: str) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s is not None and s.device == label]
+
+    def _place_locked(self) -> DeviceScheduler:
+        """The device for a new session (call with the lock held); counts reserved slots."""
+        loads = []
+        for label, scheduler in self.schedulers.items():
+            sessions = [s for s in self._sessions.values() if s is not None and s.device == label]
+            reserved = sum(1 for r in self._reserved.values() if r == label)
+            measured = [m for m in (s.measured_load for s in sessions) if m is not None]
+            count = len(sessions) + reserved
+            loads.append(DeviceLoad(label, scheduler.alive, sum(measured), len(measured), count))
+        label = least_loaded(loads, unmeasured_cost=1.0)
+        if label is None:
+            raise ServiceNotReadyError("no device's scheduler is running")
+        return self.schedulers[label]
+
+    def create(self, request: SessionCreate | str) -> Session:
+        """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
+        ServiceNotReadyError, DrainingError."""
+        if self.draining:
+            raise DrainingError("this instance is draining; open the session on another one")
+        if isinstance(request, str):
+            request = SessionCreate(source=request)
+        max_objects = min(
+            request.max_objects or self.settings.max_objects_per_session,
+            self.settings.max_objects_per_session,
+        )
+        session_id = mint_session_id(self.settings.instance_name)
+        with self._lock:
+            if len(self._sessions) >= self.settings.max_sessions:
+                raise SessionLimitError(
+                    f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
+                )
+            scheduler = self._place_locked()
+            # Reserve the slot (and its device) before the (possibly slow) source start.
+            self._sessions[session_id] = None  # type: ignore[assignment]
+            self._reserved[session_id] = scheduler.label
+        try:
+            options = {}
+            if classify_source(request.source) == "file" and request.max_frames is not None:
+                options["max_frames"] = request.max_frames
+            try:
+                source = open_source(request.source, pace=request.paced, **options)
+            except (ValueError, ImportError, OSError) as exc:
+                raise InvalidSourceError(f"cannot open source {request.source!r}: {exc}") from exc
+            seeding = None
+            if request.auto_seed:
+                seeding = AutoSeedOptions(
+                    points_per_side=self.settings.auto_seed_points_per_side,
+                    max_objects=self.settings.auto_seed_max_objects,
+                )
+            tracker = StreamingSession(
+                scheduler.model,
+                SessionOptions(
+                    max_objects=max_objects,
+                    non_overlapping=request.non_overlapping,
+                    auto_seed=seeding,
+                    # Fixed shapes keep the compiled graphs from recompiling frame to frame.
+                    static_shapes=self.settings.vos_optimized,
+                ),
+            )
+            session = Session(
+                session_id=session_id,
+                request=request,
+                source=source,
+                tracker=tracker,
+                settings=self.settings,
+                wake_worker=scheduler.wake,
+                device=scheduler.label,
+            )
+            source.slot.add_listener(scheduler.wake_event)
+            if not session._defer_source:
+                source.start()
+        except BaseException:
+            with self._lock:
+                self._sessions.pop(session_id, None)
+                self._reserved.pop(session_id, None)
+            raise
+        with self._lock:
+            self._sessions[session_id] = session
+            self._reserved.pop(session_id, None)
+            self.sessions_created += 1
+        logger.info(
+            "session %s: %s source %s on %s", session_id, session.kind, request.source, session.device
+        )
+        scheduler.wake()
+        return session
+
+    def list(self) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s is not None]
+
+    def get(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        return session
+
+    def delete(self, session_id: str) -> None:
+        """Close and forget a session (blocks while its source thread is joined, bounded)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise SessionNotFoundError(f"no session {session_id!r}")
+            del self._sessions[session_id]
+        session.close()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        for session in self.list():
+            try:
+                self.delete(session.id)
+            except SessionNotFoundError:
+                pass
+        for scheduler in self.schedulers.values():
+            scheduler.stop(timeout)
