@@ -27,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json  # noqa: E402
+from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
 
-from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions  # noqa: E402
-from sam2_video.streaming import SessionOptions, StreamingSession  # noqa: E402
-from sam2_video.transforms import frame_to_chw, preprocess, preprocess_frame  # noqa: E402
-from sam2_video.video_predictor import SAM2VideoPredictor  # noqa: E402
+from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.streaming import SessionOptions, StreamingSession
+from sam2_video.transforms import frame_to_chw, preprocess, preprocess_frame
+from sam2_video.video_predictor import SAM2VideoPredictor
 
 
 def clip(count: int) -> list[np.ndarray]:

@@ -43,13 +43,13 @@ import torch
 # The checkout this script lives in is the one measured (not another editable install).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json  # noqa: E402
-from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official  # noqa: E402
+from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
+from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official
 
-import sam2_video  # noqa: E402
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
-from sam2_video.image_predictor import SAM2ImagePredictor  # noqa: E402
-from sam2_video.video_predictor import SAM2VideoPredictor  # noqa: E402
+import sam2_video
+from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
+from sam2_video.image_predictor import SAM2ImagePredictor
+from sam2_video.video_predictor import SAM2VideoPredictor
 
 MEDIA = REPO.parent / "shared" / "media"
 CONFIGS = ("sam2.1_micro", "sam2.1_hiera_t")

@@ -22,7 +22,7 @@ import torch
 # The checkout this script lives in is the one measured (not another editable install).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import load_model, machine_info, print_table, write_json  # noqa: E402
+from common import load_model, machine_info, print_table, write_json
 
 
 def main() -> None:

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from common import MICRO_CHECKPOINT
+from torch import Tensor, nn
 
 MICRO_CONFIG_JSON = MICRO_CHECKPOINT.parent / "sam2.1_micro.config.json"
 OFFICIAL_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -80,11 +79,10 @@ def _install_torchvision_stand_in() -> bool:
     """Register the stand-in `torchvision` modules; False if the real one imports."""
     try:
         import torchvision  # noqa: F401
-
-        from torchvision.ops.boxes import batched_nms  # noqa: F401
+        from torchvision.ops.boxes import batched_nms as _probe  # noqa: F401
 
         return False
-    except Exception:
+    except Exception:  # noqa: BLE001 (a CUDA-only build raises RuntimeError on import)
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
     from sam2_video.mask_utils import batched_nms, box_area

@@ -18,7 +18,14 @@ _EXPORTS = {
     "SessionOptions": "sam2_video.streaming",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "SAM2AutomaticMaskGenerator",
+    "SAM2ImagePredictor",
+    "SAM2VideoPredictor",
+    "SessionOptions",
+    "StreamingSession",
+    "build_sam2",
+]
 
 if TYPE_CHECKING:
     from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
