@@ -1,1 +1,48 @@
-"""SAM 2 / SAM 2.1 in pure PyTorch: the model, image predictor and mask generator."""
+"""SAM 2 / SAM 2.1 in pure PyTorch: the model, image predictor and mask generator.
+
+The main entry points import lazily (`from sam2_video import build_sam2, StreamingSession`),
+so `import sam2_video` stays cheap and submodules can import each other without cycles.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "build_sam2": "sam2_video.build",
+    "SAM2ImagePredictor": "sam2_video.image_predictor",
+    "SAM2AutomaticMaskGenerator": "sam2_video.automatic_mask_generator",
+    "SAM2VideoPredictor": "sam2_video.video_predictor",
+    "StreamingSession": "sam2_video.streaming",
+    "SessionOptions": "sam2_video.streaming",
+}
+
+__all__ = [
+    "SAM2AutomaticMaskGenerator",
+    "SAM2ImagePredictor",
+    "SAM2VideoPredictor",
+    "SessionOptions",
+    "StreamingSession",
+    "build_sam2",
+]
+
+if TYPE_CHECKING:
+    from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2_video.build import build_sam2
+    from sam2_video.image_predictor import SAM2ImagePredictor
+    from sam2_video.streaming import SessionOptions, StreamingSession
+    from sam2_video.video_predictor import SAM2VideoPredictor
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sam2_video' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

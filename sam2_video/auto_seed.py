@@ -9,7 +9,8 @@ streaming session turns each kept mask into a new object (`SessionOptions.auto_s
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator, drain
 from sam2_video.image_predictor import SAM2ImagePredictor
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class SeedMask:
 class AutoSeeder:
     """Finds masks worth tracking on a frame (wraps a `SAM2AutomaticMaskGenerator`).
 
-    The generator embeds the frame itself (one extra image-encoder pass per seeding).
+    The generator embeds the frame itself, unless the caller hands it the frame's features
+    with `reusing` (the streaming session does: no second image-encoder pass per seeding).
     """
 
     def __init__(
@@ -107,6 +109,17 @@ class AutoSeeder:
     ) -> None:
         self.options = options or AutoSeedOptions()
         self.generator = SAM2AutomaticMaskGenerator(model, **self.options.generator_kwargs())
+        self._features: ImageFeatures | None = None
+
+    @contextmanager
+    def reusing(self, features: ImageFeatures) -> Iterator[None]:
+        """Within the block, `propose` uses `features` (the backbone features of the image it
+        is given, batch 1) instead of embedding that image again."""
+        self._features = features
+        try:
+            yield
+        finally:
+            self._features = None
 
     def propose(
         self,
@@ -126,16 +139,24 @@ class AutoSeeder:
         image: np.ndarray,
         covered: np.ndarray | None = None,
         limit: int | None = None,
+        *,
+        features: ImageFeatures | None = None,
     ) -> Generator[None, None, list[SeedMask]]:
         """`propose` in slices: yields after each slice of the mask generator (see
-        `SAM2AutomaticMaskGenerator.generate_steps`) and returns the kept masks."""
+        `SAM2AutomaticMaskGenerator.generate_steps`) and returns the kept masks.
+
+        features: the image's backbone features (batch 1) to use instead of embedding it;
+        default: those given to `reusing`, if the generator starts inside that block.
+        """
         if covered is not None and covered.shape != image.shape[:2]:
             raise ValueError(
                 f"covered must be the frame's (H, W) = {image.shape[:2]}, got {covered.shape}"
             )
         if limit is not None and limit <= 0:
             return []
-        annotations = yield from self.generator.generate_steps(image)
+        if features is None:
+            features = self._features
+        annotations = yield from self.generator.generate_steps(image, features)
         candidates = [
             SeedMask(
                 mask=np.asarray(ann["segmentation"], dtype=bool),

@@ -56,12 +56,23 @@ class SAM2ImagePredictor:
         """Compute the embedding of `image`: HxWx3 uint8 RGB numpy array of any size."""
         self.reset_predictor()
         model_input = preprocess(image, self.model.image_size, self.device)  # (1, 3, S, S)
-        features = self.model.forward_image(model_input)
+        self.set_features(self.model.forward_image(model_input), (image.shape[0], image.shape[1]))
+
+    @torch.inference_mode()
+    def set_features(self, features: ImageFeatures, orig_hw: tuple[int, int]) -> None:
+        """Use backbone features computed elsewhere for an image instead of embedding it.
+
+        features: `model.forward_image` output for one image (batch 1), as a video frame's
+            (not modified). orig_hw: (H, W) of that image in pixels.
+        """
+        if features.image_embed.shape[0] != 1:
+            raise ValueError(f"features must be of one image, got batch {features.image_embed.shape[0]}")
         # Image-only segmentation has no memory: SAM 2 marks that with `no_mem_embed`.
         no_mem = self.model.no_mem_embed.view(1, -1, 1, 1)
-        features.image_embed = features.image_embed + no_mem
-        self._features = features
-        self._orig_hw = (int(image.shape[0]), int(image.shape[1]))
+        self._features = ImageFeatures(
+            features.image_embed + no_mem, features.image_pos, list(features.high_res_features)
+        )
+        self._orig_hw = (int(orig_hw[0]), int(orig_hw[1]))
 
     def get_image_embedding(self) -> Tensor:
         """(1, C, S/16, S/16) embedding of the current image (no_mem_embed included)."""
@@ -125,6 +136,34 @@ class SAM2ImagePredictor:
         boxes: (B, 4) xyxy. mask_input: (B, 1, S/4, S/4) logits.
         Returns masks (B, C, H, W), ious (B, C), low-res logits (B, C, S/4, S/4).
         """
+        low_res, ious = self.predict_low_res_torch(
+            point_coords, point_labels, boxes, mask_input, multimask_output, normalize_coords
+        )
+        masks = self.upscale_logits(low_res)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, ious, low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+
+    def upscale_logits(self, low_res: Tensor) -> Tensor:
+        """(B, C, S/4, S/4) float low-res logits -> (B, C, H, W) logits at the image size.
+
+        Bilinear resizing treats each (b, c) plane alone, so resizing a subset of the masks
+        gives the same values as resizing all of them and selecting afterwards.
+        """
+        return resize_bilinear(low_res, self.original_size)
+
+    @torch.inference_mode()
+    def predict_low_res_torch(
+        self,
+        point_coords: Tensor | None,
+        point_labels: Tensor | None,
+        boxes: Tensor | None = None,
+        mask_input: Tensor | None = None,
+        multimask_output: bool = True,
+        normalize_coords: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """`predict_torch` without the upscaling: (B, C, S/4, S/4) float32 unclamped
+        low-res logits and (B, C) predicted IoUs (for callers that filter masks first)."""
         if self._features is None or self._orig_hw is None:
             raise ImageNotSetError("no image set: call set_image(image) first")
         size = self.model.image_size
@@ -166,12 +205,7 @@ class SAM2ImagePredictor:
             repeat_image=False,
             high_res_features=features.high_res_features,
         )
-        low_res = low_res.float()
-        masks = resize_bilinear(low_res, self._orig_hw)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        low_res = low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
-        return masks, ious, low_res
+        return low_res.float(), ious
 
     # ------------------------------------------------------------------ validation
     @staticmethod

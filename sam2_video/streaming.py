@@ -23,7 +23,7 @@ from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, Ret
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
 from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
-from sam2_video.transforms import preprocess, to_chw_float
+from sam2_video.transforms import frame_to_chw, preprocess_frame
 from sam2_video.video_predictor import (
     UnknownObjectError,
     prepare_mask_prompt,
@@ -125,7 +125,8 @@ class StreamingSession:
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
         self._features: ImageFeatures | None = None
-        # The current frame (3, H, W) float in [0, 1], kept for auto-seeding on demand.
+        # The current frame (3, H, W), uint8 (or float in [0, 1] if given so), kept for
+        # auto-seeding on demand; a copy, as callers may reuse their frame buffers.
         self._frame: Tensor | None = None
         self._incoming: Tensor | None = None  # prepared, not yet tracked (3, H, W)
         self._absent_for: dict[int, int] = {}
@@ -185,7 +186,7 @@ class StreamingSession:
         Also encodes the memory of the previous frame's prompts. Raises ValueError (or
         FrameSizeError) for a frame of the wrong type or size; the session is then unchanged.
         """
-        chw = to_chw_float(frame, self.tracker.device)  # validates shape / dtype
+        chw = frame_to_chw(frame)  # validates shape / dtype; (3, H, W) uint8 or float
         hw = (int(chw.shape[1]), int(chw.shape[2]))
         if self.frame_hw is not None and hw != self.frame_hw:
             raise FrameSizeError(
@@ -193,8 +194,9 @@ class StreamingSession:
                 "reset the session to change resolution"
             )
         self._commit_pending()
-        self._incoming = chw
-        return preprocess(chw, self.model.image_size, chw.device)
+        # A copy: callers may reuse their frame buffers before auto-seeding reads the frame.
+        self._incoming = chw.clone()
+        return preprocess_frame(chw, self.model.image_size, self.tracker.device)
 
     def track_group(self, frame_row: int) -> TrackGroup:
         """The objects to track on the prepared frame, which is row `frame_row` of a batch."""
@@ -402,12 +404,17 @@ class StreamingSession:
         room = cap - len(self.objects)
         if room <= 0:
             return []
-        image = (self._frame.clamp(0, 1) * 255).round().to(torch.uint8)  # (3, H, W)
+        image = self._frame  # (3, H, W)
+        if image.dtype != torch.uint8:
+            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
         args = (image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), room)
+        # The generator reuses the frame's encoder features: no second backbone pass.
+        features = self._require_frame()
         if sliced:
-            seeds = yield from self._seeder.propose_steps(*args)
+            seeds = yield from self._seeder.propose_steps(*args, features=features)
         else:
-            seeds = self._seeder.propose(*args)
+            with self._seeder.reusing(features):
+                seeds = self._seeder.propose(*args)
         new_ids = []
         for seed in seeds:
             obj_id = self.new_object_id()

@@ -17,7 +17,7 @@ slower because the padding is computed too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -25,11 +25,11 @@ from torch import Tensor
 from sam2_video.memory_bank import FrameOutput, MemorySelection, ObjectMemory
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
+from sam2_video.object_chunks import chunk_slices, object_chunks
 from sam2_video.postprocess import fill_holes
 
 # Low-res logits fed back as a mask prompt are clamped as in the official predictor.
 PREV_LOGITS_CLAMP = 32.0
-
 
 @dataclass(frozen=True)
 class TrackerOptions:
@@ -164,11 +164,17 @@ class FrameTracker:
             row_features = features.select(torch.tensor(frame_rows, device=self.device))
             frame_embed = row_features.image_embed  # (B, C, h, w)
         pix_feat = self._attend(features, selections, max_ptrs, frame_rows)
-        heads = self.model.forward_sam_heads(
-            pix_feat, row_features.high_res_features, multimask_output=True
+        decoder_chunk, encoder_chunk = object_chunks(pix_feat.shape[-2] * pix_feat.shape[-1])
+        heads = _cat_heads(
+            [
+                self.model.forward_sam_heads(
+                    pix_feat[rows], row_features.select(rows).high_res_features, multimask_output=True
+                )
+                for rows in chunk_slices(padded, decoder_chunk)
+            ]
         )
-        maskmem, _ = self.model.encode_memory(
-            frame_embed, heads.high_res_masks, heads.object_score_logits, binarize=False
+        maskmem = self._encode_memory(
+            frame_embed, heads.high_res_masks, heads.object_score_logits, False, encoder_chunk
         )
         heads = _first_rows(heads, batch)
         outputs = self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
@@ -378,11 +384,36 @@ class FrameTracker:
         size = (self.image_size, self.image_size)
         high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
-        maskmem, _ = self.model.encode_memory(features.image_embed, high_res, scores, binarize=True)
+        embed = features.image_embed  # (1, C, h, w)
+        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1])
+        maskmem = self._encode_memory(embed, high_res, scores, True, encoder_chunk)
         for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem
 
     # ------------------------------------------------------------------ helpers
+    def _encode_memory(
+        self,
+        frame_embed: Tensor,
+        high_res_masks: Tensor,
+        scores: Tensor,
+        binarize: bool,
+        chunk: int | None,
+    ) -> Tensor:
+        """Memory (B, mem_dim, h, w) float32 of B masks (B, 1, S, S), `chunk` objects per
+        forward. frame_embed: (1, C, h, w) features of the one frame of every mask (projected
+        once per chunk), or (B, C, h, w), one row per mask."""
+        shared = frame_embed.shape[0] == 1
+        parts = [
+            self.model.encode_memory(
+                frame_embed if shared else frame_embed[rows],
+                high_res_masks[rows],
+                scores[rows],
+                binarize=binarize,
+            )[0]
+            for rows in chunk_slices(high_res_masks.shape[0], chunk)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def _split_outputs(
         self, heads: SamHeadOutput, maskmem: Tensor | None, from_prompt: bool
     ) -> list[FrameOutput]:
@@ -414,6 +445,15 @@ class FrameTracker:
             ]
         )  # (N, 1, S/4, S/4)
         return resize_bilinear(stacked, hw)[:, 0]
+
+
+def _cat_heads(parts: list[SamHeadOutput]) -> SamHeadOutput:
+    """Concatenate the rows of chunked head outputs (the one part itself when unchunked)."""
+    if len(parts) == 1:
+        return parts[0]
+    return SamHeadOutput(
+        *(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(SamHeadOutput))
+    )
 
 
 def _first_rows(heads: SamHeadOutput, count: int) -> SamHeadOutput:

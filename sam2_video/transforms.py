@@ -69,16 +69,70 @@ def preprocess(image: np.ndarray | Tensor, size: int, device: torch.device | str
     return ((chw - mean) / std)[None]
 
 
+def normalize_uint8(frames: Tensor) -> Tensor:
+    """(..., 3, S, S) uint8 -> float32 normalised, bit for bit as the official loader.
+
+    The official loader computes float32(u8 / 255 in float64), then (x - mean) / std in
+    float32; float32 division by 255 gives the same value for every u8 (checked for all 256),
+    so this is one new tensor and in-place passes over it, with no float64 copy.
+    """
+    mean = torch.tensor(PIXEL_MEAN, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=frames.device).view(3, 1, 1)
+    return frames.float().div_(255.0).sub_(mean).div_(std)
+
+
 def normalize_uint8_frames(frames: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
     """(T, S, S, 3) uint8 frames already at model size -> (T, 3, S, S) normalised float32.
 
-    Matches the official loader bit for bit: float32(u8 / 255 computed in float64), then
-    (x - mean) / std in float32.
+    Matches the official loader bit for bit (see `normalize_uint8`).
     """
-    scaled = torch.from_numpy((frames / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
-    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
-    return ((scaled - mean) / std).to(device)
+    chw = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
+    return normalize_uint8(chw).contiguous()
+
+
+def resize_uint8(frame: Tensor, size: int) -> Tensor:
+    """(3, H, W) uint8 -> (3, size, size) uint8, antialiased bilinear, rounded.
+
+    On CPU this is torch's uint8 resampling kernel (the frame never exists as float at full
+    resolution); elsewhere the same filter runs in float and is rounded back.
+    """
+    if tuple(frame.shape[-2:]) == (size, size):
+        return frame
+    batch = frame[None]  # (1, 3, H, W); HWC frames permuted here are channels-last in memory
+    if frame.device.type == "cpu":
+        out = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        out = F.interpolate(
+            batch.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        ).round_().clamp_(0, 255).to(torch.uint8)
+    return out[0]
+
+
+def frame_to_chw(frame: np.ndarray | Tensor) -> Tensor:
+    """HxWx3 uint8 numpy array or (3, H, W) / (H, W, 3) uint8 / float tensor -> (3, H, W)
+    tensor (a view where possible, on the frame's own device); validates the input."""
+    if isinstance(frame, Tensor):
+        validate_frame_tensor(frame)
+        tensor = frame
+    else:
+        validate_image(frame)
+        tensor = torch.from_numpy(np.ascontiguousarray(frame))
+    if tensor.shape[-1] == 3 and tensor.shape[0] != 3:
+        tensor = tensor.permute(2, 0, 1)  # (3, H, W)
+    return tensor
+
+
+def preprocess_frame(frame: Tensor, size: int, device: torch.device | str) -> Tensor:
+    """Video frame (3, H, W) from `frame_to_chw` -> model input (1, 3, size, size) on device.
+
+    uint8 frames are resized as uint8 (on their own device, before any copy to `device`) and
+    then normalised as the official loader does: ~3-6x faster than resizing in float on CPU,
+    and within one grey level of the float resize. Float frames (in [0, 1]) take `preprocess`.
+    """
+    if frame.dtype != torch.uint8:
+        return preprocess(frame, size, device)
+    resized = resize_uint8(frame, size).to(device)
+    return normalize_uint8(resized)[None]
 
 
 def scale_points(coords: Tensor, orig_hw: tuple[int, int], size: int) -> Tensor:

@@ -22,8 +22,8 @@ from sam2_video.memory_bank import ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.postprocess import non_overlapping
 from sam2_video.tracker import FrameTracker, TrackerOptions
-from sam2_video.transforms import normalize_uint8_frames, preprocess, scale_points
-from sam2_video.video_io import load_video_frames
+from sam2_video.transforms import normalize_uint8_frames, scale_points
+from sam2_video.video_io import FrameResize, compact_frames, load_video_frames, resize_frame
 
 # Image features of this many recent frames are cached (prompting then propagating re-uses them).
 FEATURE_CACHE_FRAMES = 2
@@ -40,13 +40,17 @@ class UnknownObjectError(KeyError):
 class VideoInferenceState:
     """Everything the offline predictor keeps for one video.
 
-    frames: (T, H, W, 3) uint8 RGB at the original resolution, or (T, S, S, 3) frames already
-        resized to the model input (then `video_hw` gives the original size).
+    frames: (T, h, w, 3) uint8 RGB, each either at the original resolution or already resized
+        to the model input S x S (whichever has fewer pixels; `video_hw` gives the original
+        (H, W)).
+    resize: how frames still at the original resolution become the model input (see
+        `video_io.FrameResize`).
     objects: per object id, in the order they were added (the "obj_idx" of the official code).
     """
 
     frames: np.ndarray
     video_hw: tuple[int, int]
+    resize: FrameResize = "bilinear"
     objects: "OrderedDict[int, ObjectMemory]" = field(default_factory=OrderedDict)
     feature_cache: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
 
@@ -110,20 +114,30 @@ class SAM2VideoPredictor:
         video: path, or (T, H, W, 3) uint8 RGB frames. With `video_hw` the array holds frames
             already resized to S x S (e.g. by the official PIL loader) from videos of that
             (H, W) size, and they are used as they are.
+
+        Frames are held as uint8 at the smaller of native and model size. A JPEG folder is
+        decoded and resized as the official loader does (Pillow, bicubic), so it gives the
+        official predictor's masks; video files and arrays take the streaming session's
+        uint8 bilinear resize, so the offline and streaming drivers see the same pixels.
         """
+        size = self.image_size
         if isinstance(video, np.ndarray):
-            frames = video
+            if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or not len(video):
+                raise ValueError(f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {video.shape} {video.dtype}")
+            if video_hw is not None:
+                if video.shape[1:3] != (size, size):
+                    raise ValueError(f"with video_hw the frames must be pre-resized to {size}x{size}")
+                return VideoInferenceState(frames=video, video_hw=(int(video_hw[0]), int(video_hw[1])))
+            method: FrameResize = "bilinear"
+            native_hw = (int(video.shape[1]), int(video.shape[2]))
+            # Smaller than the model input: use the caller's array as it is (no copy).
+            if native_hw[0] * native_hw[1] > size * size:
+                frames, native_hw = compact_frames(video, size, method)
+            else:
+                frames = video
         else:
-            frames = load_video_frames(video)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-            raise ValueError(f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape} {frames.dtype}")
-        if video_hw is None:
-            video_hw = (int(frames.shape[1]), int(frames.shape[2]))
-        elif frames.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(
-                f"with video_hw the frames must be pre-resized to {self.image_size}x{self.image_size}"
-            )
-        return VideoInferenceState(frames=frames, video_hw=(int(video_hw[0]), int(video_hw[1])))
+            frames, native_hw, method = load_video_frames(video, size)
+        return VideoInferenceState(frames=frames, video_hw=native_hw, resize=method)
 
     def reset_state(self, state: VideoInferenceState) -> None:
         """Remove every object, prompt and result."""
@@ -134,11 +148,8 @@ class SAM2VideoPredictor:
         if cached is not None:
             state.feature_cache.move_to_end(frame_idx)
             return cached
-        frame = state.frames[frame_idx]
-        if frame.shape[:2] == (self.image_size, self.image_size) and state.video_hw != frame.shape[:2]:
-            model_input = normalize_uint8_frames(frame[None], self.device)
-        else:
-            model_input = preprocess(frame, self.image_size, self.device)
+        frame = resize_frame(state.frames[frame_idx], self.image_size, state.resize)  # (S, S, 3)
+        model_input = normalize_uint8_frames(frame[None], self.device)  # (1, 3, S, S)
         features = self.model.forward_image(model_input)
         state.feature_cache[frame_idx] = features
         while len(state.feature_cache) > FEATURE_CACHE_FRAMES:

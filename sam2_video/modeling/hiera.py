@@ -237,6 +237,7 @@ class Hiera(nn.Module):
         self.pos_embed_window = nn.Parameter(
             torch.zeros(1, embed_dim, window_spec[0], window_spec[0])
         )
+        self._pos_cache: tuple[tuple, torch.Tensor] | None = None  # see _position_embedding
 
         self.blocks = nn.ModuleList()
         dim, heads, stage = embed_dim, num_heads, 0
@@ -279,7 +280,25 @@ class Hiera(nn.Module):
         )
 
     def _position_embedding(self, height: int, width: int) -> torch.Tensor:
-        """(1, H, W, C) position embedding for an H x W patch grid."""
+        """(1, H, W, C) position embedding for an H x W patch grid.
+
+        Without autograd it is a constant of the weights (a bicubic resize, ~5% of a 256-px
+        frame's encoder time), so it is kept until the weights or the grid change; the
+        parameters' version counters change on every in-place update (load_state_dict, an
+        optimiser step).
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self._compute_position_embedding(height, width)
+        key = (
+            height, width, self.pos_embed.device, self.pos_embed.dtype,
+            self.pos_embed.data_ptr(), self.pos_embed._version,
+            self.pos_embed_window.data_ptr(), self.pos_embed_window._version,
+        )
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            self._pos_cache = (key, self._compute_position_embedding(height, width))
+        return self._pos_cache[1]
+
+    def _compute_position_embedding(self, height: int, width: int) -> torch.Tensor:
         window = self.pos_embed_window.shape[-1]
         if height % window or width % window:
             raise ValueError(

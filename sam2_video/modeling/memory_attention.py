@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
 from sam2_video.modeling.rope import apply_rope, axial_rope_rotation, repeat_rotation
 from sam2_video.modeling.transformer import Attention
+
+ROTATIONS_CACHED = 4  # per attention module: the layouts of the current and recent banks
 
 
 class RoPEAttention(Attention):
@@ -68,6 +71,9 @@ class RoPEAttention(Attention):
         # Cross-attention keys span several memory frames, each rotated like the query grid.
         self.rope_k_repeat = rope_k_repeat
         self.feat_sizes = tuple(feat_sizes)  # (width, height) of the usual query grid
+        # Rotations by (height, width, key repeats, unrotated keys, device): constants, and the
+        # bank has the same layout frame after frame. A few entries (up to ~4 MB each at 1024).
+        self._rotations: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def _grid_size(self, num_tokens: int) -> tuple[int, int]:
         """(height, width) of the query grid: `feat_sizes` if it fits, else a square grid."""
@@ -81,6 +87,25 @@ class RoPEAttention(Attention):
                 "nor a square grid"
             )
         return side, side
+
+    def _rotation(
+        self, num_q: int, repeats: int, num_unrotated: int, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """Rotations (HW, D/2, 2) of the queries and (repeats * HW + num_unrotated, D/2, 2) of
+        the keys (see `rope.repeat_rotation`); cached without autograd, outside compiled
+        graphs (tensors made under inference mode must not be saved for backward)."""
+        height, width = self._grid_size(num_q)
+        key = (height, width, repeats, num_unrotated, device)
+        use_cache = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
+        cached = self._rotations.get(key) if use_cache else None
+        if cached is None:
+            rotation = axial_rope_rotation(self.head_dim, height, width, self.rope_theta, device)
+            cached = (rotation, repeat_rotation(rotation, repeats, num_unrotated))
+            if use_cache:
+                if len(self._rotations) >= ROTATIONS_CACHED:
+                    self._rotations.pop(next(iter(self._rotations)))
+                self._rotations[key] = cached
+        return cached
 
     def forward(
         self,
@@ -112,12 +137,11 @@ class RoPEAttention(Attention):
                 f"(rope_k_repeat={self.rope_k_repeat} allows whole multiples only)"
             )
 
-        height, width = self._grid_size(num_q)
-        rotation = axial_rope_rotation(self.head_dim, height, width, self.rope_theta, q.device)
-        q = apply_rope(q, rotation)
+        q_rotation, k_rotation = self._rotation(num_q, num_k_rope // num_q, num_k_exclude_rope, q.device)
+        q = apply_rope(q, q_rotation)
         # One multiply over all keys; the excluded tail is multiplied by 1 (no slicing and
         # re-concatenating the largest tensor of the frame).
-        k = apply_rope(k, repeat_rotation(rotation, num_k_rope // num_q, num_k_exclude_rope))
+        k = apply_rope(k, k_rotation)
 
         attn_mask = None
         if key_padding_mask is not None:

@@ -1,4 +1,4 @@
-"""Bilinear resizing of mask logits, one axis at a time."""
+"""Bilinear resizing of mask logits."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ from torch import Tensor
 
 
 def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """`F.interpolate(x, size, mode="bilinear", align_corners=False)`, in two 1-D passes.
+    """`F.interpolate(x, size, mode="bilinear", align_corners=False)`.
 
-    x: (B, C, H, W) float; size: (height, width) of the result. Bilinear interpolation is
-    separable: when enlarging, resizing the width first (the height weights are then exactly 1
-    and 0) and the height second gives the same products and sums as the 2-D kernel, bit for
-    bit on CPU (tested), ~1.5x faster for masks upsampled to a video frame because the first
-    pass works on H rows only. Shrinking takes the single 2-D call.
+    x: (B, C, H, W) float; size: (height, width) of the result. One 2-D call: resizing in two
+    1-D passes gives bit-identical values when enlarging and was ~1.5x faster on an Intel Xeon,
+    but it was 1.2x - 2.9x slower on an AMD EPYC (bench/results/2026-12-01), so the single
+    call is the default on every CPU.
     """
-    height, width = size
-    if height < x.shape[-2] or width < x.shape[-1]:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    rows = F.interpolate(x, size=(x.shape[-2], width), mode="bilinear", align_corners=False)
-    return F.interpolate(rows, size=(height, width), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

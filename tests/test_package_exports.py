@@ -1,0 +1,35 @@
+"""The package's top-level names (a newcomer's first import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_top_level_imports_in_a_fresh_interpreter():
+    """Each name resolves to the class or function of its module, whatever is imported first."""
+    code = (
+        "from sam2_video import build_sam2, SAM2ImagePredictor, SAM2AutomaticMaskGenerator, "
+        "SAM2VideoPredictor, StreamingSession\n"
+        "import sam2_video.build, sam2_video.image_predictor, sam2_video.automatic_mask_generator, "
+        "sam2_video.video_predictor, sam2_video.streaming\n"
+        "assert build_sam2 is sam2_video.build.build_sam2\n"
+        "assert SAM2ImagePredictor is sam2_video.image_predictor.SAM2ImagePredictor\n"
+        "assert SAM2AutomaticMaskGenerator is "
+        "sam2_video.automatic_mask_generator.SAM2AutomaticMaskGenerator\n"
+        "assert SAM2VideoPredictor is sam2_video.video_predictor.SAM2VideoPredictor\n"
+        "assert StreamingSession is sam2_video.streaming.StreamingSession\n"
+    )
+    # From the repository root, so the checkout under test is the one imported.
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_unknown_name_is_an_attribute_error():
+    import sam2_video
+
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        sam2_video.no_such_thing  # noqa: B018
+    assert "StreamingSession" in dir(sam2_video)
