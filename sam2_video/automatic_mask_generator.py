@@ -21,27 +21,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam2_video.amg_records import clean_small_regions, to_annotations
 from sam2_video.image_predictor import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
-from sam2_video.modeling.sam2 import ImageFeatures
 from sam2_video.mask_utils import (
     MaskRecords,
-    area_from_rle,
     batched_mask_to_box,
     batched_nms,
     box_area,
-    box_xyxy_to_xywh,
     build_all_layer_point_grids,
     calculate_stability_score,
-    coco_encode_rle,
     generate_crop_boxes,
     is_box_near_crop_edge,
     mask_to_rle,
-    remove_small_regions,
-    rle_to_mask,
     uncrop_boxes_xyxy,
     uncrop_masks,
     uncrop_points,
 )
+from sam2_video.modeling.sam2 import ImageFeatures
 from sam2_video.transforms import validate_image
 
 logger = logging.getLogger(__name__)
@@ -209,7 +205,7 @@ class SAM2AutomaticMaskGenerator:
         """
         validate_image(image)
         records = yield from self._generate_records(image, features)
-        return self._to_annotations(records)
+        return to_annotations(records, self.output_mode)
 
     # ------------------------------------------------------------------ pipeline
 
@@ -238,7 +234,7 @@ class SAM2AutomaticMaskGenerator:
             )
             records = records.filter(keep)
         if self.min_mask_region_area > 0:
-            records = self._remove_small_regions(
+            records = clean_small_regions(
                 records,
                 self.min_mask_region_area,
                 max(self.box_nms_thresh, self.crop_nms_thresh),
@@ -392,68 +388,6 @@ class SAM2AutomaticMaskGenerator:
             all_logits.append(logits[:, 0])
             all_ious.append(ious[:, 0])
         return torch.cat(all_logits), torch.cat(all_ious)
-
-    @staticmethod
-    def _remove_small_regions(
-        records: MaskRecords, min_area: int, nms_thresh: float
-    ) -> MaskRecords:
-        """Fill holes / remove islands below ``min_area``, then drop new duplicates.
-
-        NMS scores are 1 for untouched masks and 0 for edited ones, so when a cleaned mask
-        duplicates an untouched one the untouched mask wins.
-        """
-        if len(records) == 0:
-            return records
-        cleaned, scores = [], []
-        for rle in records.rles:
-            mask, holes_changed = remove_small_regions(rle_to_mask(rle), min_area, "holes")
-            mask, islands_changed = remove_small_regions(mask, min_area, "islands")
-            cleaned.append(torch.from_numpy(mask))
-            scores.append(float(not (holes_changed or islands_changed)))
-        masks = torch.stack(cleaned)  # (N, H, W) bool
-        boxes = batched_mask_to_box(masks)  # (N, 4)
-        keep = batched_nms(
-            boxes.float(),
-            torch.tensor(scores),
-            torch.zeros(len(boxes), dtype=torch.int64),
-            iou_threshold=nms_thresh,
-        )
-        new_boxes = records.boxes.clone()
-        for i in keep.tolist():
-            if scores[i] == 0.0:
-                records.rles[i] = mask_to_rle(masks[i : i + 1])[0]
-                new_boxes[i] = boxes[i].to(new_boxes.device)
-        records.boxes = new_boxes
-        return records.filter(keep)
-
-    # ------------------------------------------------------------------ output
-
-    def _to_annotations(self, records: MaskRecords) -> list[dict[str, Any]]:
-        boxes_xywh = box_xyxy_to_xywh(records.boxes.cpu().float()).tolist()
-        crops_xywh = box_xyxy_to_xywh(records.crop_boxes.cpu().float()).tolist()
-        iou_preds = records.iou_preds.cpu().float().tolist()
-        stability = records.stability_score.cpu().float().tolist()
-        points = records.points.cpu().float().tolist()
-        annotations = []
-        for i, rle in enumerate(records.rles):
-            if self.output_mode == "binary_mask":
-                segmentation: Any = rle_to_mask(rle)
-            elif self.output_mode == "coco_rle":
-                segmentation = coco_encode_rle(rle)
-            else:
-                segmentation = rle
-            annotations.append(
-                {
-                    "segmentation": segmentation,
-                    "area": area_from_rle(rle),
-                    "bbox": boxes_xywh[i],
-                    "predicted_iou": iou_preds[i],
-                    "point_coords": [points[i]],
-                    "stability_score": stability[i],
-                    "crop_box": crops_xywh[i],
-                }
-            )
-        return annotations
 
 
 _T = TypeVar("_T")

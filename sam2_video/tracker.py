@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.memory_bank import FrameOutput, MemorySelection, ObjectMemory
+from sam2_video.memory_layout import MemoryLayout
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
 from sam2_video.object_chunks import chunk_slices, object_chunks
@@ -105,7 +106,7 @@ class FrameTracker:
         self.model = model
         self.options = options or TrackerOptions()
         self.static_shapes = static_shapes
-        self._maskmem_pos: Tensor | None = None  # (HW, mem_dim), the same for every memory
+        self._layout = MemoryLayout(model)
 
     @property
     def device(self) -> torch.device:
@@ -214,7 +215,7 @@ class FrameTracker:
             cap = self.static_shapes.max_conditioning_frames
             num_slots = max(num_slots, cap + model.num_maskmem - 1)
             num_ptrs = max(num_ptrs, cap + max_ptrs - 1)
-        memory, memory_pos, padding = self._assemble_memory(
+        memory, memory_pos, padding = self._layout.assemble(
             selections, num_slots, num_ptrs, max_ptrs, h, w
         )
         memory = memory.to(features.image_embed.dtype)
@@ -236,88 +237,6 @@ class FrameTracker:
             memory_key_padding_mask=padding if needs_mask else None,
         )  # (B, HW, C)
         return out.transpose(1, 2).reshape(batch, channels, h, w)
-
-    def _assemble_memory(
-        self,
-        selections: list[MemorySelection],
-        num_slots: int,
-        num_ptrs: int,
-        max_ptrs: int,
-        h: int,
-        w: int,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Lay out B memory banks as `MemoryAttention` expects, with one copy per tensor kind.
-
-        Returns memory and memory_pos (B, num_slots * HW + num_ptrs * split, mem_dim) float32 and
-        the padding mask (B, same) bool, True = padding. Row b holds selection b's frames in
-        slots 0.. and its pointers in pointer places 0..; the rest is zero and padded.
-        """
-        model = self.model
-        hw, mem_dim = h * w, model.mem_dim
-        split = model.hidden_dim // mem_dim
-        batch, device = len(selections), self.device
-        # Gather (row, place, ...) of every memory frame and pointer first, then write each
-        # kind with one indexed copy instead of ~30 small copies per object.
-        frame_rows, frame_places, frame_slots, frame_mems = [], [], [], []
-        ptr_rows, ptr_places, ptr_offsets, ptr_values = [], [], [], []
-        for row, selection in enumerate(selections):
-            for place, (slot, out) in enumerate(selection.spatial):
-                frame_rows.append(row)
-                frame_places.append(place)
-                frame_slots.append(slot)
-                frame_mems.append(out.maskmem)
-            for place, (offset, out) in enumerate(selection.pointers):
-                ptr_rows.append(row)
-                ptr_places.append(place)
-                ptr_offsets.append(offset)
-                ptr_values.append(out.obj_ptr)
-
-        spatial = torch.zeros(batch, num_slots, hw, mem_dim, device=device)
-        spatial_pos = torch.zeros_like(spatial)
-        spatial_pad = torch.ones(batch, num_slots, dtype=torch.bool, device=device)
-        if frame_mems:
-            index = (
-                torch.tensor(frame_rows, device=device),
-                torch.tensor(frame_places, device=device),
-            )
-            mems = torch.stack(frame_mems).flatten(2).transpose(1, 2)  # (K, HW, mem_dim) bf16
-            tpos = model.maskmem_tpos_enc.view(model.num_maskmem, 1, mem_dim)
-            slot_pos = self._memory_pos_encoding(h, w) + tpos  # (num_maskmem, HW, mem_dim)
-            spatial[index] = mems.float()
-            spatial_pos[index] = slot_pos[torch.tensor(frame_slots, device=device)]
-            spatial_pad[index] = False
-
-        tokens = torch.zeros(batch, num_ptrs, split, mem_dim, device=device)
-        tokens_pos = torch.zeros(batch, num_ptrs, mem_dim, device=device)
-        tokens_pad = torch.ones(batch, num_ptrs, dtype=torch.bool, device=device)
-        if ptr_values:
-            index = (
-                torch.tensor(ptr_rows, device=device),
-                torch.tensor(ptr_places, device=device),
-            )
-            ptrs = torch.stack(ptr_values)  # (K, C)
-            offsets = torch.tensor(ptr_offsets, device=device)
-            tokens[index] = model.pointer_tokens(ptrs[None])[0].unflatten(0, (-1, split))
-            tokens_pos[index] = model.pointer_temporal_encoding(offsets, max_ptrs)  # (K, mem_dim)
-            tokens_pad[index] = False
-
-        memory = torch.cat([spatial.flatten(1, 2), tokens.flatten(1, 2)], dim=1)  # (B, M, mem_dim)
-        memory_pos = torch.cat(
-            [spatial_pos.flatten(1, 2), tokens_pos.repeat_interleave(split, dim=1)], dim=1
-        )  # (B, M, mem_dim)
-        padding = torch.cat(
-            [spatial_pad.repeat_interleave(hw, dim=1), tokens_pad.repeat_interleave(split, dim=1)],
-            dim=1,
-        )  # (B, M)
-        return memory, memory_pos, padding
-
-    def _memory_pos_encoding(self, h: int, w: int) -> Tensor:
-        """Spatial position encoding of memory tokens (HW, mem_dim): a constant of the model."""
-        if self._maskmem_pos is None or self._maskmem_pos.shape[0] != h * w:
-            probe = torch.zeros(1, self.model.mem_dim, h, w, device=self.device)
-            pos = self.model.memory_encoder.position_encoding(probe)  # (1, mem_dim, h, w)
-            self._maskmem_pos = pos[0].flatten(1).t().contiguous()
-        return self._maskmem_pos
 
     # ------------------------------------------------------------------ prompts
     def prompt_points(
