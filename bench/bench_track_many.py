@@ -23,7 +23,8 @@ import torch
 from common import MICRO_CHECKPOINT, REPO, machine_info
 
 from streamer.batch.track import plan_track
-from streamer.batch.track_many import TrackJob, collect_videos, run_track_many
+from streamer.batch.track_many import collect_videos, run_track_many
+from streamer.batch.video_worker import TrackJob
 
 
 def make_inputs(root: Path, videos: int, frames: int, size: tuple[int, int]) -> None:

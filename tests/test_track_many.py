@@ -24,14 +24,8 @@ from conftest import DATA, MICRO_CHECKPOINT
 
 from streamer.batch.manifest import Manifest, ManifestRow
 from streamer.batch.track import plan_track
-from streamer.batch.track_many import (
-    MANIFEST_NAME,
-    PARTIAL_MARK,
-    TrackJob,
-    collect_videos,
-    output_names,
-    run_track_many,
-)
+from streamer.batch.track_many import MANIFEST_NAME, collect_videos, output_names, run_track_many
+from streamer.batch.video_worker import PARTIAL_MARK, TrackJob
 from streamer.cli import EXIT_FAILURE, EXIT_OK, main
 
 MICRO = ["--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT)]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamer.batch.manifest import ManifestRow
-from streamer.batch.track_many import TrackJob, VideoWorker, WorkItem
+from streamer.batch.video_worker import TrackJob, VideoWorker, WorkItem
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`track-many`: track many videos, one output folder each, on this machine or a Ray cluster.
 
-What one worker does with one video lives here (`VideoWorker.process`); the engine decides
-where workers run:
+What one worker does with one video lives in `streamer.batch.video_worker`; the engine
+decides where workers run:
 
 - `local`: one worker thread per device of this machine (every CUDA device, else one CPU
   worker), each holding one model, pulling videos from a shared queue;
@@ -23,14 +23,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
-import os
 import queue
 import shutil
-import socket
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +35,11 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from streamer.batch.manifest import Manifest, ManifestRow, is_complete
-from streamer.batch.track import TrackPlan, load_track_model, track_with_model
+from streamer.batch.video_worker import PARTIAL_MARK, TrackJob, VideoWorker, WorkItem
 
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-PARTIAL_MARK = ".partial-"
 MANIFEST_NAME = "manifest.jsonl"
 
 Engine = Literal["local", "ray"]
@@ -99,94 +94,6 @@ def output_names(videos: Sequence[Path]) -> dict[Path, str]:
         else f"{v.stem}-{hashlib.sha1(str(v).encode()).hexdigest()[:8]}"
         for v in videos
     }
-
-
-# --- one worker -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrackJob:
-    """What every worker needs to track any video of the run (picklable, sent to Ray actors).
-
-    plan: checked tracking options. prompts_dir: `<prompts_dir>/<stem>.json` per video (None:
-    auto-seeding). model/checkpoint: the model every worker loads. threads: torch threads per
-    worker (None: torch's default).
-    """
-
-    plan: TrackPlan
-    prompts_dir: Path | None = None
-    model: str = "sam2.1_hiera_t"
-    checkpoint: Path | None = None
-    threads: int | None = None
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One video to track into `output` (its final folder)."""
-
-    video: str
-    output: str
-
-
-class VideoWorker:
-    """One model on one device; tracks one video at a time into its output folder.
-
-    device: "cpu", "cuda", "cuda:N". name: recorded in the manifest's `worker` column.
-    """
-
-    def __init__(self, job: TrackJob, *, device: str, name: str | None = None) -> None:
-        import torch
-
-        if job.threads is not None:
-            torch.set_num_threads(job.threads)
-        self.job = job
-        self.device = device
-        self.name = name or f"{socket.gethostname()}:{os.getpid()} {device}"
-        self.model = load_track_model(job.model, job.checkpoint, device=device)
-
-    def process(self, item: WorkItem, on_frame: Callable[[int], None] | None = None) -> ManifestRow:
-        """Track one video; never raises for a bad video (the row says `failed` and why)."""
-        started = time.monotonic()
-        final = Path(item.output)
-        partial = final.with_name(f"{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
-        try:
-            prompts = None
-            if self.job.prompts_dir is not None:
-                prompts = self.job.prompts_dir / f"{Path(item.video).stem}.json"
-            summary = track_with_model(
-                self.model,
-                Path(item.video),
-                out_dir=partial,
-                plan=self.job.plan,
-                prompts=prompts,
-                progress=False,
-                on_frame=on_frame,
-            )
-            if final.exists():  # complete, but from a run the manifest does not know about
-                shutil.rmtree(final)
-            os.replace(partial, final)
-        except Exception as exc:  # a failed video is recorded and the run goes on
-            logger.warning(
-                "%s failed: %s", item.video, exc, exc_info=logger.isEnabledFor(logging.DEBUG)
-            )
-            shutil.rmtree(partial, ignore_errors=True)
-            return ManifestRow(
-                video=item.video,
-                output=item.output,
-                status="failed",
-                seconds=time.monotonic() - started,
-                worker=self.name,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-        return ManifestRow(
-            video=item.video,
-            output=item.output,
-            status="done",
-            frames=summary.frames,
-            objects=len(summary.obj_ids),
-            seconds=time.monotonic() - started,
-            worker=self.name,
-        )
 
 
 # --- local engine ---------------------------------------------------------------------------
