@@ -22,13 +22,11 @@ import pytest
 from conftest import MICRO_CHECKPOINT
 from pycocotools import mask as mask_api
 from serve_process import free_port, proc_status, reset_peak_rss, running_server
-from test_service import _make_clip
+from service_client import AUTH, TOKEN, create, make_clip, poll, run, ws_url
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
-TOKEN = "hardening-token-4f1c"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_SESSIONS = 4
 FINISHED_TTL = 2.0
 IDLE_TTL = 4.0
@@ -41,7 +39,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return _make_clip(tmp_path_factory.mktemp("hardening") / "clip.mp4", rate=15)
+    return make_clip(tmp_path_factory.mktemp("hardening") / "clip.mp4", rate=15)
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +63,8 @@ def server(tmp_path_factory):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def ws_url(base: str, session_id: str) -> str:
-    return base.replace("http://", "ws://") + f"/sessions/{session_id}/ws"
-
-
-def create(base: str, **body) -> dict:
-    response = httpx.post(f"{base}/sessions", json=body, headers=AUTH, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def status_of(base: str, session_id: str) -> int:
     return httpx.get(f"{base}/sessions/{session_id}", headers=AUTH, timeout=10).status_code
-
-
-def poll(predicate, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
-    return value
 
 
 async def reply_to(ws, request_id, timeout: float = TIMEOUT) -> dict:
