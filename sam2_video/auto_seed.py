@@ -9,8 +9,7 @@ streaming session turns each kept mask into a new object (`SessionOptions.auto_s
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +100,7 @@ class AutoSeeder:
     """Finds masks worth tracking on a frame (wraps a `SAM2AutomaticMaskGenerator`).
 
     The generator embeds the frame itself, unless the caller hands it the frame's features
-    with `reusing` (the streaming session does: no second image-encoder pass per seeding).
+    (`features=`; the streaming session does: no second image-encoder pass per seeding).
     """
 
     def __init__(
@@ -109,30 +108,22 @@ class AutoSeeder:
     ) -> None:
         self.options = options or AutoSeedOptions()
         self.generator = SAM2AutomaticMaskGenerator(model, **self.options.generator_kwargs())
-        self._features: ImageFeatures | None = None
-
-    @contextmanager
-    def reusing(self, features: ImageFeatures) -> Iterator[None]:
-        """Within the block, `propose` uses `features` (the backbone features of the image it
-        is given, batch 1) instead of embedding that image again."""
-        self._features = features
-        try:
-            yield
-        finally:
-            self._features = None
 
     def propose(
         self,
         image: np.ndarray,
         covered: np.ndarray | None = None,
         limit: int | None = None,
+        *,
+        features: ImageFeatures | None = None,
     ) -> list[SeedMask]:
         """Masks to start tracking on `image`, best first.
 
         image: (H, W, 3) uint8 RGB. covered: (H, W) bool union of the masks already tracked
-        (None: nothing tracked). limit: keep at most this many.
+        (None: nothing tracked). limit: keep at most this many. features: the image's backbone
+        features (batch 1) to use instead of embedding it again.
         """
-        return drain(self.propose_steps(image, covered, limit))
+        return drain(self.propose_steps(image, covered, limit, features=features))
 
     def propose_steps(
         self,
@@ -145,8 +136,7 @@ class AutoSeeder:
         """`propose` in slices: yields after each slice of the mask generator (see
         `SAM2AutomaticMaskGenerator.generate_steps`) and returns the kept masks.
 
-        features: the image's backbone features (batch 1) to use instead of embedding it;
-        default: those given to `reusing`, if the generator starts inside that block.
+        features: as in `propose`.
         """
         if covered is not None and covered.shape != image.shape[:2]:
             raise ValueError(
@@ -154,8 +144,6 @@ class AutoSeeder:
             )
         if limit is not None and limit <= 0:
             return []
-        if features is None:
-            features = self._features
         annotations = yield from self.generator.generate_steps(image, features)
         candidates = [
             SeedMask(

@@ -325,7 +325,7 @@ class StreamingSession:
 
     def _seed(self, options: AutoSeedOptions | None = None) -> list[int]:
         """Add one object per kept mask on the current frame; returns the new ids."""
-        return drain(self._seed_steps(options, sliced=False))
+        return drain(self._seed_steps(options))
 
     @torch.inference_mode()
     def auto_seed_steps(
@@ -340,12 +340,10 @@ class StreamingSession:
         the final result (those of the frame being seeded).
         """
         self._require_frame()
-        yield from self._seed_steps(options, sliced=True)
+        yield from self._seed_steps(options)
         return self._result(list(lost or []))
 
-    def _seed_steps(
-        self, options: AutoSeedOptions | None, sliced: bool
-    ) -> Generator[None, None, list[int]]:
+    def _seed_steps(self, options: AutoSeedOptions | None) -> Generator[None, None, list[int]]:
         options = options or self.options.auto_seed or AutoSeedOptions()
         if self._seeder is None or self._seeder.options != options:
             self._seeder = AutoSeeder(self.model, options)
@@ -360,12 +358,7 @@ class StreamingSession:
             image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
         args = (image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), room)
         # The generator reuses the frame's encoder features: no second backbone pass.
-        features = self._require_frame()
-        if sliced:
-            seeds = yield from self._seeder.propose_steps(*args, features=features)
-        else:
-            with self._seeder.reusing(features):
-                seeds = self._seeder.propose(*args)
+        seeds = yield from self._seeder.propose_steps(*args, features=self._require_frame())
         new_ids = []
         for seed in seeds:
             obj_id = self.new_object_id()

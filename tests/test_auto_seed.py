@@ -42,14 +42,14 @@ def clip_frames() -> np.ndarray:
 
 
 class SeedingSpy:
-    """Records what `AutoSeeder.propose` was given and returned, call by call."""
+    """Records what `AutoSeeder.propose_steps` was given and returned, call by call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, session: StreamingSession) -> None:
         self.calls: list[dict] = []
-        propose = AutoSeeder.propose
+        propose_steps = AutoSeeder.propose_steps
 
-        def spy(seeder, image, covered=None, limit=None):
-            seeds = propose(seeder, image, covered, limit)
+        def spy(seeder, image, covered=None, limit=None, *, features=None):
+            seeds = yield from propose_steps(seeder, image, covered, limit, features=features)
             self.calls.append(
                 {
                     "frame_idx": session.frame_idx,
@@ -62,7 +62,7 @@ class SeedingSpy:
             )
             return seeds
 
-        monkeypatch.setattr(AutoSeeder, "propose", spy)
+        monkeypatch.setattr(AutoSeeder, "propose_steps", spy)
 
 
 def rect(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -50,8 +50,7 @@ def test_seeding_frame_runs_the_encoder_once_and_gives_the_same_seeds(micro_mode
         model_input = preprocess_frame(frame_to_chw(first_frame), micro_model.image_size, "cpu")
         features = micro_model.forward_image(model_input)
         calls[0] = 0
-        with seeder.reusing(features):
-            reused = seeder.propose(first_frame)
+        reused = seeder.propose(first_frame, features=features)
         assert calls[0] == 0  # propose did not embed the frame again
         own = _propose_embedding_model_input(micro_model, first_frame, model_input)
         assert calls[0] == 1
