@@ -337,19 +337,15 @@ class DeviceScheduler:
             if command is None:
                 break
             started = time.perf_counter()
-            if is_expensive(command.message) and self._can_run(session, command):
+            if session.state in (SessionState.CLOSED, SessionState.FAILED):
+                Session.reply(command, ended_error(session, command.message))
+            elif is_expensive(command.message):
                 self._start_command_task(session, command)
             else:
                 self._execute(session, command)
             self._charge(session, time.perf_counter() - started)
             did_work = True
         return did_work
-
-    def _can_run(self, session: Session, command: Command) -> bool:
-        if session.state in (SessionState.CLOSED, SessionState.FAILED):
-            Session.reply(command, ended_error(session, command.message))
-            return False
-        return True
 
     def _start_command_task(self, session: Session, command: Command) -> None:
         message = command.message
@@ -372,11 +368,6 @@ class DeviceScheduler:
 
     def _execute(self, session: Session, command: Command) -> None:
         message = command.message
-        if is_expensive(message):
-            return  # already answered by `_can_run`
-        if session.state in (SessionState.CLOSED, SessionState.FAILED):
-            Session.reply(command, ended_error(session, message))
-            return
         try:
             outcome = apply_prompt(session.tracker, message)
         except ProtocolError as exc:
