@@ -166,25 +166,27 @@ def _session_with_objects(model, frames, objects: int, static: bool) -> Streamin
     return session
 
 
-def time_stream(model, frames, objects, device, static, warmup) -> tuple[float, float]:
-    """(frames/s after warm-up, warm-up seconds)."""
+def time_stream(model, frames, objects, device, static, warmup) -> tuple[float, float, int]:
+    """(frames/s after warm-up, warm-up seconds, graphs compiled after the warm-up)."""
+    from torch._dynamo.utils import counters
+
     session = _session_with_objects(model, frames, objects, static)
     t0 = time.perf_counter()
     for frame in frames[1 : 1 + warmup]:
         session.add_frame(frame)
     sync(device)
     warm = time.perf_counter() - t0
+    graphs = counters["stats"]["unique_graphs"]
     timed = frames[1 + warmup :]
     t0 = time.perf_counter()
     for frame in timed:
         session.add_frame(frame)
     sync(device)
-    return len(timed) / (time.perf_counter() - t0), warm
+    fps = len(timed) / (time.perf_counter() - t0)
+    return fps, warm, counters["stats"]["unique_graphs"] - graphs
 
 
 def compiled_vs_eager(args, device) -> list[dict]:
-    from torch._dynamo.utils import counters
-
     from sam2_video.compile import compile_model
 
     eager = build_sam2(args.config, device=str(device))
@@ -194,22 +196,14 @@ def compiled_vs_eager(args, device) -> list[dict]:
     frames = clip_frames(1 + args.warmup + args.frames, None if args.quick else (540, 960))
     rows = []
     for objects in args.objects:
-        eager_fps, _ = time_stream(eager, frames, objects, device, False, args.warmup)
-        before = dict(counters["stats"])
-        compiled_fps, warm = time_stream(compiled, frames, objects, device, True, args.warmup)
-        # Recompiles in the timed part: graphs compiled after the warm-up frames.
-        session = _session_with_objects(compiled, frames, objects, True)
-        for frame in frames[1 : 1 + args.warmup]:
-            session.add_frame(frame)
-        steady = counters["stats"]["unique_graphs"]
-        for frame in frames[1 + args.warmup :]:
-            session.add_frame(frame)
-        recompiles = counters["stats"]["unique_graphs"] - steady
+        eager_fps, _, _ = time_stream(eager, frames, objects, device, False, args.warmup)
+        compiled_fps, warm, recompiles = time_stream(
+            compiled, frames, objects, device, True, args.warmup
+        )
         rows.append({"objects": objects, "input_size": size, "eager_fps": round(eager_fps, 2),
                      "compiled_fps": round(compiled_fps, 2),
                      "speedup": round(compiled_fps / eager_fps, 3),
-                     "compile_warmup_s": round(warm, 1), "recompiles_after_warmup": recompiles,
-                     "graphs_before": before.get("unique_graphs", 0)})
+                     "compile_warmup_s": round(warm, 1), "recompiles_after_warmup": recompiles})
         print(rows[-1], flush=True)
     return rows
 

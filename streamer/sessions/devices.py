@@ -55,7 +55,7 @@ def parse_devices(names: Sequence[str] | None, default: str | None = None) -> li
             if not torch.cuda.is_available() or index >= torch.cuda.device_count():
                 raise ValueError(f"device {raw!r} is not visible")
             specs.append(DeviceSpec(name, name))
-        elif name in ("cpu", "cpu:0") or name.startswith("cpu:"):
+        elif name == "cpu" or name.startswith("cpu:"):
             specs.append(DeviceSpec(f"cpu:{cpu_count}", "cpu"))
             cpu_count += 1
         else:
