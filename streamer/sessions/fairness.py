@@ -37,18 +37,22 @@ class FairShare:
         """`keys` (the ones with work now), most owed first; ties keep the given order."""
         keys = list(keys)
         with self._lock:
-            floor = self._clock - self.rejoin_credit
             for key in keys:
-                # New or long-idle keys start near the clock instead of far behind it.
-                self._vtime[key] = max(self._vtime.get(key, floor), floor)
+                self._vtime[key] = self._rejoined(key)
             return sorted(keys, key=lambda k: self._vtime[k])
 
     def charge(self, key: Hashable, seconds: float) -> None:
         """Add `seconds` of device time to `key` (after its work ran)."""
         with self._lock:
-            vtime = max(self._vtime.get(key, self._clock), self._clock - self.rejoin_credit)
+            vtime = self._rejoined(key)
             self._vtime[key] = vtime + max(0.0, seconds)
             self._clock = max(self._clock, vtime)
+
+    def _rejoined(self, key: Hashable) -> float:
+        """`key`'s virtual time, raised to the clock minus the credit (call with the lock):
+        new or long-idle keys start near the clock instead of far behind it."""
+        floor = self._clock - self.rejoin_credit
+        return max(self._vtime.get(key, floor), floor)
 
     def virtual_time(self, key: Hashable) -> float:
         with self._lock:
