@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 WS_CLOSE_UNAUTHORIZED = 4401
@@ -73,19 +73,12 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http":
-            body = json.dumps({"code": "unauthorized", "message": "missing or bad token"}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b"Bearer"),
-                    ],
-                }
+            refusal = JSONResponse(
+                {"code": "unauthorized", "message": "missing or bad token"},
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
             )
-            await send({"type": "http.response.body", "body": body})
+            await refusal(scope, receive, send)
             return
         message = await receive()
         if message["type"] != "websocket.connect":

@@ -9,7 +9,6 @@ holds more than `max_bytes` of a body in memory.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -31,10 +30,12 @@ class BodyTooLargeError(HTTPException):
         self.max_bytes = max_bytes
 
 
-def _too_large_body(max_bytes: int) -> bytes:
-    return json.dumps(
-        {"code": PAYLOAD_TOO_LARGE, "message": f"request body above {max_bytes} bytes"}
-    ).encode()
+def _too_large(max_bytes: int) -> JSONResponse:
+    return JSONResponse(
+        {"code": PAYLOAD_TOO_LARGE, "message": f"request body above {max_bytes} bytes"},
+        status_code=413,
+        headers={"connection": "close"},
+    )
 
 
 class BodyLimitMiddleware:
@@ -50,7 +51,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)  # the body is never read
+            await _too_large(self.max_bytes)(scope, receive, send)  # the body is never read
             return
         seen = 0
 
@@ -65,21 +66,6 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = _too_large_body(self.max_bytes)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
 
 def _content_length(scope: Scope) -> int | None:
     """The declared body length; an unparsable one counts as too large (-> 413)."""
@@ -92,9 +78,7 @@ def _content_length(scope: Scope) -> int | None:
 
 async def body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
     max_bytes = exc.max_bytes if isinstance(exc, BodyTooLargeError) else 0
-    return JSONResponse(
-        json.loads(_too_large_body(max_bytes)), status_code=413, headers={"connection": "close"}
-    )
+    return _too_large(max_bytes)
 
 
 def _clip_loc(part: Any) -> Any:
