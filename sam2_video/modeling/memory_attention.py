@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
+from sam2_video.modeling.folded_values import attend_folded_values, fold_pays
 from sam2_video.modeling.rope import apply_rope, axial_rope_rotation, repeat_rotation
 from sam2_video.modeling.transformer import Attention
 
@@ -74,6 +75,8 @@ class RoPEAttention(Attention):
         # Rotations by (height, width, key repeats, unrotated keys, device): constants, and the
         # bank has the same layout frame after frame. A few entries (up to ~4 MB each at 1024).
         self._rotations: dict[tuple, tuple[Tensor, Tensor]] = {}
+        # On CPU, narrow values (memory tokens) are attended before `v_proj` widens them.
+        self.folds_values = fold_pays(num_heads, self.kv_in_dim, self.internal_dim)
 
     def _grid_size(self, num_tokens: int) -> tuple[int, int]:
         """(height, width) of the query grid: `feat_sizes` if it fits, else a square grid."""
@@ -126,7 +129,8 @@ class RoPEAttention(Attention):
         Returns:
             (B, HW, embedding_dim).
         """
-        q, k, v = self.project(q, k, v)  # (B, h, HW, d), (B, h, Nk, d), (B, h, Nk, d)
+        q = self.split_heads(self.q_proj(q))  # (B, h, HW, d)
+        k = self.split_heads(self.k_proj(k))  # (B, h, Nk, d)
         num_q, num_k = q.shape[-2], k.shape[-2]
         num_k_rope = num_k - num_k_exclude_rope
         if not 0 <= num_k_rope <= num_k:
@@ -151,6 +155,10 @@ class RoPEAttention(Attention):
                     f"expected {(k.shape[0], num_k)}"
                 )
             attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
+        if self.folds_values and q.device.type == "cpu":
+            out = attend_folded_values(q, k, v, self.v_proj, key_padding_mask)  # (B, h, HW, d)
+            return self.out_proj(self.merge_heads(out))  # (B, HW, embedding_dim)
+        v = self.split_heads(self.v_proj(v))  # (B, h, Nk, d)
         if q.shape[0] != k.shape[0]:  # queries shared by every batch row (see MemoryAttention)
             q = q.expand(k.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, HW, d)

@@ -1,0 +1,74 @@
+"""Attention to memory with the value projection applied after the softmax (CPU).
+
+The memory attention's cross-attention reads values from 64-channel memory tokens that its
+`v_proj` widens to 256 channels before attention. Attention weights are a convex combination
+over the keys (each row sums to 1), and a linear map commutes with such a combination:
+
+    softmax(S) @ (M @ Wv^T + bv)  ==  (softmax(S) @ M) @ Wv^T + bv
+
+so the weighted sum can run on the 64 memory channels and the projection on the Nq outputs
+instead of the Nk memory tokens. With one head that is 4x less work in the attention-times-values
+product (and no Nk x 256 value tensor), the same values up to rounding. CPU SDPA kernels need
+equal query and value widths, so the scores are computed here a block of queries at a time:
+each block's (Nk,) score rows are still in cache when the softmax and the value product read
+them.
+
+On other devices the fused SDPA kernels are faster than any of this; callers use it on CPU only
+(see `RoPEAttention`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+# Scores per query block (block rows x keys x batch rows), ~16 MB of float32: measured on a
+# 2-core AMD EPYC for 4096 queries over 2-7 memory frames of 4096 tokens (bench/bench_memory_attention.py).
+BLOCK_SCORES = 1 << 22
+
+
+def fold_pays(num_heads: int, kv_in_dim: int, internal_dim: int) -> bool:
+    """True if attending on the raw values is less work than on projected ones: each head
+    then multiplies the weights by all `kv_in_dim` memory channels instead of its own
+    `internal_dim // num_heads` projected ones."""
+    return num_heads * kv_in_dim < internal_dim
+
+
+def attend_folded_values(
+    q: Tensor,
+    k: Tensor,
+    values: Tensor,
+    v_proj: nn.Linear,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Softmax attention whose values are projected by `v_proj` after the weighted sum.
+
+    Args:
+        q: (B or 1, h, Nq, d) projected (and rotated) queries; batch 1 is shared by all rows.
+        k: (B, h, Nk, d) projected (and rotated) keys.
+        values: (B, Nk, c) unprojected values, the input of `v_proj` (c = kv_in_dim).
+        v_proj: Linear(c, h * d) whose output would have been split into h heads of d.
+        key_padding_mask: optional (B, Nk) bool, True = padding key (excluded).
+
+    Returns:
+        (B, h, Nq, d): the same as scaled dot-product attention over `v_proj(values)`.
+    """
+    batch, heads, num_k, head_dim = k.shape
+    num_q = q.shape[-2]
+    q = q * head_dim**-0.5
+    keys_t = k.transpose(-1, -2)  # (B, h, d, Nk)
+    memory = values.unsqueeze(1)  # (B, 1, Nk, c), shared by every head
+    weight = v_proj.weight.view(heads, head_dim, -1).transpose(-1, -2)  # (h, c, d)
+    bias = v_proj.bias.view(heads, 1, head_dim)  # (h, 1, d)
+    padding = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+
+    block = max(16, BLOCK_SCORES // max(1, batch * heads * num_k))
+    out = q.new_empty(batch, heads, num_q, head_dim)
+    for start in range(0, num_q, block):
+        rows = slice(start, start + block)
+        scores = q[..., rows, :] @ keys_t  # (B, h, n, Nk)
+        if padding is not None:
+            scores.masked_fill_(padding, float("-inf"))
+        mixed = scores.softmax(dim=-1) @ memory  # (B, h, n, c)
+        out[..., rows, :] = torch.matmul(mixed, weight).add_(bias)  # (B, h, n, d)
+    return out
