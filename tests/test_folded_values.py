@@ -45,12 +45,13 @@ def test_folded_equals_sdpa_with_padding_and_blocks(heads, shared_queries, monke
 def test_cross_attention_folds_only_on_cpu_with_narrow_values() -> None:
     torch.manual_seed(0)
     attn = RoPEAttention(
-        embedding_dim=64, num_heads=1, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(4, 4)
+        embedding_dim=256, num_heads=1, kv_in_dim=64, rope_k_repeat=True, feat_sizes=(4, 4)
     )
-    assert attn.folds_values and fold_pays(1, 16, 64) and not fold_pays(4, 64, 256)
-    assert not RoPEAttention(embedding_dim=64, num_heads=1, feat_sizes=(4, 4)).folds_values
-    q = torch.randn(2, 16, 64)
-    memory, pos = torch.randn(2, 3 * 16 + 4, 16), torch.randn(2, 3 * 16 + 4, 16)
+    assert attn.folds_values and fold_pays(1, 64, 256)
+    assert not fold_pays(4, 64, 256) and not fold_pays(1, 16, 64)  # more work / narrow heads
+    assert not RoPEAttention(embedding_dim=256, num_heads=1, feat_sizes=(4, 4)).folds_values
+    q = torch.randn(2, 16, 256)
+    memory, pos = torch.randn(2, 3 * 16 + 4, 64), torch.randn(2, 3 * 16 + 4, 64)
     padding = torch.zeros(2, 52, dtype=torch.bool)
     padding[0, 32:48] = True  # a padded frame slot
     with torch.inference_mode():

@@ -27,11 +27,19 @@ from torch import Tensor, nn
 BLOCK_SCORES = 1 << 22
 
 
+# Below this head width SDPA's fused kernel wins: for the micro model (head 64, 16-channel
+# memory, 1856 keys) SDPA took 1.9 ms and the folded blocks 2.7 ms; at head 256 (every official
+# model) the folded blocks take ~0.8x of SDPA's time (bench/bench_memory_attention.py).
+MIN_HEAD_DIM = 128
+
+
 def fold_pays(num_heads: int, kv_in_dim: int, internal_dim: int) -> bool:
-    """True if attending on the raw values is less work than on projected ones: each head
+    """True if attending on the raw values is less work than on projected ones (each head
     then multiplies the weights by all `kv_in_dim` memory channels instead of its own
-    `internal_dim // num_heads` projected ones."""
-    return num_heads * kv_in_dim < internal_dim
+    `internal_dim // num_heads` projected ones) and the heads are wide enough for that to
+    outweigh keeping the scores in memory."""
+    head_dim = internal_dim // num_heads
+    return num_heads * kv_in_dim < internal_dim and head_dim >= MIN_HEAD_DIM
 
 
 def attend_folded_values(
