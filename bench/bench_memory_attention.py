@@ -2,9 +2,9 @@
 
 `sam2_video.modeling.folded_values` attends to the 64-channel memory tokens and applies the value
 projection to the outputs (exact up to rounding, see there). This script times one cross-attention
-call both ways, interleaved, for the memory-bank sizes of the micro model (256 queries) and of
-the full-size models (4096 queries), and the query-block sizes around `BLOCK_SCORES`, so the
-block size can be re-chosen on another CPU.
+call both ways for the memory-bank sizes of the micro model (256 queries) and of the full-size
+models (4096 queries), with query blocks of 128 to 1024 rows, so that `BLOCK_ROWS` can be
+re-chosen on another CPU.
 
   python bench/bench_memory_attention.py --json bench/results/2026-12-01/memory_attention.json
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine_info, print_table, write_json
 
 from sam2_video.modeling import folded_values
-from sam2_video.modeling.folded_values import BLOCK_SCORES as DEFAULT_BLOCK
+from sam2_video.modeling.folded_values import BLOCK_ROWS as DEFAULT_ROWS
 from sam2_video.modeling.folded_values import attend_folded_values
 
 # (name, queries, memory frames, pointer tokens): a 7-frame bank is the steady state.
@@ -53,11 +53,11 @@ def time_case(num_q: int, num_k: int, v_proj: torch.nn.Linear, repeats: int) -> 
     memory = torch.randn(1, num_k, mem_dim)
     row = {"sdpa_ms": round(cpu_ms(lambda: F.scaled_dot_product_attention(
         q, k, v_proj(memory).unsqueeze(1)), repeats), 1)}
-    for scores in (1 << 20, 1 << 21, 1 << 22, 1 << 23):
-        folded_values.BLOCK_SCORES = scores
+    for block in (128, 256, 512, 1024):
+        folded_values.BLOCK_ROWS = (block, block)
         ms = cpu_ms(lambda: attend_folded_values(q, k, memory, v_proj), repeats)
-        row[f"folded_{scores >> 20}M_ms"] = round(ms, 1)
-    folded_values.BLOCK_SCORES = DEFAULT_BLOCK
+        row[f"folded_{block}_rows_ms"] = round(ms, 1)
+    folded_values.BLOCK_ROWS = DEFAULT_ROWS
     want = F.scaled_dot_product_attention(q, k, v_proj(memory).unsqueeze(1))
     row["max_abs_diff"] = f"{(attend_folded_values(q, k, memory, v_proj) - want).abs().max().item():.1e}"
     return row

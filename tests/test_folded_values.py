@@ -24,7 +24,7 @@ def test_folded_equals_sdpa_with_padding_and_blocks(heads, shared_queries, monke
     torch.manual_seed(0)
     batch, num_q, num_k, dim, mem_dim = 3, 40, 70, 32, 8
     # A tiny block budget: several query blocks, the last one partial.
-    monkeypatch.setattr(folded_values, "BLOCK_SCORES", 16 * num_k)
+    monkeypatch.setattr(folded_values, "BLOCK_ROWS", (16, 16))
     v_proj = torch.nn.Linear(mem_dim, dim)
     q = torch.randn(1 if shared_queries else batch, heads, num_q, dim // heads)
     k = torch.randn(batch, heads, num_k, dim // heads)

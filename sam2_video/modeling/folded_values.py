@@ -22,9 +22,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# Scores per query block (block rows x keys), ~16 MB of float32: measured on a
-# 2-core AMD EPYC for 4096 queries over 2-7 memory frames of 4096 tokens (bench/bench_memory_attention.py).
-BLOCK_SCORES = 1 << 22
+# Query rows per block: as many as fit about 32 MB of float32 scores, within 256..512 rows.
+# Measured on one thread of a 2-core AMD EPYC, 4096 queries of 256 channels (one object), folded
+# attention for 8200 keys (2 memory frames): 256 rows 374 ms, 512 rows 361 ms, 1024 rows 478 ms;
+# for 28736 keys (7 frames): 128 rows 1458 ms, 256 rows 1204 ms, 512 rows 1340 ms.
+BLOCK_SCORES = 1 << 23
+BLOCK_ROWS = (256, 512)
 
 
 # Below this head width SDPA's fused kernel wins: for the micro model (head 64, 16-channel
@@ -66,7 +69,7 @@ def attend_folded_values(
     q = q * head_dim**-0.5
     weight = v_proj.weight.view(heads, head_dim, -1).transpose(-1, -2)  # (h, c, d)
     bias = v_proj.bias.view(heads, 1, head_dim)  # (h, 1, d)
-    block = max(16, BLOCK_SCORES // num_k)
+    block = min(BLOCK_ROWS[1], max(BLOCK_ROWS[0], BLOCK_SCORES // num_k))
     out = q.new_empty(batch, heads, num_q, head_dim)
     # One (object, head) at a time: batching objects into one product would shrink the query
     # blocks below what keeps a matrix product efficient (1.2x slower for 16 objects at 1024).

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
+from sam2_video.modeling.cpu_inference import cpu_inference, mlp_in_row_blocks
 from sam2_video.modeling.folded_values import attend_folded_values, fold_pays
 from sam2_video.modeling.rope import apply_rope, axial_rope_rotation, repeat_rotation
 from sam2_video.modeling.transformer import Attention
@@ -224,6 +225,8 @@ class MemoryAttentionLayer(nn.Module):
             key_padding_mask=memory_key_padding_mask,
         )  # (B, HW, C)
         h = self.norm3(x)
+        if cpu_inference(h):
+            return x + mlp_in_row_blocks(h, self.linear1, torch.relu_, self.linear2)
         return x + self.linear2(self.activation(self.linear1(h)))  # (B, HW, C)
 
 
