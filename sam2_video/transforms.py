@@ -34,7 +34,9 @@ def validate_frame_tensor(frame: Tensor) -> None:
         raise ValueError(f"frame tensor is empty: shape {tuple(frame.shape)}")
 
 
-def _to_chw_unscaled(image: np.ndarray | Tensor, device: torch.device | str) -> tuple[Tensor, float]:
+def _to_chw_unscaled(
+    image: np.ndarray | Tensor, device: torch.device | str
+) -> tuple[Tensor, float]:
     """HxWx3 uint8 (numpy or tensor) or 3xHxW tensor -> ((3, H, W) float32 on device, peak).
 
     The values are the input's own (0..255 for uint8); `peak` is what divides them into [0, 1]

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.config import available_configs, load_config
+from sam2_video.modeling import hiera
 from sam2_video.modeling.hiera import Hiera
-from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder
+from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder, pointwise_conv
 from sam2_video.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
@@ -182,20 +183,16 @@ def test_random_encoding_of_pixel_centres_equals_grid() -> None:
 
 
 def test_max_pool_hw_matches_max_pool2d() -> None:
-    from sam2_video.modeling.hiera import _max_pool_hw
-
     torch.manual_seed(0)
     qkv = torch.randn(3, 9, 7, 3, 8)  # odd sizes: floor mode drops the last row / column
     q = qkv[:, :, :, 0]  # (B, H, W, C) strided, as the queries sliced out of qkv
     expected = F.max_pool2d(q.permute(0, 3, 1, 2), kernel_size=2, stride=2).permute(0, 2, 3, 1)
-    assert torch.equal(_max_pool_hw(q, (2, 2)), expected)
+    assert torch.equal(hiera._max_pool_hw(q, (2, 2)), expected)
 
 
 def _mlp_with_spy(monkeypatch):
-    from sam2_video.modeling.hiera import HieraMlp
-
     torch.manual_seed(0)
-    mlp = HieraMlp(dim=16, hidden_dim=64)
+    mlp = hiera.HieraMlp(dim=16, hidden_dim=64)
     calls = []
     chunked = mlp._chunked_forward
     monkeypatch.setattr(mlp, "_chunked_forward", lambda x: calls.append(1) or chunked(x))
@@ -203,8 +200,6 @@ def _mlp_with_spy(monkeypatch):
 
 
 def test_chunked_mlp_matches_plain(monkeypatch) -> None:
-    import sam2_video.modeling.hiera as hiera
-
     mlp, calls = _mlp_with_spy(monkeypatch)
     monkeypatch.setattr(hiera, "_MLP_CHUNK_ROWS", 7)  # 3 x 5 x 4 = 60 rows: a partial last chunk
     x = torch.randn(3, 5, 4, 16)
@@ -226,8 +221,6 @@ def test_mlp_under_autograd_runs_the_plain_modules(monkeypatch) -> None:
 
 
 def test_chunked_window_attention_matches_one_batch(monkeypatch) -> None:
-    import sam2_video.modeling.hiera as hiera
-
     torch.manual_seed(0)
     attn = hiera.MultiScaleAttention(dim=16, dim_out=32, num_heads=2, q_stride=(2, 2))
     windows = torch.randn(10, 4, 4, 16)  # 10 windows of 4x4 tokens
@@ -244,8 +237,6 @@ def test_chunked_window_attention_matches_one_batch(monkeypatch) -> None:
 
 
 def test_pointwise_conv_matches_conv2d() -> None:
-    from sam2_video.modeling.image_encoder import pointwise_conv
-
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(12, 5, kernel_size=1)
     channels_last = torch.randn(2, 6, 7, 12).permute(0, 3, 1, 2)  # (B, C, H, W), C innermost

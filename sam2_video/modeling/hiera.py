@@ -38,14 +38,15 @@ def _max_pool_hw(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
 
 
 def _cpu_inference(x: torch.Tensor) -> bool:
-    """True when `x` is on the CPU outside autograd and torch.compile tracing.
+    """True when `x` is on the CPU outside autograd, autocast and torch.compile tracing.
 
     The in-place and chunked CPU kernels below apply only then; elsewhere (CUDA, training,
-    compiled graphs) the plain modules run.
+    mixed precision, compiled graphs) the plain modules run.
     """
     return (
         x.device.type == "cpu"
         and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
     )
 

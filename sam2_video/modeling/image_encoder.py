@@ -115,7 +115,8 @@ class FpnNeck(nn.Module):
         coarser = None
         # Coarsest level first, so each level can take the one below it.
         for level in range(num_levels - 1, -1, -1):
-            lateral = pointwise_conv(self.convs[num_levels - 1 - level].conv, xs[level])  # (B, d, H_l, W_l)
+            conv = self.convs[num_levels - 1 - level].conv
+            lateral = pointwise_conv(conv, xs[level])  # (B, d, H_l, W_l)
             if level in self.fpn_top_down_levels and coarser is not None:
                 # Upsampled in float32 (as the official neck), so under bf16 autocast the sum
                 # is promoted to float32.
