@@ -34,10 +34,14 @@ def validate_frame_tensor(frame: Tensor) -> None:
         raise ValueError(f"frame tensor is empty: shape {tuple(frame.shape)}")
 
 
-def to_chw_float(image: np.ndarray | Tensor, device: torch.device | str) -> Tensor:
-    """HxWx3 uint8 (numpy or tensor) or 3xHxW tensor -> (3, H, W) float32 in [0, 1] on device.
+def _to_chw_unscaled(
+    image: np.ndarray | Tensor, device: torch.device | str
+) -> tuple[Tensor, float]:
+    """HxWx3 uint8 (numpy or tensor) or 3xHxW tensor -> ((3, H, W) float32 on device, peak).
 
-    A float tensor is taken as already scaled to [0, 1].
+    The values are the input's own (0..255 for uint8); `peak` is what divides them into [0, 1]
+    (255 for uint8, 1 for float input, which is taken as already scaled). An HxWx3 input stays
+    a permuted (channels-last in memory) view: no copy beyond the float conversion.
     """
     if isinstance(image, Tensor):
         validate_frame_tensor(image)
@@ -47,9 +51,16 @@ def to_chw_float(image: np.ndarray | Tensor, device: torch.device | str) -> Tens
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     if tensor.shape[-1] == 3 and tensor.shape[0] != 3:
         tensor = tensor.permute(2, 0, 1)  # (3, H, W)
-    if tensor.dtype == torch.uint8:
-        return tensor.float() / 255.0
-    return tensor.float()
+    return tensor.float(), 255.0 if tensor.dtype == torch.uint8 else 1.0
+
+
+def to_chw_float(image: np.ndarray | Tensor, device: torch.device | str) -> Tensor:
+    """HxWx3 uint8 (numpy or tensor) or 3xHxW tensor -> (3, H, W) float32 in [0, 1] on device.
+
+    A float tensor is taken as already scaled to [0, 1].
+    """
+    chw, peak = _to_chw_unscaled(image, device)
+    return chw / peak if peak != 1.0 else chw
 
 
 def preprocess(image: np.ndarray | Tensor, size: int, device: torch.device | str) -> Tensor:
@@ -59,13 +70,16 @@ def preprocess(image: np.ndarray | Tensor, size: int, device: torch.device | str
     video loader resizes with PIL bicubic on uint8 instead; the two differ by about one grey
     level per pixel, which moves mask logits slightly but not the masks' shapes.
     """
-    chw = to_chw_float(image, device)
+    # The resize is linear, so the [0, 1] scaling is folded into the normalisation after it:
+    # one pass over the S x S output instead of the full frame (1800x1200 -> 256 on one CPU
+    # thread: 30 ms -> 12 ms); the result differs from scaling first by ~1e-6.
+    chw, peak = _to_chw_unscaled(image, device)
     if tuple(chw.shape[-2:]) != (size, size):
         chw = F.interpolate(
             chw[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )[0]
-    mean = torch.tensor(PIXEL_MEAN, device=chw.device).view(3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=chw.device).view(3, 1, 1)
+    mean = torch.tensor(PIXEL_MEAN, device=chw.device).view(3, 1, 1) * peak
+    std = torch.tensor(PIXEL_STD, device=chw.device).view(3, 1, 1) * peak
     return ((chw - mean) / std)[None]
 
 

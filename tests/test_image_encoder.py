@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sam2_video.config import available_configs, load_config
+from sam2_video.modeling import hiera
 from sam2_video.modeling.hiera import Hiera
-from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder
+from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder, pointwise_conv
 from sam2_video.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
@@ -173,3 +175,77 @@ def test_random_encoding_of_pixel_centres_equals_grid() -> None:
     torch.testing.assert_close(points[0], grid.flatten(1).T, atol=1e-5, rtol=0)
     # The caller's coordinates are not modified.
     assert centres[0, 0].tolist() == [0.5, 0.5]
+
+
+# --------------------------------------------------------------------------- CPU fast paths
+# The encoder's CPU inference kernels (`sam2_video.modeling.hiera`, `pointwise_conv`) must give
+# the plain modules' results, and the plain modules must still run under autograd.
+
+
+def test_max_pool_hw_matches_max_pool2d() -> None:
+    torch.manual_seed(0)
+    qkv = torch.randn(3, 9, 7, 3, 8)  # odd sizes: floor mode drops the last row / column
+    q = qkv[:, :, :, 0]  # (B, H, W, C) strided, as the queries sliced out of qkv
+    expected = F.max_pool2d(q.permute(0, 3, 1, 2), kernel_size=2, stride=2).permute(0, 2, 3, 1)
+    assert torch.equal(hiera._max_pool_hw(q, (2, 2)), expected)
+
+
+def _mlp_with_spy(monkeypatch):
+    torch.manual_seed(0)
+    mlp = hiera.HieraMlp(dim=16, hidden_dim=64)
+    calls = []
+    chunked = mlp._chunked_forward
+    monkeypatch.setattr(mlp, "_chunked_forward", lambda x: calls.append(1) or chunked(x))
+    return mlp, calls
+
+
+def test_chunked_mlp_matches_plain(monkeypatch) -> None:
+    mlp, calls = _mlp_with_spy(monkeypatch)
+    monkeypatch.setattr(hiera, "_MLP_CHUNK_ROWS", 7)  # 3 x 5 x 4 = 60 rows: a partial last chunk
+    x = torch.randn(3, 5, 4, 16)
+    with torch.no_grad():
+        expected = mlp.layers[1](F.gelu(mlp.layers[0](x)))
+    with torch.inference_mode():
+        out = mlp(x)
+    assert calls == [1]
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_mlp_under_autograd_runs_the_plain_modules(monkeypatch) -> None:
+    mlp, calls = _mlp_with_spy(monkeypatch)
+    x = torch.randn(2, 4, 16, requires_grad=True)
+    mlp(x).sum().backward()
+    assert calls == []
+    assert x.grad is not None and mlp.layers[0].weight.grad is not None
+
+
+def test_chunked_window_attention_matches_one_batch(monkeypatch) -> None:
+    torch.manual_seed(0)
+    attn = hiera.MultiScaleAttention(dim=16, dim_out=32, num_heads=2, q_stride=(2, 2))
+    windows = torch.randn(10, 4, 4, 16)  # 10 windows of 4x4 tokens
+    monkeypatch.setattr(hiera, "_ATTENTION_CHUNK_TOKENS", 48)  # 3 windows a chunk
+    calls = []
+    attend = attn._attend
+    monkeypatch.setattr(attn, "_attend", lambda x: calls.append(x.shape[0]) or attend(x))
+    with torch.inference_mode():
+        out = attn(windows)
+        expected = attend(windows)
+    assert calls == [3, 3, 3, 1]
+    assert out.shape == (10, 2, 2, 32)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_pointwise_conv_matches_conv2d() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 5, kernel_size=1)
+    channels_last = torch.randn(2, 6, 7, 12).permute(0, 3, 1, 2)  # (B, C, H, W), C innermost
+    contiguous = channels_last.contiguous()
+    with torch.no_grad():
+        expected = conv(contiguous)
+        fast = pointwise_conv(conv, channels_last)
+        plain = pointwise_conv(conv, contiguous)
+    assert fast.permute(0, 2, 3, 1).is_contiguous()  # the matmul path ran
+    assert plain.is_contiguous()  # NCHW input: the conv itself
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain, expected, atol=0, rtol=0)

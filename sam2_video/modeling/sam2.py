@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
-from sam2_video.modeling.image_encoder import ImageEncoder, build_image_encoder
+from sam2_video.modeling.image_encoder import ImageEncoder, build_image_encoder, pointwise_conv
 from sam2_video.modeling.mask_decoder import MaskDecoder
 from sam2_video.modeling.memory_attention import MemoryAttention, build_memory_attention
 from sam2_video.modeling.memory_encoder import MemoryEncoder, build_memory_encoder
@@ -158,8 +158,8 @@ class SAM2Model(nn.Module):
         backbone = self.image_encoder(images)
         fpn = backbone.backbone_fpn  # highest resolution first, 3 levels
         high_res = [
-            self.sam_mask_decoder.conv_s0(fpn[0]),
-            self.sam_mask_decoder.conv_s1(fpn[1]),
+            pointwise_conv(self.sam_mask_decoder.conv_s0, fpn[0]),
+            pointwise_conv(self.sam_mask_decoder.conv_s1, fpn[1]),
         ]
         return ImageFeatures(
             image_embed=fpn[-1], image_pos=backbone.vision_pos_enc[-1], high_res_features=high_res
