@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.config import available_configs, load_config
-from sam2_video.modeling import hiera
+from sam2_video.modeling import cpu_inference, hiera
 from sam2_video.modeling.hiera import Hiera
 from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder, pointwise_conv
 from sam2_video.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
@@ -194,14 +194,14 @@ def _mlp_with_spy(monkeypatch):
     torch.manual_seed(0)
     mlp = hiera.HieraMlp(dim=16, hidden_dim=64)
     calls = []
-    chunked = mlp._chunked_forward
-    monkeypatch.setattr(mlp, "_chunked_forward", lambda x: calls.append(1) or chunked(x))
+    blocked = hiera.mlp_in_row_blocks
+    monkeypatch.setattr(hiera, "mlp_in_row_blocks", lambda *a: calls.append(1) or blocked(*a))
     return mlp, calls
 
 
 def test_chunked_mlp_matches_plain(monkeypatch) -> None:
     mlp, calls = _mlp_with_spy(monkeypatch)
-    monkeypatch.setattr(hiera, "_MLP_CHUNK_ROWS", 7)  # 3 x 5 x 4 = 60 rows: a partial last chunk
+    monkeypatch.setattr(cpu_inference, "MLP_BLOCK_ROWS", 7)  # 3 x 5 x 4 = 60 rows: a partial last block
     x = torch.randn(3, 5, 4, 16)
     with torch.no_grad():
         expected = mlp.layers[1](F.gelu(mlp.layers[0](x)))
