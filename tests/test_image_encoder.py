@@ -249,3 +249,19 @@ def test_pointwise_conv_matches_conv2d() -> None:
     assert plain.is_contiguous()  # NCHW input: the conv itself
     torch.testing.assert_close(fast, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(plain, expected, atol=0, rtol=0)
+
+
+def test_block_projects_only_real_tokens_when_windows_are_mostly_padding(monkeypatch) -> None:
+    torch.manual_seed(0)
+    block = hiera.MultiScaleBlock(dim=16, dim_out=32, num_heads=2, window_size=7, q_stride=(2, 2))
+    x = torch.randn(2, 8, 8, 16)  # 8x8 tokens in 14x14 padded windows: 3x padding
+    rows = []
+    qkv = block.attn.qkv
+    monkeypatch.setattr(qkv, "forward", lambda t: rows.append(t.shape[1:3]) or F.linear(t, qkv.weight, qkv.bias))
+    with torch.inference_mode():
+        fast = block(x)
+        monkeypatch.setattr(hiera, "_mostly_padding", lambda *_: False)
+        plain = block(x)
+    assert rows == [(8, 8), (7, 7)]  # the real map first, then the 4 zero-padded windows
+    assert fast.shape == plain.shape == (2, 4, 4, 32)
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=0)

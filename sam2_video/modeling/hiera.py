@@ -38,12 +38,15 @@ def _max_pool_hw(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     return out
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split a map into non-overlapping square windows, zero-padding bottom/right as needed.
+def window_partition(
+    x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a map into non-overlapping square windows, padding bottom/right as needed.
 
     Args:
         x: (B, H, W, C).
         window_size: side of the windows.
+        pad_value: (C,) value of the padding tokens; None = zeros.
     Returns:
         windows: (B * nh * nw, window_size, window_size, C), row-major over the window grid.
         grid: (nh, nw), the number of windows along H and W.
@@ -51,12 +54,23 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     batch, height, width, channels = x.shape
     pad_h = -height % window_size
     pad_w = -width % window_size
-    if pad_h or pad_w:
+    if (pad_h or pad_w) and pad_value is None:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    elif pad_h or pad_w:
+        padded = pad_value.expand(batch, height + pad_h, width + pad_w, channels).clone()
+        padded[:, :height, :width] = x
+        x = padded
     nh, nw = (height + pad_h) // window_size, (width + pad_w) // window_size
     x = x.view(batch, nh, window_size, nw, window_size, channels)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
     return windows, (nh, nw)
+
+
+def _mostly_padding(x: torch.Tensor, window_size: int) -> bool:
+    """True if windowing the (B, H, W, C) map `x` at least doubles its token count."""
+    height, width = x.shape[1:3]
+    padded = (height + -height % window_size) * (width + -width % window_size)
+    return padded >= 2 * height * width
 
 
 def window_unpartition(
@@ -149,8 +163,12 @@ class MultiScaleAttention(nn.Module):
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         """`forward` on one batch at once."""
-        batch, height, width, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1)  # (B, HW, 3, h, d)
+        return self.attend_qkv(self.qkv(x))
+
+    def attend_qkv(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention from already projected tokens: (B, H, W, 3 * dim_out) -> (B, H', W', dim_out)."""
+        batch, height, width, _ = qkv.shape
+        qkv = qkv.reshape(batch, height * width, 3, self.num_heads, -1)  # (B, HW, 3, h, d)
         q, k, v = qkv.unbind(2)  # each (B, HW, h, d)
 
         if self.q_stride is not None:
@@ -214,7 +232,15 @@ class MultiScaleBlock(nn.Module):
             if self.q_stride is not None:
                 shortcut = _max_pool_hw(shortcut, self.q_stride)  # (B, H', W', dim_out)
 
-        if self.window_size > 0:
+        if self.window_size > 0 and cpu_inference(x) and _mostly_padding(x, self.window_size):
+            # A zero padding token projects to the qkv bias: project the real tokens only and
+            # pad their projections with the bias (the same values; micro stage 3: 256 tokens
+            # projected instead of 784).
+            qkv = self.attn.qkv(x)  # (B, H, W, 3 * dim_out)
+            windows, grid = window_partition(qkv, self.window_size, pad_value=self.attn.qkv.bias)
+            x = self.attn.attend_qkv(windows)  # (B*nW, w', w', dim_out)
+            x = window_unpartition(x, grid, shortcut.shape[1:3])  # (B, H', W', dim_out)
+        elif self.window_size > 0:
             x, grid = window_partition(x, self.window_size)  # (B*nW, w, w, dim)
             # Query pooling shrinks every window, so re-assemble at the pooled size.
             x = self.attn(x)  # (B*nW, w', w', dim_out)
