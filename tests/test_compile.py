@@ -144,7 +144,9 @@ def test_input_errors_are_not_compile_failures():
 def test_compile_model_validates_parts():
     model = build_sam2("sam2.1_micro", checkpoint=MICRO_CHECKPOINT, device="cpu")
     parts = compile_model(model, backend="eager")
-    assert parts.names == [spec.name for spec in VOS_OPTIMIZED]
+    # On the CPU the image encoder's eager kernels beat its compiled graph: it stays eager.
+    assert parts.names == [spec.name for spec in VOS_OPTIMIZED if spec.name != "image_encoder"]
+    assert "forward" not in model.image_encoder.__dict__
     assert all(spec.reason for spec in VOS_OPTIMIZED)
     with pytest.raises(ValueError, match="already compiled"):
         compile_model(model, backend="eager")
