@@ -38,29 +38,35 @@ def _max_pool_hw(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     return out
 
 
-def window_partition(
+def _pad_to_windows(
     x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split a map into non-overlapping square windows, padding bottom/right as needed.
+) -> torch.Tensor:
+    """Pad a (B, H, W, C) map bottom/right to multiples of `window_size` with `pad_value` (C,)
+    (None = zeros); the map itself if nothing is missing."""
+    batch, height, width, channels = x.shape
+    pad_h, pad_w = -height % window_size, -width % window_size
+    if not (pad_h or pad_w):
+        return x
+    if pad_value is None:
+        return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    padded = pad_value.expand(batch, height + pad_h, width + pad_w, channels).clone()
+    padded[:, :height, :width] = x
+    return padded
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a map into non-overlapping square windows, zero-padding bottom/right as needed.
 
     Args:
         x: (B, H, W, C).
         window_size: side of the windows.
-        pad_value: (C,) value of the padding tokens; None = zeros.
     Returns:
         windows: (B * nh * nw, window_size, window_size, C), row-major over the window grid.
         grid: (nh, nw), the number of windows along H and W.
     """
+    x = _pad_to_windows(x, window_size)
     batch, height, width, channels = x.shape
-    pad_h = -height % window_size
-    pad_w = -width % window_size
-    if (pad_h or pad_w) and pad_value is None:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    elif pad_h or pad_w:
-        padded = pad_value.expand(batch, height + pad_h, width + pad_w, channels).clone()
-        padded[:, :height, :width] = x
-        x = padded
-    nh, nw = (height + pad_h) // window_size, (width + pad_w) // window_size
+    nh, nw = height // window_size, width // window_size
     x = x.view(batch, nh, window_size, nw, window_size, channels)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
     return windows, (nh, nw)
@@ -165,14 +171,24 @@ class MultiScaleAttention(nn.Module):
         """`forward` on one batch at once."""
         return self.attend_qkv(self.qkv(x))
 
-    def attend_qkv(self, qkv: torch.Tensor) -> torch.Tensor:
-        """Attention from already projected tokens: (B, H, W, 3 * dim_out) -> (B, H', W', dim_out)."""
+    def attend_qkv(
+        self, qkv: torch.Tensor, crop: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Attention from already projected tokens: (B, H, W, 3 * dim_out) -> (B, H', W', dim_out).
+
+        crop: (rows, cols) to keep of the (pooled) query grid; only those queries are attended
+            (every token stays a key), and the output is (B, rows, cols, dim_out).
+        """
         batch, height, width, _ = qkv.shape
         qkv = qkv.reshape(batch, height * width, 3, self.num_heads, -1)  # (B, HW, 3, h, d)
         q, k, v = qkv.unbind(2)  # each (B, HW, h, d)
 
-        if self.q_stride is not None:
-            q = _max_pool_hw(q.reshape(batch, height, width, -1), self.q_stride)  # (B, H', W', hd)
+        if self.q_stride is not None or crop is not None:
+            q = q.reshape(batch, height, width, -1)  # (B, H, W, hd)
+            if self.q_stride is not None:
+                q = _max_pool_hw(q, self.q_stride)  # (B, H', W', hd)
+            if crop is not None:
+                q = q[:, : crop[0], : crop[1]]
             height, width = q.shape[1:3]
             q = q.reshape(batch, height * width, self.num_heads, -1)  # (B, H'W', h, d)
 
@@ -181,6 +197,37 @@ class MultiScaleAttention(nn.Module):
         )  # (B, h, H'W', d)
         out = out.transpose(1, 2).reshape(batch, height, width, -1)  # (B, H', W', dim_out)
         return self.proj(out)
+
+
+    def attend_mostly_padded_windows(
+        self, x: torch.Tensor, window_size: int, out_hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """Windowed attention over a map that windowing mostly pads (CPU, see `_mostly_padding`).
+
+        The result of zero-padding `x` into windows, attending and cropping to `out_hw`, with
+        less work: a zero token projects to the qkv bias, so only the real tokens are projected
+        (the padding gets the bias), and only the queries the crop keeps are attended.
+
+        Args:
+            x: (B, H, W, dim) normalised tokens.
+            window_size: side of the windows on `x`.
+            out_hw: (H', W') of the output, the query grid after pooling.
+        Returns:
+            (B, H', W', dim_out).
+        """
+        qkv = _pad_to_windows(self.qkv(x), window_size, self.qkv.bias)  # (B, Hp, Wp, 3 * dim_out)
+        stride = (1, 1) if self.q_stride is None else self.q_stride
+        out_window = (window_size // stride[0], window_size // stride[1])  # on the output grid
+        out = x.new_empty(x.shape[0], *out_hw, self.proj.out_features)
+        for i in range(-(-out_hw[0] // out_window[0])):  # windows holding kept queries
+            for j in range(-(-out_hw[1] // out_window[1])):
+                top, left = i * out_window[0], j * out_window[1]
+                rows = min(out_window[0], out_hw[0] - top)
+                cols = min(out_window[1], out_hw[1] - left)
+                window = qkv[:, i * window_size : (i + 1) * window_size,
+                             j * window_size : (j + 1) * window_size]  # (B, w, w, 3 * dim_out)
+                out[:, top : top + rows, left : left + cols] = self.attend_qkv(window, (rows, cols))
+        return out
 
 
 class MultiScaleBlock(nn.Module):
@@ -233,13 +280,8 @@ class MultiScaleBlock(nn.Module):
                 shortcut = _max_pool_hw(shortcut, self.q_stride)  # (B, H', W', dim_out)
 
         if self.window_size > 0 and cpu_inference(x) and _mostly_padding(x, self.window_size):
-            # A zero padding token projects to the qkv bias: project the real tokens only and
-            # pad their projections with the bias (the same values; micro stage 3: 256 tokens
-            # projected instead of 784).
-            qkv = self.attn.qkv(x)  # (B, H, W, 3 * dim_out)
-            windows, grid = window_partition(qkv, self.window_size, pad_value=self.attn.qkv.bias)
-            x = self.attn.attend_qkv(windows)  # (B*nW, w', w', dim_out)
-            x = window_unpartition(x, grid, shortcut.shape[1:3])  # (B, H', W', dim_out)
+            # Micro stages 3-4: 256 real tokens in 784 padded ones (see the method).
+            x = self.attn.attend_mostly_padded_windows(x, self.window_size, shortcut.shape[1:3])
         elif self.window_size > 0:
             x, grid = window_partition(x, self.window_size)  # (B*nW, w, w, dim)
             # Query pooling shrinks every window, so re-assemble at the pooled size.
