@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_video.config import available_configs, load_config
-from sam2_video.modeling import cpu_inference, hiera
+from sam2_video.modeling import cpu_inference, hiera, windows
 from sam2_video.modeling.hiera import Hiera
 from sam2_video.modeling.image_encoder import BackboneOutput, build_image_encoder, pointwise_conv
 from sam2_video.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
@@ -187,7 +187,7 @@ def test_max_pool_hw_matches_max_pool2d() -> None:
     qkv = torch.randn(3, 9, 7, 3, 8)  # odd sizes: floor mode drops the last row / column
     q = qkv[:, :, :, 0]  # (B, H, W, C) strided, as the queries sliced out of qkv
     expected = F.max_pool2d(q.permute(0, 3, 1, 2), kernel_size=2, stride=2).permute(0, 2, 3, 1)
-    assert torch.equal(hiera._max_pool_hw(q, (2, 2)), expected)
+    assert torch.equal(windows.max_pool_hw(q, (2, 2)), expected)
 
 
 def _mlp_with_spy(monkeypatch):
@@ -260,7 +260,7 @@ def test_block_projects_only_real_tokens_when_windows_are_mostly_padding(monkeyp
     monkeypatch.setattr(qkv, "forward", lambda t: rows.append(t.shape[1:3]) or F.linear(t, qkv.weight, qkv.bias))
     with torch.inference_mode():
         fast = block(x)
-        monkeypatch.setattr(hiera, "_mostly_padding", lambda *_: False)
+        monkeypatch.setattr(hiera, "mostly_padding", lambda *_: False)
         plain = block(x)
     assert rows == [(8, 8), (7, 7)]  # the real map first, then the 4 zero-padded windows
     assert fast.shape == plain.shape == (2, 4, 4, 32)

@@ -17,88 +17,15 @@ from torch import nn
 
 from sam2_video.config import HieraConfig
 from sam2_video.modeling.cpu_inference import cpu_inference, mlp_in_row_blocks
+from sam2_video.modeling.windows import (
+    max_pool_hw,
+    mostly_padding,
+    pad_to_windows,
+    window_partition,
+    window_unpartition,
+)
 
 _LAYER_NORM_EPS = 1e-6
-
-
-def _max_pool_hw(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
-    """Max-pool a channels-last map: (B, H, W, C) -> (B, H // sh, W // sw, C).
-
-    The maximum over the sh * sw strided sub-grids, i.e. `max_pool2d` with kernel = stride
-    (floor mode); working on the channels-last map directly avoids `max_pool2d`'s copy of a
-    strided (sliced-from-qkv) input into NCHW (hiera_t at 1024 px: 45 ms of a 5.5 s forward).
-    """
-    sh, sw = stride
-    height, width = x.shape[1] // sh * sh, x.shape[2] // sw * sw
-    out = x[:, 0:height:sh, 0:width:sw]
-    for i in range(sh):
-        for j in range(sw):
-            if i or j:
-                out = torch.maximum(out, x[:, i:height:sh, j:width:sw])
-    return out
-
-
-def _pad_to_windows(
-    x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Pad a (B, H, W, C) map bottom/right to multiples of `window_size` with `pad_value` (C,)
-    (None = zeros); the map itself if nothing is missing."""
-    batch, height, width, channels = x.shape
-    pad_h, pad_w = -height % window_size, -width % window_size
-    if not (pad_h or pad_w):
-        return x
-    if pad_value is None:
-        return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    padded = pad_value.expand(batch, height + pad_h, width + pad_w, channels).clone()
-    padded[:, :height, :width] = x
-    return padded
-
-
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split a map into non-overlapping square windows, zero-padding bottom/right as needed.
-
-    Args:
-        x: (B, H, W, C).
-        window_size: side of the windows.
-    Returns:
-        windows: (B * nh * nw, window_size, window_size, C), row-major over the window grid.
-        grid: (nh, nw), the number of windows along H and W.
-    """
-    x = _pad_to_windows(x, window_size)
-    batch, height, width, channels = x.shape
-    nh, nw = height // window_size, width // window_size
-    x = x.view(batch, nh, window_size, nw, window_size, channels)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, channels)
-    return windows, (nh, nw)
-
-
-def _mostly_padding(x: torch.Tensor, window_size: int) -> bool:
-    """True if windowing the (B, H, W, C) map `x` at least doubles its token count."""
-    height, width = x.shape[1:3]
-    padded = (height + -height % window_size) * (width + -width % window_size)
-    return padded >= 2 * height * width
-
-
-def window_unpartition(
-    windows: torch.Tensor, grid: tuple[int, int], hw: tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of `window_partition`, then crop the padding.
-
-    Args:
-        windows: (B * nh * nw, w, w, C); `w` may be smaller than at partition time when the
-            queries were pooled inside each window.
-        grid: (nh, nw) from `window_partition`.
-        hw: (H, W) to crop the re-assembled (nh * w, nw * w) map to.
-    Returns:
-        (B, H, W, C).
-    """
-    nh, nw = grid
-    window_size, channels = windows.shape[1], windows.shape[-1]
-    batch = windows.shape[0] // (nh * nw)
-    x = windows.reshape(batch, nh, nw, window_size, window_size, channels)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, nh * window_size, nw * window_size, channels)
-    height, width = hw
-    return x[:, :height, :width, :]
 
 
 class PatchEmbed(nn.Module):
@@ -186,7 +113,7 @@ class MultiScaleAttention(nn.Module):
         if self.q_stride is not None or crop is not None:
             q = q.reshape(batch, height, width, -1)  # (B, H, W, hd)
             if self.q_stride is not None:
-                q = _max_pool_hw(q, self.q_stride)  # (B, H', W', hd)
+                q = max_pool_hw(q, self.q_stride)  # (B, H', W', hd)
             if crop is not None:
                 q = q[:, : crop[0], : crop[1]]
             height, width = q.shape[1:3]
@@ -202,7 +129,7 @@ class MultiScaleAttention(nn.Module):
     def attend_mostly_padded_windows(
         self, x: torch.Tensor, window_size: int, out_hw: tuple[int, int]
     ) -> torch.Tensor:
-        """Windowed attention over a map that windowing mostly pads (CPU, see `_mostly_padding`).
+        """Windowed attention over a map that windowing mostly pads (CPU, see `mostly_padding`).
 
         The result of zero-padding `x` into windows, attending and cropping to `out_hw`, with
         less work: a zero token projects to the qkv bias, so only the real tokens are projected
@@ -215,7 +142,7 @@ class MultiScaleAttention(nn.Module):
         Returns:
             (B, H', W', dim_out).
         """
-        qkv = _pad_to_windows(self.qkv(x), window_size, self.qkv.bias)  # (B, Hp, Wp, 3 * dim_out)
+        qkv = pad_to_windows(self.qkv(x), window_size, self.qkv.bias)  # (B, Hp, Wp, 3 * dim_out)
         stride = (1, 1) if self.q_stride is None else self.q_stride
         out_window = (window_size // stride[0], window_size // stride[1])  # on the output grid
         out = x.new_empty(x.shape[0], *out_hw, self.proj.out_features)
@@ -277,9 +204,9 @@ class MultiScaleBlock(nn.Module):
             # The residual is taken after norm1 here (unlike the same-width blocks).
             shortcut = self.proj(x)  # (B, H, W, dim_out)
             if self.q_stride is not None:
-                shortcut = _max_pool_hw(shortcut, self.q_stride)  # (B, H', W', dim_out)
+                shortcut = max_pool_hw(shortcut, self.q_stride)  # (B, H', W', dim_out)
 
-        if self.window_size > 0 and cpu_inference(x) and _mostly_padding(x, self.window_size):
+        if self.window_size > 0 and cpu_inference(x) and mostly_padding(x, self.window_size):
             # Micro stages 3-4: 256 real tokens in 784 padded ones (see the method).
             x = self.attn.attend_mostly_padded_windows(x, self.window_size, shortcut.shape[1:3])
         elif self.window_size > 0:
