@@ -3,8 +3,8 @@
 `sam2_video.modeling.folded_values` attends to the 64-channel memory tokens and applies the value
 projection to the outputs (exact up to rounding, see there). This script times one cross-attention
 call both ways for the memory-bank sizes of the micro model (256 queries) and of the full-size
-models (4096 queries), with query blocks of 128 to 1024 rows, so that `BLOCK_ROWS` can be
-re-chosen on another CPU.
+models (4096 queries), with several query x key block sizes, so that `QUERY_BLOCK` and
+`KEY_BLOCK` can be re-chosen on another CPU.
 
   python bench/bench_memory_attention.py --json bench/results/2026-12-01/memory_attention.json
 """
@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine_info, print_table, write_json
 
 from sam2_video.modeling import folded_values
-from sam2_video.modeling.folded_values import BLOCK_ROWS as DEFAULT_ROWS
 from sam2_video.modeling.folded_values import attend_folded_values
+
+DEFAULT_BLOCKS = (folded_values.QUERY_BLOCK, folded_values.KEY_BLOCK)
 
 # (name, queries, memory frames, pointer tokens): a 7-frame bank is the steady state.
 CASES = (
@@ -53,11 +54,11 @@ def time_case(num_q: int, num_k: int, v_proj: torch.nn.Linear, repeats: int) -> 
     memory = torch.randn(1, num_k, mem_dim)
     row = {"sdpa_ms": round(cpu_ms(lambda: F.scaled_dot_product_attention(
         q, k, v_proj(memory).unsqueeze(1)), repeats), 1)}
-    for block in (128, 256, 512, 1024):
-        folded_values.BLOCK_ROWS = (block, block)
+    for queries, keys in ((256, 1 << 30), (128, 1 << 30), (512, 2048), (512, 4096), (256, 4096)):
+        folded_values.QUERY_BLOCK, folded_values.KEY_BLOCK = queries, keys
         ms = cpu_ms(lambda: attend_folded_values(q, k, memory, v_proj), repeats)
-        row[f"folded_{block}_rows_ms"] = round(ms, 1)
-    folded_values.BLOCK_ROWS = DEFAULT_ROWS
+        row[f"folded_{queries}x{keys if keys < 1 << 30 else 'all'}_ms"] = round(ms, 1)
+    folded_values.QUERY_BLOCK, folded_values.KEY_BLOCK = DEFAULT_BLOCKS
     want = F.scaled_dot_product_attention(q, k, v_proj(memory).unsqueeze(1))
     row["max_abs_diff"] = f"{(attend_folded_values(q, k, memory, v_proj) - want).abs().max().item():.1e}"
     return row

@@ -23,8 +23,8 @@ def _reference(q, k, memory, v_proj, heads, padding=None):
 def test_folded_equals_sdpa_with_padding_and_blocks(heads, shared_queries, monkeypatch) -> None:
     torch.manual_seed(0)
     batch, num_q, num_k, dim, mem_dim = 3, 40, 70, 32, 8
-    # A tiny block budget: several query blocks, the last one partial.
-    monkeypatch.setattr(folded_values, "BLOCK_ROWS", (16, 16))
+    monkeypatch.setattr(folded_values, "QUERY_BLOCK", 16)  # 3 query blocks, the last partial
+    monkeypatch.setattr(folded_values, "KEY_BLOCK", 20)  # 4 key blocks: rows 2 pads all of one
     v_proj = torch.nn.Linear(mem_dim, dim)
     q = torch.randn(1 if shared_queries else batch, heads, num_q, dim // heads)
     k = torch.randn(batch, heads, num_k, dim // heads)

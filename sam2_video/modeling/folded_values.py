@@ -9,9 +9,8 @@ over the keys (each row sums to 1), and a linear map commutes with such a combin
 so the weighted sum can run on the 64 memory channels and the projection on the Nq outputs
 instead of the Nk memory tokens. With one head that is 4x less work in the attention-times-values
 product (and no Nk x 256 value tensor), the same values up to rounding. CPU SDPA kernels need
-equal query and value widths, so the scores are computed here a block of queries at a time:
-each block's (Nk,) score rows are still in cache when the softmax and the value product read
-them.
+equal query and value widths, so the attention is computed here in blocks of queries and keys
+with the softmax accumulated over the key blocks (see `QUERY_BLOCK`).
 
 On other devices the fused SDPA kernels are faster than any of this; callers use it on CPU only
 (see `RoPEAttention`).
@@ -22,12 +21,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# Query rows per block: as many as fit about 32 MB of float32 scores, within 256..512 rows.
-# Measured on one thread of a 2-core AMD EPYC, 4096 queries of 256 channels (one object), folded
-# attention for 8200 keys (2 memory frames): 256 rows 374 ms, 512 rows 361 ms, 1024 rows 478 ms;
-# for 28736 keys (7 frames): 128 rows 1458 ms, 256 rows 1204 ms, 512 rows 1340 ms.
-BLOCK_SCORES = 1 << 23
-BLOCK_ROWS = (256, 512)
+# Scores are computed for blocks of QUERY_BLOCK queries x KEY_BLOCK keys (8 MB of float32), the
+# softmax accumulated over the key blocks (running maximum and sum, as fused attention kernels
+# do) so that each block's scores are still in cache when exponentiated and multiplied by the
+# values. One thread of a 2-core AMD EPYC, 4096 queries of 256 channels, one object, the other
+# core busy (bench/bench_memory_attention.py, two runs): 8208 keys (2 memory frames) SDPA
+# 499-672 ms, 512 x 4096 blocks 343-354 ms; 28736 keys (7 frames) SDPA 1562-1668 ms, 512 x 4096
+# blocks 1267-1395 ms, 256 queries x all keys in one block 1299-2046 ms (it spills the cache).
+QUERY_BLOCK = 512
+KEY_BLOCK = 4096
+# A finite "minus infinity" for padding keys: a key block that is all padding for some row then
+# gives exp(0) = 1 weights instead of NaN, and the next block with a real key rescales them to 0.
+_PADDING_SCORE = -1e30
 
 
 # Below this head width SDPA's fused kernel wins: for the micro model (head 64, 16-channel
@@ -64,12 +69,11 @@ def attend_folded_values(
     Returns:
         (B, h, Nq, d): the same as scaled dot-product attention over `v_proj(values)`.
     """
-    batch, heads, num_k, head_dim = k.shape
+    batch, heads, _, head_dim = k.shape
     num_q = q.shape[-2]
     q = q * head_dim**-0.5
     weight = v_proj.weight.view(heads, head_dim, -1).transpose(-1, -2)  # (h, c, d)
     bias = v_proj.bias.view(heads, 1, head_dim)  # (h, 1, d)
-    block = min(BLOCK_ROWS[1], max(BLOCK_ROWS[0], BLOCK_SCORES // num_k))
     out = q.new_empty(batch, heads, num_q, head_dim)
     # One (object, head) at a time: batching objects into one product would shrink the query
     # blocks below what keeps a matrix product efficient (1.2x slower for 16 objects at 1024).
@@ -78,11 +82,38 @@ def attend_folded_values(
         memory = values[row]  # (Nk, c), shared by every head
         padding = None if key_padding_mask is None else key_padding_mask[row]  # (Nk,)
         queries = q[row if q.shape[0] > 1 else 0]  # (h, Nq, d)
-        for start in range(0, num_q, block):
-            rows = slice(start, start + block)
-            scores = queries[:, rows] @ keys_t  # (h, n, Nk)
-            if padding is not None:
-                scores.masked_fill_(padding, float("-inf"))
-            mixed = scores.softmax(dim=-1) @ memory  # (h, n, c)
+        for start in range(0, num_q, QUERY_BLOCK):
+            rows = slice(start, start + QUERY_BLOCK)
+            mixed = _softmax_times_values(queries[:, rows], keys_t, memory, padding)  # (h, n, c)
             out[row, :, rows] = torch.baddbmm(bias, mixed, weight)  # (h, n, d)
     return out
+
+
+def _softmax_times_values(
+    queries: Tensor, keys_t: Tensor, memory: Tensor, padding: Tensor | None
+) -> Tensor:
+    """softmax(queries @ keys_t) @ memory over key blocks of KEY_BLOCK.
+
+    queries (h, n, d) already scaled, keys_t (h, d, Nk), memory (Nk, c), padding (Nk,) bool or
+    None -> (h, n, c).
+    """
+    mixed = maximum = total = None
+    for start in range(0, keys_t.shape[-1], KEY_BLOCK):
+        cols = slice(start, start + KEY_BLOCK)
+        scores = queries @ keys_t[..., cols]  # (h, n, k)
+        if padding is not None:
+            scores.masked_fill_(padding[cols], _PADDING_SCORE)
+        block_max = scores.amax(dim=-1, keepdim=True)  # (h, n, 1)
+        if mixed is None:
+            maximum = block_max
+        else:
+            new_max = torch.maximum(maximum, block_max)
+            rescale = (maximum - new_max).exp_()  # earlier blocks' weights, relative to new_max
+            maximum = new_max
+        weights = scores.sub_(maximum).exp_()  # (h, n, k), unnormalised
+        if mixed is None:
+            mixed, total = weights @ memory[cols], weights.sum(dim=-1, keepdim=True)
+        else:
+            mixed = mixed.mul_(rescale).add_(weights @ memory[cols])
+            total = total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
+    return mixed.div_(total)
