@@ -1,10 +1,10 @@
 """The `vos_optimized` mode: the network's five components under `torch.compile`.
 
 `compile_model(model)` replaces the `forward` of each component listed in `VOS_OPTIMIZED` by its
-compiled version (except where a spec's `eager_on` names the device: on the CPU the image encoder
-stays eager, its eager kernels being faster), on the model itself (no subclass, no copied methods; the state dict is
+compiled version, on the model itself (no subclass, no copied methods; the state dict is
 unchanged), and returns a `CompiledParts` handle that reports which parts run compiled and can
-restore the eager forwards.
+restore the eager forwards. A part whose spec's `eager_on` names the model's device stays eager:
+on the CPU the image encoder, whose eager kernels are faster than its compiled graph.
 
 Compiled graphs are specialised to tensor shapes. Steady-state streaming runs without
 recompiling when the tracker feeds fixed shapes::

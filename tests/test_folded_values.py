@@ -42,7 +42,7 @@ def test_folded_equals_sdpa_with_padding_and_blocks(heads, shared_queries, monke
         assert (unmasked[1:] - want[1:]).abs().max() > 1e-2
 
 
-def test_cross_attention_folds_only_on_cpu_with_narrow_values() -> None:
+def test_cross_attention_folds_only_narrow_values_and_equals_the_plain_path() -> None:
     torch.manual_seed(0)
     attn = RoPEAttention(
         embedding_dim=256, num_heads=1, kv_in_dim=64, rope_k_repeat=True, feat_sizes=(4, 4)

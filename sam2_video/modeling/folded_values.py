@@ -30,8 +30,9 @@ from torch import Tensor, nn
 # blocks 1267-1395 ms, 256 queries x all keys in one block 1299-2046 ms (it spills the cache).
 QUERY_BLOCK = 512
 KEY_BLOCK = 4096
-# A finite "minus infinity" for padding keys: a key block that is all padding for some row then
-# gives exp(0) = 1 weights instead of NaN, and the next block with a real key rescales them to 0.
+# A finite "minus infinity" for padding keys, so that a block maximum is always finite (no
+# -inf - -inf = NaN): a key block that is all padding for some row gives exp(0) = 1 weights, and
+# the next block with a real key rescales them to 0.
 _PADDING_SCORE = -1e30
 
 
@@ -97,23 +98,20 @@ def _softmax_times_values(
     queries (h, n, d) already scaled, keys_t (h, d, Nk), memory (Nk, c), padding (Nk,) bool or
     None -> (h, n, c).
     """
-    mixed = maximum = total = None
+    heads, num_rows = queries.shape[:2]
+    # Before the first block: no weight yet (a -inf maximum rescales the zeros to zeros).
+    maximum = queries.new_full((heads, num_rows, 1), float("-inf"))
+    mixed = queries.new_zeros(heads, num_rows, memory.shape[-1])
+    total = queries.new_zeros(heads, num_rows, 1)
     for start in range(0, keys_t.shape[-1], KEY_BLOCK):
         cols = slice(start, start + KEY_BLOCK)
         scores = queries @ keys_t[..., cols]  # (h, n, k)
         if padding is not None:
             scores.masked_fill_(padding[cols], _PADDING_SCORE)
-        block_max = scores.amax(dim=-1, keepdim=True)  # (h, n, 1)
-        if mixed is None:
-            maximum = block_max
-        else:
-            new_max = torch.maximum(maximum, block_max)
-            rescale = (maximum - new_max).exp_()  # earlier blocks' weights, relative to new_max
-            maximum = new_max
-        weights = scores.sub_(maximum).exp_()  # (h, n, k), unnormalised
-        if mixed is None:
-            mixed, total = weights @ memory[cols], weights.sum(dim=-1, keepdim=True)
-        else:
-            mixed = mixed.mul_(rescale).add_(weights @ memory[cols])
-            total = total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
+        new_max = torch.maximum(maximum, scores.amax(dim=-1, keepdim=True))  # (h, n, 1)
+        rescale = (maximum - new_max).exp_()  # earlier blocks' weights, relative to new_max
+        weights = scores.sub_(new_max).exp_()  # (h, n, k), unnormalised
+        mixed = mixed.mul_(rescale).add_(weights @ memory[cols])
+        total = total.mul_(rescale).add_(weights.sum(dim=-1, keepdim=True))
+        maximum = new_max
     return mixed.div_(total)

@@ -125,7 +125,6 @@ class MultiScaleAttention(nn.Module):
         out = out.transpose(1, 2).reshape(batch, height, width, -1)  # (B, H', W', dim_out)
         return self.proj(out)
 
-
     def attend_mostly_padded_windows(
         self, x: torch.Tensor, window_size: int, out_hw: tuple[int, int]
     ) -> torch.Tensor:

@@ -76,7 +76,7 @@ class RoPEAttention(Attention):
         # Rotations by (height, width, key repeats, unrotated keys, device): constants, and the
         # bank has the same layout frame after frame. A few entries (up to ~4 MB each at 1024).
         self._rotations: dict[tuple, tuple[Tensor, Tensor]] = {}
-        # On CPU, narrow values (memory tokens) are attended before `v_proj` widens them.
+        # CPU inference attends narrow values (memory tokens) before `v_proj` widens them.
         self.folds_values = fold_pays(num_heads, self.kv_in_dim, self.internal_dim)
 
     def _grid_size(self, num_tokens: int) -> tuple[int, int]:
@@ -148,18 +148,18 @@ class RoPEAttention(Attention):
         # re-concatenating the largest tensor of the frame).
         k = apply_rope(k, k_rotation)
 
-        attn_mask = None
-        if key_padding_mask is not None:
-            if key_padding_mask.shape != (k.shape[0], num_k):
-                raise ValueError(
-                    f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
-                    f"expected {(k.shape[0], num_k)}"
-                )
-            attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
-        if self.folds_values and q.device.type == "cpu":
+        if key_padding_mask is not None and key_padding_mask.shape != (k.shape[0], num_k):
+            raise ValueError(
+                f"key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
+                f"expected {(k.shape[0], num_k)}"
+            )
+        if self.folds_values and cpu_inference(q):
             out = attend_folded_values(q, k, v, self.v_proj, key_padding_mask)  # (B, h, HW, d)
             return self.out_proj(self.merge_heads(out))  # (B, HW, embedding_dim)
         v = self.split_heads(self.v_proj(v))  # (B, h, Nk, d)
+        attn_mask = None
+        if key_padding_mask is not None:
+            attn_mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk), True = attend
         if q.shape[0] != k.shape[0]:  # queries shared by every batch row (see MemoryAttention)
             q = q.expand(k.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, HW, d)
