@@ -20,7 +20,7 @@ import time
 import torch
 from common import box_masks, load_model, machine_info, moving_boxes, print_table, write_json
 
-from sam2_video.streaming import StreamingSession
+from sam2_video.predictors.streaming import StreamingSession
 
 
 def track(model, frames: int, objects: int, hw) -> None:
@@ -90,12 +90,19 @@ def main() -> None:
     for round_index in range(args.rounds):
         threads = with_threads(models, args.frames, args.objects, hw)
         processes = with_processes(args.config, args.replicas, args.frames, args.objects, hw)
-        rows.append({"round": round_index, "threads_fps": round(threads, 2),
-                     "processes_fps": round(processes, 2),
-                     "threads_over_processes": round(threads / processes, 3)})
+        rows.append(
+            {
+                "round": round_index,
+                "threads_fps": round(threads, 2),
+                "processes_fps": round(processes, 2),
+                "threads_over_processes": round(threads / processes, 3),
+            }
+        )
         print_table(rows[-1:], list(rows[-1]))
-    write_json(args.json, {"machine": machine_info(torch.device("cpu")), "args": vars(args),
-                           "rounds": rows})
+    write_json(
+        args.json,
+        {"machine": machine_info(torch.device("cpu")), "args": vars(args), "rounds": rows},
+    )
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
 
-from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.streaming import SessionOptions, StreamingSession
-from sam2_video.transforms import frame_to_chw, preprocess, preprocess_frame
-from sam2_video.video_predictor import SAM2VideoPredictor
+from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video.predictors.video import SAM2VideoPredictor
+from sam2_video.utils.transforms import frame_to_chw, preprocess, preprocess_frame
 
 
 def clip(count: int) -> list[np.ndarray]:
@@ -60,12 +60,22 @@ def bench_prep(frames: list[np.ndarray], repeats: int) -> list[dict]:
                 old.append(cpu(lambda: preprocess(f, size, "cpu")))
                 new.append(cpu(lambda: preprocess_frame(frame_to_chw(f), size, "cpu")))
         diff = max(
-            float((preprocess(f, size, "cpu") - preprocess_frame(frame_to_chw(f), size, "cpu")).abs().max())
+            float(
+                (preprocess(f, size, "cpu") - preprocess_frame(frame_to_chw(f), size, "cpu"))
+                .abs()
+                .max()
+            )
             for f in frames
         )
-        rows.append({"what": f"prep 960x540 -> {size}", "before_ms": round(1000 * np.mean(old), 2),
-                     "after_ms": round(1000 * np.mean(new), 2), "ratio": round(np.mean(new) / np.mean(old), 3),
-                     "note": f"max |diff| {diff:.3f} (normalised units; 1 grey level ~ 0.017)"})
+        rows.append(
+            {
+                "what": f"prep 960x540 -> {size}",
+                "before_ms": round(1000 * np.mean(old), 2),
+                "after_ms": round(1000 * np.mean(new), 2),
+                "ratio": round(np.mean(new) / np.mean(old), 3),
+                "note": f"max |diff| {diff:.3f} (normalised units; 1 grey level ~ 0.017)",
+            }
+        )
     return rows
 
 
@@ -77,42 +87,65 @@ def bench_seed(model, frames: list[np.ndarray], repeats: int) -> list[dict]:
         for _ in range(repeats):
             for f in frames[:2]:
                 own.append(cpu(lambda: seeder.propose(f)))
-                features = model.forward_image(preprocess_frame(frame_to_chw(f), model.image_size, "cpu"))
+                features = model.forward_image(
+                    preprocess_frame(frame_to_chw(f), model.image_size, "cpu")
+                )
                 with seeder.reusing(features):
                     reused.append(cpu(lambda: seeder.propose(f)))
-    return [{"what": "auto-seed propose, micro, 960x540", "before_ms": round(1000 * np.mean(own), 1),
-             "after_ms": round(1000 * np.mean(reused), 1), "ratio": round(np.mean(reused) / np.mean(own), 3),
-             "note": f"saved {1000 * (np.mean(own) - np.mean(reused)):.1f} ms per seeding"}]
+    return [
+        {
+            "what": "auto-seed propose, micro, 960x540",
+            "before_ms": round(1000 * np.mean(own), 1),
+            "after_ms": round(1000 * np.mean(reused), 1),
+            "ratio": round(np.mean(reused) / np.mean(own), 3),
+            "note": f"saved {1000 * (np.mean(own) - np.mean(reused)):.1f} ms per seeding",
+        }
+    ]
 
 
 def bench_resize(model, frames: list[np.ndarray]) -> list[dict]:
     click = np.array([[480.0, 300.0]], np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         for i, f in enumerate(frames):
-            cv2.imwrite(str(Path(tmp) / f"{i}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(
+                str(Path(tmp) / f"{i}.jpg"),
+                cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
         from PIL import Image  # decoded as the folder loader does: only the resize differs
 
-        decoded = [np.array(Image.open(Path(tmp) / f"{i}.jpg").convert("RGB")) for i in range(len(frames))]
+        decoded = [
+            np.array(Image.open(Path(tmp) / f"{i}.jpg").convert("RGB")) for i in range(len(frames))
+        ]
         pred = SAM2VideoPredictor(model)
         state = pred.init_state(tmp)
         pred.add_new_points_or_box(state, 0, 1, points=click, labels=np.array([1], np.int32))
         offline = [(m[0, 0] > 0).numpy() for _, _, m in pred.propagate_in_video(state)]
     session = StreamingSession(model, SessionOptions())
     session.add_frame(decoded[0])
-    streamed = [session.add_points(None, click, np.array([1]))] + [session.add_frame(f) for f in decoded[1:]]
+    streamed = [session.add_points(None, click, np.array([1]))] + [
+        session.add_frame(f) for f in decoded[1:]
+    ]
     ious = []
     for a, r in zip(offline, streamed):
         b = r.masks[0]
         union = np.count_nonzero(a | b)
         ious.append(np.count_nonzero(a & b) / union if union else 1.0)
-    return [{"what": f"masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), {len(frames)} frames",
-             "before_ms": "", "after_ms": "", "ratio": "",
-             "note": f"mask IoU mean {np.mean(ious):.4f}, min {np.min(ious):.4f}"}]
+    return [
+        {
+            "what": f"masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), {len(frames)} frames",
+            "before_ms": "",
+            "after_ms": "",
+            "ratio": "",
+            "note": f"mask IoU mean {np.mean(ious):.4f}, min {np.min(ious):.4f}",
+        }
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sections", nargs="+", default=["prep", "seed", "resize"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=12)

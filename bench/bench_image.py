@@ -34,8 +34,8 @@ from common import (
     write_json,
 )
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
-from sam2_video.image_predictor import SAM2ImagePredictor
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
+from sam2_video.predictors.image import SAM2ImagePredictor
 
 DEFAULT_IMAGE = REPO / "tests" / "data" / "truck.jpg"
 

@@ -52,20 +52,30 @@ def time_case(num_q: int, num_k: int, v_proj: torch.nn.Linear, repeats: int) -> 
     dim, mem_dim = v_proj.out_features, v_proj.in_features
     q, k = torch.randn(1, 1, num_q, dim), torch.randn(1, 1, num_k, dim)
     memory = torch.randn(1, num_k, mem_dim)
-    row = {"sdpa_ms": round(cpu_ms(lambda: F.scaled_dot_product_attention(
-        q, k, v_proj(memory).unsqueeze(1)), repeats), 1)}
+    row = {
+        "sdpa_ms": round(
+            cpu_ms(
+                lambda: F.scaled_dot_product_attention(q, k, v_proj(memory).unsqueeze(1)), repeats
+            ),
+            1,
+        )
+    }
     for queries, keys in ((256, 1 << 30), (128, 1 << 30), (512, 2048), (512, 4096), (256, 4096)):
         folded_values.QUERY_BLOCK, folded_values.KEY_BLOCK = queries, keys
         ms = cpu_ms(lambda: attend_folded_values(q, k, memory, v_proj), repeats)
         row[f"folded_{queries}x{keys if keys < 1 << 30 else 'all'}_ms"] = round(ms, 1)
     folded_values.QUERY_BLOCK, folded_values.KEY_BLOCK = DEFAULT_BLOCKS
     want = F.scaled_dot_product_attention(q, k, v_proj(memory).unsqueeze(1))
-    row["max_abs_diff"] = f"{(attend_folded_values(q, k, memory, v_proj) - want).abs().max().item():.1e}"
+    row["max_abs_diff"] = (
+        f"{(attend_folded_values(q, k, memory, v_proj) - want).abs().max().item():.1e}"
+    )
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(row, flush=True)
     info = machine_info(torch.device("cpu"))
-    print(f"# {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, load {info['load_avg_1_5_15']}")
+    print(
+        f"# {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, load {info['load_avg_1_5_15']}"
+    )
     print_table(rows, list(rows[0]))
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows})
     return 0

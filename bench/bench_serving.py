@@ -77,8 +77,11 @@ def aggregate(models, clip, args, hw) -> list[dict]:
     rows = []
     for max_batch in sorted({1, args.max_batch}):
         for count in args.sessions:
-            settings = Settings(max_sessions=max(count, 8), max_batch=max_batch,
-                                max_objects_per_session=max(args.objects, 1))
+            settings = Settings(
+                max_sessions=max(count, 8),
+                max_batch=max_batch,
+                max_objects_per_session=max(args.objects, 1),
+            )
             manager = SessionManager(models=models, settings=settings)
             manager.start()
             latencies: list[float] = []
@@ -99,23 +102,30 @@ def aggregate(models, clip, args, hw) -> list[dict]:
             finally:
                 manager.shutdown()
             lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
-            rows.append({
-                "max_batch": max_batch,
-                "sessions": count,
-                "objects": args.objects,
-                "aggregate_fps": round(frames / elapsed, 2),
-                "per_session_fps": round(frames / elapsed / count, 2),
-                "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
-                "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
-                "mean_batch": round(sum(k * v for k, v in sizes.items()) / max(sum(sizes.values()), 1), 2),
-            })
+            rows.append(
+                {
+                    "max_batch": max_batch,
+                    "sessions": count,
+                    "objects": args.objects,
+                    "aggregate_fps": round(frames / elapsed, 2),
+                    "per_session_fps": round(frames / elapsed / count, 2),
+                    "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+                    "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
+                    "mean_batch": round(
+                        sum(k * v for k, v in sizes.items()) / max(sum(sizes.values()), 1), 2
+                    ),
+                }
+            )
             print_table(rows[-1:], list(rows[-1]))
     return rows
 
 
 def fairness(models, clip, args, hw) -> dict:
-    settings = Settings(auto_seed_points_per_side=args.seed_points,
-                        expensive_commands_per_minute=1e6, expensive_commands_burst=10**6)
+    settings = Settings(
+        auto_seed_points_per_side=args.seed_points,
+        expensive_commands_per_minute=1e6,
+        expensive_commands_burst=10**6,
+    )
     manager = SessionManager(models=models, settings=settings)
     manager.start()
     stop = threading.Event()
@@ -163,16 +173,18 @@ def placement(model, clip, args, hw) -> dict:
     manager = SessionManager(models=models, settings=Settings(max_sessions=16))
     manager.start()
     try:
-        sessions = start_sessions(manager, clip, args.placement_sessions, args.objects, hw,
-                                  paced=True)
+        sessions = start_sessions(
+            manager, clip, args.placement_sessions, args.objects, hw, paced=True
+        )
         time.sleep(args.seconds)
         per_device = {}
         for label, scheduler in manager.schedulers.items():
             mine = [s for s in sessions if s.device == label]
             per_device[label] = {
                 "sessions": len(mine),
-                "busy_fraction": round(scheduler.busy_seconds
-                                       / (time.monotonic() - scheduler.started_at), 3),
+                "busy_fraction": round(
+                    scheduler.busy_seconds / (time.monotonic() - scheduler.started_at), 3
+                ),
                 "frames": scheduler.frames_processed,
             }
     finally:

@@ -47,7 +47,7 @@ from common import (
 
 from sam2_video.compile import compile_model
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.streaming import SessionOptions, StreamingSession
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 
 COMPONENTS = (
     "image_encoder",

@@ -47,16 +47,21 @@ from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table
 from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official
 
 import sam2_video
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
-from sam2_video.image_predictor import SAM2ImagePredictor
-from sam2_video.video_predictor import SAM2VideoPredictor
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
+from sam2_video.predictors.image import SAM2ImagePredictor
+from sam2_video.predictors.video import SAM2VideoPredictor
 
 MEDIA = REPO.parent / "shared" / "media"
 CONFIGS = ("sam2.1_micro", "sam2.1_hiera_t")
 
 
 def media_path(name: str, override: str | None) -> Path:
-    for candidate in (override, REPO / "tests" / "data" / name, MEDIA / name, Path("/work/shared/media") / name):
+    for candidate in (
+        override,
+        REPO / "tests" / "data" / name,
+        MEDIA / name,
+        Path("/work/shared/media") / name,
+    ):
         if candidate and Path(candidate).exists():
             return Path(candidate)
     raise SystemExit(f"cannot find {name}: pass its path (see --help)")
@@ -95,7 +100,9 @@ def ratio_row(path: str, ours: list[float], official: list[float], **extra: Any)
 # --------------------------------------------------------------------------- sections
 
 
-def bench_image(official: dict, configs: list[str], image: np.ndarray, repeats: int, tmp: Path) -> list[dict]:
+def bench_image(
+    official: dict, configs: list[str], image: np.ndarray, repeats: int, tmp: Path
+) -> list[dict]:
     rows = []
     for config in configs:
         ckpt = checkpoint_for(config, tmp)
@@ -123,7 +130,9 @@ def same_masks(ours: list[dict], theirs: list[dict]) -> str:
 
 def bench_amg(official: dict, images: dict[str, np.ndarray], repeats: int) -> list[dict]:
     config = "sam2.1_micro"
-    ours = SAM2AutomaticMaskGenerator(load_model(config, str(MICRO_CHECKPOINT), torch.device("cpu"))[0])
+    ours = SAM2AutomaticMaskGenerator(
+        load_model(config, str(MICRO_CHECKPOINT), torch.device("cpu"))[0]
+    )
     theirs = official["SAM2AutomaticMaskGenerator"](
         build_official(official, config, MICRO_CHECKPOINT, video=False)
     )
@@ -136,7 +145,9 @@ def bench_amg(official: dict, images: dict[str, np.ndarray], repeats: int) -> li
             t_ours.append(t)
             out_off, t = cpu_time(lambda: theirs.generate(image))
             t_off.append(t)
-        rows.append(ratio_row(f"AMG micro {name}", t_ours, t_off, output=same_masks(out_ours, out_off)))
+        rows.append(
+            ratio_row(f"AMG micro {name}", t_ours, t_off, output=same_masks(out_ours, out_off))
+        )
     return rows
 
 
@@ -173,8 +184,15 @@ def _start_video(predictor: Any, folder: Path, clicks: list[np.ndarray]) -> tupl
     return state, iter(predictor.propagate_in_video(state))
 
 
-def bench_video_pair(ours: Any, theirs: Any, folder: Path, num_frames: int, objects: int,
-                     hw: tuple[int, int], warmup: int) -> dict[str, Any]:
+def bench_video_pair(
+    ours: Any,
+    theirs: Any,
+    folder: Path,
+    num_frames: int,
+    objects: int,
+    hw: tuple[int, int],
+    warmup: int,
+) -> dict[str, Any]:
     """Per-frame CPU time of both predictors on the same folder; mask IoU ours vs official."""
     clicks = click_grid(objects, hw)
     with torch.inference_mode():
@@ -193,25 +211,45 @@ def bench_video_pair(ours: Any, theirs: Any, folder: Path, num_frames: int, obje
     # init_state (loading + prompts) amortised over the clip, added to each timed frame.
     per_ours = [t + init_ours / num_frames for t in t_ours]
     per_off = [t + init_off / num_frames for t in t_off]
-    return {"ours": per_ours, "official": per_off, "min_mask_iou": round(min(ious), 4),
-            "init_ours_s": round(init_ours, 3), "init_official_s": round(init_off, 3)}
+    return {
+        "ours": per_ours,
+        "official": per_off,
+        "min_mask_iou": round(min(ious), 4),
+        "init_ours_s": round(init_ours, 3),
+        "init_official_s": round(init_off, 3),
+    }
 
 
-def bench_video(official: dict, configs: list[str], objects: list[int], video: Path,
-                frames: dict[str, int], tmp: Path) -> list[dict]:
+def bench_video(
+    official: dict,
+    configs: list[str],
+    objects: list[int],
+    video: Path,
+    frames: dict[str, int],
+    tmp: Path,
+) -> list[dict]:
     rows = []
     for config in configs:
         n = frames[config]
         folder = tmp / f"frames_{n}"
-        hw = write_jpeg_folder(video, n, folder) if not folder.exists() else cv2.imread(str(folder / "00000.jpg")).shape[:2]
+        hw = (
+            write_jpeg_folder(video, n, folder)
+            if not folder.exists()
+            else cv2.imread(str(folder / "00000.jpg")).shape[:2]
+        )
         ckpt = checkpoint_for(config, tmp)
         ours = SAM2VideoPredictor(load_model(config, str(ckpt), torch.device("cpu"))[0])
         theirs = build_official(official, config, ckpt, video=True)
         for count in objects:
             r = bench_video_pair(ours, theirs, folder, n, count, hw, warmup=1)
-            rows.append(ratio_row(
-                f"video {count} obj {config} {hw[1]}x{hw[0]}", r.pop("ours"), r.pop("official"), **r
-            ))
+            rows.append(
+                ratio_row(
+                    f"video {count} obj {config} {hw[1]}x{hw[0]}",
+                    r.pop("ours"),
+                    r.pop("official"),
+                    **r,
+                )
+            )
     return rows
 
 
@@ -220,7 +258,11 @@ def bench_compiled(official: dict, video: Path, num_frames: int, tmp: Path) -> l
 
     config = "sam2.1_micro"
     folder = tmp / f"frames_{num_frames}"
-    hw = write_jpeg_folder(video, num_frames, folder) if not folder.exists() else cv2.imread(str(folder / "00000.jpg")).shape[:2]
+    hw = (
+        write_jpeg_folder(video, num_frames, folder)
+        if not folder.exists()
+        else cv2.imread(str(folder / "00000.jpg")).shape[:2]
+    )
     model = load_model(config, str(MICRO_CHECKPOINT), torch.device("cpu"))[0]
     compile_model(model)
     ours = SAM2VideoPredictor(model)
@@ -231,7 +273,9 @@ def bench_compiled(official: dict, video: Path, num_frames: int, tmp: Path) -> l
     return [ratio_row(f"compiled 1 obj {config}", r.pop("ours"), r.pop("official"), **r)]
 
 
-def _peak_rss_child(which: str, config: str, ckpt: str, folder: str, steps: int, queue: Any) -> None:
+def _peak_rss_child(
+    which: str, config: str, ckpt: str, folder: str, steps: int, queue: Any
+) -> None:
     """In a fresh process: load the model, init_state on the folder, one click, `steps`
     propagation steps; report the peak RSS (MiB) before and after."""
     import resource
@@ -270,21 +314,31 @@ def bench_memory(video: Path, num_frames: int, steps: int, tmp: Path) -> list[di
         result[which] = queue.get()
         child.join()
     (ours_before, ours_peak), (off_before, off_peak) = result["ours"], result["official"]
-    return [{
-        "path": f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps",
-        "ours_s": round(ours_peak), "official_s": round(off_peak),
-        "ratio": round(ours_peak / off_peak, 3), "n": 1,
-        "model_loaded_mib": f"{ours_before:.0f} / {off_before:.0f}",
-    }]
+    return [
+        {
+            "path": f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps",
+            "ours_s": round(ours_peak),
+            "official_s": round(off_peak),
+            "ratio": round(ours_peak / off_peak, 3),
+            "n": 1,
+            "model_loaded_mib": f"{ours_before:.0f} / {off_before:.0f}",
+        }
+    ]
 
 
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["image", "amg", "video"],
-                        choices=["image", "amg", "video", "compiled", "memory"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["image", "amg", "video"],
+        choices=["image", "amg", "video", "compiled", "memory"],
+    )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--objects", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--image-repeats", type=int, default=3)
@@ -313,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_image(official, args.configs, truck, args.image_repeats, tmp)
         if "amg" in args.sections:
             small = cv2.resize(truck, (512, 341), interpolation=cv2.INTER_AREA)
-            rows += bench_amg(official, {"512x341 photo": small, "truck.jpg 1800x1200": truck},
-                              args.amg_repeats)
+            rows += bench_amg(
+                official, {"512x341 photo": small, "truck.jpg 1800x1200": truck}, args.amg_repeats
+            )
         video = media_path("bedroom.mp4", args.video)
         frames = {"sam2.1_micro": args.frames_micro, "sam2.1_hiera_t": args.frames_full}
         if "video" in args.sections:
@@ -326,9 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     info["load_avg_after"] = machine_info(torch.device("cpu"))["load_avg_1_5_15"]
     info["torchvision_stand_in"] = official["torchvision_stand_in"]
     info["ours_from"] = str(Path(sam2_video.__file__).parent)
-    print(f"# {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, "
-          f"load {info['load_avg_1_5_15']} -> {info['load_avg_after']}, ours from {info['ours_from']}")
-    columns = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    print(
+        f"# {info['cpu']}, {info['torch_threads']} thread(s), torch {info['torch']}, "
+        f"load {info['load_avg_1_5_15']} -> {info['load_avg_after']}, ours from {info['ours_from']}"
+    )
+    columns = sorted(
+        {k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99
+    )
     print_table(rows, columns)
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows})
     return 0

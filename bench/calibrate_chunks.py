@@ -4,7 +4,7 @@ Batching B objects through the mask decoder and the memory encoder shares the fr
 but at full size the batch's activations (e.g. (B, 256, 64, 64) tokens, a (B, 4096, 2048) MLP
 intermediate) outgrow the CPU caches. This script times both modules on one frame for B
 objects run in chunks of 1, 2, 4, ... (interleaved, CPU time, random features of the model's
-real shapes) and prints the fastest chunk per module: `sam2_video/tracker.py` keeps the
+real shapes) and prints the fastest chunk per module: `sam2_video/tracking/tracker.py` keeps the
 measured choice in `OBJECT_CHUNKS`.
 
   python bench/calibrate_chunks.py --config sam2.1_hiera_t --objects 16 --repeats 2
@@ -26,7 +26,9 @@ from common import load_model, machine_info, print_table, write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="sam2.1_hiera_t")
     parser.add_argument("--objects", type=int, default=16)
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -42,12 +44,17 @@ def main() -> None:
     n = args.objects
     pix = torch.randn(n, c, s // 16, s // 16, generator=g)
     embed = torch.randn(1, c, s // 16, s // 16, generator=g)
-    high = [torch.randn(1, c // 8, s // 4, s // 4, generator=g), torch.randn(1, c // 4, s // 8, s // 8, generator=g)]
+    high = [
+        torch.randn(1, c // 8, s // 4, s // 4, generator=g),
+        torch.randn(1, c // 4, s // 8, s // 8, generator=g),
+    ]
     masks = torch.randn(n, 1, s, s, generator=g)
     scores = torch.randn(n, 1, generator=g)
 
     def decoder(lo: int, hi: int) -> None:
-        model.forward_sam_heads(pix[lo:hi], [h.expand(hi - lo, -1, -1, -1) for h in high], multimask_output=True)
+        model.forward_sam_heads(
+            pix[lo:hi], [h.expand(hi - lo, -1, -1, -1) for h in high], multimask_output=True
+        )
 
     def encoder(lo: int, hi: int) -> None:
         model.encode_memory(embed, masks[lo:hi], scores[lo:hi], binarize=False)
@@ -63,13 +70,19 @@ def main() -> None:
                     if rep:
                         times[(name, k)] += (time.process_time() - start) / args.repeats
     rows = [
-        {"module": m, "chunk": k, "cpu_s": round(t, 3),
-         "x_best": round(t / min(v for (mm, _), v in times.items() if mm == m), 2)}
+        {
+            "module": m,
+            "chunk": k,
+            "cpu_s": round(t, 3),
+            "x_best": round(t / min(v for (mm, _), v in times.items() if mm == m), 2),
+        }
         for (m, k), t in times.items()
     ]
     print(f"# {args.config}, {n} objects, {machine_info(torch.device('cpu'))['cpu']}")
     print_table(rows, ["module", "chunk", "cpu_s", "x_best"])
-    write_json(args.json, {"machine": machine_info(torch.device("cpu")), "args": vars(args), "rows": rows})
+    write_json(
+        args.json, {"machine": machine_info(torch.device("cpu")), "args": vars(args), "rows": rows}
+    )
 
 
 if __name__ == "__main__":

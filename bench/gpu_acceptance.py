@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MICRO_CHECKPOINT, REPO, box_masks, machine_info, rss_mib  # noqa: E402
 
 from sam2_video.build import build_sam2  # noqa: E402
-from sam2_video.image_predictor import SAM2ImagePredictor  # noqa: E402
-from sam2_video.streaming import SessionOptions, StreamingSession  # noqa: E402
-from sam2_video.video_predictor import SAM2VideoPredictor  # noqa: E402
+from sam2_video.predictors.image import SAM2ImagePredictor  # noqa: E402
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession  # noqa: E402
+from sam2_video.predictors.video import SAM2VideoPredictor  # noqa: E402
 
 REFERENCE = REPO / "tests" / "fixtures" / "reference" / "micro"
 CLIP = REPO / "tests" / "data" / "bedroom.mp4"
@@ -80,19 +80,32 @@ def image_cases(device: torch.device, autocast: bool) -> dict:
         predictor.set_image(arrays["image_uint8"])
         for case in meta["cases"]:
             name = case["name"]
-            kwargs = {"multimask_output": case["multimask_output"],
-                      "return_logits": case["return_logits"]}
+            kwargs = {
+                "multimask_output": case["multimask_output"],
+                "return_logits": case["return_logits"],
+            }
             for key in ("point_coords", "point_labels", "box", "mask_input"):
                 if f"{name}__in_{key}" in arrays.files:
                     kwargs[key] = arrays[f"{name}__in_{key}"]
             masks, ious, low_res = predictor.predict(**kwargs)
-            worst_logit = max(worst_logit, float(np.abs(low_res - arrays[f"{name}__low_res_logits"]).max()))
-            worst_iou = max(worst_iou, float(np.abs(ious - arrays[f"{name}__iou_predictions"]).max()))
+            worst_logit = max(
+                worst_logit, float(np.abs(low_res - arrays[f"{name}__low_res_logits"]).max())
+            )
+            worst_iou = max(
+                worst_iou, float(np.abs(ious - arrays[f"{name}__iou_predictions"]).max())
+            )
             bits = np.packbits(np.asarray(masks) > 0, axis=-1)
-            differing += int(np.unpackbits(bits ^ arrays[f"{name}__masks_packbits"], axis=-1).sum()) \
-                if f"{name}__masks_packbits" in arrays.files else 0
-    result = {"cases": len(meta["cases"]), "max_low_res_logit_diff": worst_logit,
-              "max_iou_diff": worst_iou, "differing_mask_pixels": differing}
+            differing += (
+                int(np.unpackbits(bits ^ arrays[f"{name}__masks_packbits"], axis=-1).sum())
+                if f"{name}__masks_packbits" in arrays.files
+                else 0
+            )
+    result = {
+        "cases": len(meta["cases"]),
+        "max_low_res_logit_diff": worst_logit,
+        "max_iou_diff": worst_iou,
+        "differing_mask_pixels": differing,
+    }
     if not autocast:  # bf16 is a drift measurement, fp32 must meet the tests' tolerances
         result["pass"] = worst_logit <= 1e-3 and worst_iou <= 1e-3
     return result
@@ -137,28 +150,40 @@ def video_scenarios(device: torch.device, names: list[str]) -> dict:
                 propagate(prefixes.pop(0))  # the correction comes after tracking
             if call["method"] == "add_new_mask":
                 _, obj_ids, masks = pred.add_new_mask(
-                    state, call["frame_idx"], call["obj_id"], arrays[f"call_{call['tag']}__in_mask"])
+                    state, call["frame_idx"], call["obj_id"], arrays[f"call_{call['tag']}__in_mask"]
+                )
             else:
                 _, obj_ids, masks = pred.add_new_points_or_box(
-                    state, call["frame_idx"], call["obj_id"], points=call.get("points"),
-                    labels=call.get("labels"), box=call.get("box"),
-                    clear_old_points=call.get("clear_old_points", True))
+                    state,
+                    call["frame_idx"],
+                    call["obj_id"],
+                    points=call.get("points"),
+                    labels=call.get("labels"),
+                    box=call.get("box"),
+                    clear_old_points=call.get("clear_old_points", True),
+                )
             ours = masks[obj_ids.index(call["obj_id"]), 0].float().cpu().numpy()
             reference = arrays[f"call_{call['tag']}__video_res_logits_obj"]
             worst_prompt = max(worst_prompt, float(np.abs(ours - reference).max()))
         for prefix in prefixes:
             propagate(prefix)
     # Tolerances of tests/test_video_predictor.py (bf16 memory rounding lets logits drift).
-    return {"scenarios": len(names), "max_prompt_logit_diff": worst_prompt,
-            "max_propagated_logit_diff": worst_pass, "max_differing_pixels_per_frame": worst_bits,
-            "pass": worst_prompt <= 2e-2 and worst_pass <= 2e-2 and worst_bits <= 8}
+    return {
+        "scenarios": len(names),
+        "max_prompt_logit_diff": worst_prompt,
+        "max_propagated_logit_diff": worst_pass,
+        "max_differing_pixels_per_frame": worst_bits,
+        "pass": worst_prompt <= 2e-2 and worst_pass <= 2e-2 and worst_bits <= 8,
+    }
 
 
 # --- eager vs compiled --------------------------------------------------------------------
 
 
 def _session_with_objects(model, frames, objects: int, static: bool) -> StreamingSession:
-    session = StreamingSession(model, SessionOptions(max_objects=max(objects, 1), static_shapes=static))
+    session = StreamingSession(
+        model, SessionOptions(max_objects=max(objects, 1), static_shapes=static)
+    )
     session.add_frame(frames[0])
     h, w = frames[0].shape[:2]
     for mask in box_masks(objects, h, w):
@@ -200,10 +225,17 @@ def compiled_vs_eager(args, device) -> list[dict]:
         compiled_fps, warm, recompiles = time_stream(
             compiled, frames, objects, device, True, args.warmup
         )
-        rows.append({"objects": objects, "input_size": size, "eager_fps": round(eager_fps, 2),
-                     "compiled_fps": round(compiled_fps, 2),
-                     "speedup": round(compiled_fps / eager_fps, 3),
-                     "compile_warmup_s": round(warm, 1), "recompiles_after_warmup": recompiles})
+        rows.append(
+            {
+                "objects": objects,
+                "input_size": size,
+                "eager_fps": round(eager_fps, 2),
+                "compiled_fps": round(compiled_fps, 2),
+                "speedup": round(compiled_fps / eager_fps, 3),
+                "compile_warmup_s": round(warm, 1),
+                "recompiles_after_warmup": recompiles,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -217,8 +249,13 @@ def serving(args, device) -> list[dict]:
     model = build_sam2(args.config, device=str(device))
     from streamer.sessions.devices import DeviceSpec
 
-    ns = argparse.Namespace(sessions=args.streams, max_batch=max(args.streams), objects=2,
-                            warmup=args.serve_warmup, seconds=args.serve_seconds)
+    ns = argparse.Namespace(
+        sessions=args.streams,
+        max_batch=max(args.streams),
+        objects=2,
+        warmup=args.serve_warmup,
+        seconds=args.serve_seconds,
+    )
     hw = (240, 320) if args.quick else (540, 960)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
@@ -236,9 +273,22 @@ def latency(args, device, tmp: Path) -> dict:
     torch.save({"model": model.state_dict()}, checkpoint)
     port = 18765
     env = {**os.environ, "SAM2_STREAM_MAX_SESSIONS": "4"}
-    cmd = [sys.executable, "-m", "streamer.cli", "serve", "--host", "127.0.0.1", "--port",
-           str(port), "--model", args.config, "--checkpoint", str(checkpoint), "--device",
-           str(device)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamer.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        args.config,
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        str(device),
+    ]
     log = open(tmp / "server.log", "w")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
@@ -251,11 +301,15 @@ def latency(args, device, tmp: Path) -> dict:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.5)
-        session = httpx.post(f"{base}/sessions", json={"source": str(CLIP), "paced": True,
-                                                         "max_frames": args.latency_frames},
-                             timeout=30).json()
+        session = httpx.post(
+            f"{base}/sessions",
+            json={"source": str(CLIP), "paced": True, "max_frames": args.latency_frames},
+            timeout=30,
+        ).json()
 
         async def follow() -> list[float]:
             latencies = []
@@ -272,8 +326,11 @@ def latency(args, device, tmp: Path) -> dict:
         server.terminate()
         server.wait(30)
         log.close()
-    return {"frames": int(len(values)), "p50_ms": round(float(np.percentile(values, 50)), 1),
-            "p95_ms": round(float(np.percentile(values, 95)), 1)}
+    return {
+        "frames": int(len(values)),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+    }
 
 
 def memory(args, device) -> dict:
@@ -285,28 +342,41 @@ def memory(args, device) -> dict:
         session.add_frame(frames[i % len(frames)])
         if i % max(args.memory_frames // 10, 1) == 0:
             sync(device)
-            used = (torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda"
-                    else rss_mib())
+            used = (
+                torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mib()
+            )
             samples.append(round(used, 1))
     later = samples[len(samples) // 2 :]
-    return {"frames": args.memory_frames, "unit": "MiB allocated" if device.type == "cuda" else
-            "MiB RSS", "samples": samples, "growth_second_half": round(max(later) - min(later), 1)}
+    return {
+        "frames": args.memory_frames,
+        "unit": "MiB allocated" if device.type == "cuda" else "MiB RSS",
+        "samples": samples,
+        "growth_second_half": round(max(later) - min(later), 1),
+    }
 
 
 def markdown(results: dict) -> str:
-    lines = [f"GPU acceptance ({results['machine'].get('gpu', results['machine']['cpu'])}, "
-             f"{results['machine']['date']}, config {results['args']['config']})", "",
-             "| section | result |", "| --- | --- |"]
+    lines = [
+        f"GPU acceptance ({results['machine'].get('gpu', results['machine']['cpu'])}, "
+        f"{results['machine']['date']}, config {results['args']['config']})",
+        "",
+        "| section | result |",
+        "| --- | --- |",
+    ]
     for key in ("fidelity_image", "fidelity_video", "bf16", "latency", "memory"):
         if key in results:
             lines.append(f"| {key} | `{json.dumps(results[key])}` |")
     for row in results.get("compiled", []):
-        lines.append(f"| compiled ({results['args']['backend']}), {row['objects']} objects | eager {row['eager_fps']} fps, "
-                     f"compiled {row['compiled_fps']} fps, warm-up {row['compile_warmup_s']} s, "
-                     f"recompiles {row['recompiles_after_warmup']} |")
+        lines.append(
+            f"| compiled ({results['args']['backend']}), {row['objects']} objects | eager {row['eager_fps']} fps, "
+            f"compiled {row['compiled_fps']} fps, warm-up {row['compile_warmup_s']} s, "
+            f"recompiles {row['recompiles_after_warmup']} |"
+        )
     for row in results.get("serving", []):
-        lines.append(f"| {row['sessions']} streams, max_batch {row['max_batch']} | "
-                     f"{row['aggregate_fps']} fps aggregate, p95 {row['latency_p95_ms']} ms |")
+        lines.append(
+            f"| {row['sessions']} streams, max_batch {row['max_batch']} | "
+            f"{row['aggregate_fps']} fps aggregate, p95 {row['latency_p95_ms']} ms |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -316,11 +386,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--config", default="sam2.1_hiera_t")
     parser.add_argument("--out", default="bench/results/gpu_acceptance")
-    parser.add_argument("--backend", default=None,
-                        help="torch.compile backend (default: inductor; eager with --quick, which "
-                        "checks graphs and recompiles without code generation)")
-    parser.add_argument("--sections", nargs="+",
-                        default=["fidelity", "bf16", "compiled", "serving", "latency", "memory"])
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="torch.compile backend (default: inductor; eager with --quick, which "
+        "checks graphs and recompiles without code generation)",
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["fidelity", "bf16", "compiled", "serving", "latency", "memory"],
+    )
     args = parser.parse_args()
     quick = args.quick
     args.backend = args.backend or ("eager" if quick else "inductor")

@@ -9,7 +9,7 @@ cannot be imported (this project's CPU-only torch has no matching torchvision bu
 minimal stand-in is registered instead: `Resize` is the antialiased bilinear
 `F.interpolate` that torchvision runs on tensors, `Normalize` / `ToTensor` the usual
 arithmetic, and `batched_nms` / `box_area` are this project's torchvision-exact versions
-(`sam2_video.mask_utils`), so both implementations pay the same for NMS.
+(`sam2_video.utils.mask_utils`), so both implementations pay the same for NMS.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _install_torchvision_stand_in() -> bool:
     except Exception:  # noqa: BLE001 (a CUDA-only build raises RuntimeError on import)
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
-    from sam2_video.mask_utils import batched_nms, box_area
+    from sam2_video.utils.mask_utils import batched_nms, box_area
 
     tv = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")
@@ -151,7 +151,11 @@ def fit_feature_sizes(image_predictor: Any, image_size: int) -> Any:
 
 
 def build_official(
-    official: dict[str, Any], config: str, checkpoint: Path, video: bool, vos_optimized: bool = False
+    official: dict[str, Any],
+    config: str,
+    checkpoint: Path,
+    video: bool,
+    vos_optimized: bool = False,
 ) -> Any:
     """The official image model or video predictor for `config` (micro or hiera_t), on CPU."""
     overrides = micro_overrides() if config == "sam2.1_micro" else []

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "build_sam2": "sam2_video.build",
-    "SAM2ImagePredictor": "sam2_video.image_predictor",
-    "SAM2AutomaticMaskGenerator": "sam2_video.automatic_mask_generator",
-    "SAM2VideoPredictor": "sam2_video.video_predictor",
-    "StreamingSession": "sam2_video.streaming",
-    "SessionOptions": "sam2_video.streaming",
+    "SAM2ImagePredictor": "sam2_video.predictors.image",
+    "SAM2AutomaticMaskGenerator": "sam2_video.predictors.amg",
+    "SAM2VideoPredictor": "sam2_video.predictors.video",
+    "StreamingSession": "sam2_video.predictors.streaming",
+    "SessionOptions": "sam2_video.predictors.streaming",
 }
 
 __all__ = [
@@ -28,11 +28,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam2_video.build import build_sam2
-    from sam2_video.image_predictor import SAM2ImagePredictor
-    from sam2_video.streaming import SessionOptions, StreamingSession
-    from sam2_video.video_predictor import SAM2VideoPredictor
+    from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
+    from sam2_video.predictors.image import SAM2ImagePredictor
+    from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+    from sam2_video.predictors.video import SAM2VideoPredictor
 
 
 def __getattr__(name: str) -> Any:

@@ -11,9 +11,9 @@ import torch
 
 from sam2_video.config import SAM2Config, load_config
 from sam2_video.modeling.image_encoder import build_image_encoder
+from sam2_video.modeling.mask_decoder import build_sam_heads
 from sam2_video.modeling.memory_attention import build_memory_attention
 from sam2_video.modeling.memory_encoder import build_memory_encoder
-from sam2_video.modeling.mask_decoder import build_sam_heads
 from sam2_video.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from exc
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
-    if not isinstance(data, dict) or not data or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
     ):
         raise CheckpointError(
             f"{path} does not hold a SAM 2 state dict ({{'model': state_dict}} or a bare "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+
 def _config_dir() -> Path:
     """`configs/` of a source checkout, else the copy a wheel installs under sys.prefix."""
     checkout = Path(__file__).resolve().parent.parent / "configs"
@@ -129,11 +130,11 @@ class SAM2Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SAM2Config":
+    def from_dict(cls, data: dict) -> SAM2Config:
         return _build_dataclass(cls, data, path=data.get("name", "<config>"))
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "SAM2Config":
+    def from_yaml(cls, path: str | Path) -> SAM2Config:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
@@ -153,7 +154,11 @@ def _build_dataclass(cls, data: dict, path: str):
         raise ConfigError(f"{path}: unknown field(s) {unknown} for {cls.__name__}")
     kwargs = {}
     for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default  # type: ignore[misc]
+        default = (
+            fields[name].default_factory()
+            if fields[name].default_factory is not dataclasses.MISSING
+            else fields[name].default
+        )  # type: ignore[misc]
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: field {name!r} must be a mapping")

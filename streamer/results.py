@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_api
 
-from sam2_video.streaming import FrameResult
+from sam2_video.predictors.streaming import FrameResult
 from streamer.protocol import CocoRle, ObjectMasklet
 from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
 

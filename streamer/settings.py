@@ -129,7 +129,19 @@ class Settings(BaseSettings):
     # default. media_root: local files must lie under it (None: any file this user can read).
     source_schemes: list[str] = Field(
         default_factory=lambda: (
-            ["file", "camera", "webrtc", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"]
+            [
+                "file",
+                "camera",
+                "webrtc",
+                "rtsp",
+                "rtsps",
+                "rtmp",
+                "rtmps",
+                "srt",
+                "udp",
+                "tcp",
+                "rtp",
+            ]
         )
     )
     media_root: Path | None = None

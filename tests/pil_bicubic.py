@@ -42,7 +42,7 @@ def _resample(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     data = np.moveaxis(image, axis, 0).astype(np.int64)
     out = np.empty((out_size,) + data.shape[1:], dtype=np.int64)
     for i, (first, taps) in enumerate(_filter_rows(data.shape[0], out_size)):
-        acc = (1 << (_PRECISION_BITS - 1)) + np.tensordot(taps, data[first:first + len(taps)], 1)
+        acc = (1 << (_PRECISION_BITS - 1)) + np.tensordot(taps, data[first : first + len(taps)], 1)
         out[i] = np.clip(acc >> _PRECISION_BITS, 0, 255)
     return np.moveaxis(out.astype(np.uint8), 0, axis)
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.build import build_sam2
-from sam2_video.image_predictor import SAM2ImagePredictor
-from sam2_video.mask_utils import rle_to_mask
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
+from sam2_video.predictors.image import SAM2ImagePredictor
+from sam2_video.utils.mask_utils import rle_to_mask
 
 # pycocotools' decode trips a numpy 2 deprecation warning inside pycocotools itself.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.streaming import SessionOptions, StreamingSession
-from sam2_video.transforms import frame_to_chw, preprocess_frame
+from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video.utils.transforms import frame_to_chw, preprocess_frame
 
 CLIP = Path(__file__).parent / "data" / "bedroom.mp4"
 # Settings that give several masks per frame with the random-weight micro model.
@@ -27,7 +27,9 @@ def first_frame() -> np.ndarray:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
-def _count_encoder_calls(model: torch.nn.Module) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+def _count_encoder_calls(
+    model: torch.nn.Module,
+) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
     calls = [0]
 
     def hook(*_: object) -> None:

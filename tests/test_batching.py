@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.memory_bank import ObjectMemory
 from sam2_video.modeling.sam2 import ImageFeatures
-from sam2_video.streaming import SessionOptions, StreamingSession
-from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions
-from sam2_video.transforms import preprocess, to_chw_float
-from sam2_video.video_predictor import prepare_mask_prompt
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video.predictors.video import prepare_mask_prompt
+from sam2_video.tracking.memory_bank import ObjectMemory
+from sam2_video.tracking.tracker import FrameTracker, StaticShapes, TrackerOptions
+from sam2_video.utils.transforms import preprocess, to_chw_float
 
 H, W = 96, 128
 GRID = 4  # objects sit on a GRID x GRID lattice of coloured boxes

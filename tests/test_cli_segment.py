@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.checkpoints import CHECKPOINT_DIR_ENV
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from streamer.batch import segment
 from streamer.cli import EXIT_BAD_INPUT, EXIT_FAILURE, build_parser, main
 

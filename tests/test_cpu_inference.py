@@ -31,8 +31,14 @@ def test_cpu_inference_only_without_autograd() -> None:
 
 def test_memory_attention_layer_blocked_mlp_matches_autograd_path() -> None:
     torch.manual_seed(0)
-    layer = MemoryAttentionLayer(d_model=32, dim_feedforward=64, num_heads=1, kv_in_dim=16, feat_sizes=(4, 4))
-    x, memory, pos = torch.randn(1, 16, 32), torch.randn(1, 2 * 16 + 4, 16), torch.randn(1, 2 * 16 + 4, 16)
+    layer = MemoryAttentionLayer(
+        d_model=32, dim_feedforward=64, num_heads=1, kv_in_dim=16, feat_sizes=(4, 4)
+    )
+    x, memory, pos = (
+        torch.randn(1, 16, 32),
+        torch.randn(1, 2 * 16 + 4, 16),
+        torch.randn(1, 2 * 16 + 4, 16),
+    )
     plain = layer(x, memory, pos, num_obj_ptr_tokens=4)  # grad enabled: plain modules
     with torch.inference_mode():
         blocked = layer(x, memory, pos, num_obj_ptr_tokens=4)

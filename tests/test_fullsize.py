@@ -15,7 +15,7 @@ from conftest import MICRO, REFERENCE
 from pil_bicubic import resize_bicubic
 
 from sam2_video.build import build_model
-from sam2_video.video_predictor import SAM2VideoPredictor
+from sam2_video.predictors.video import SAM2VideoPredictor
 
 pytestmark = pytest.mark.slow
 FULLSIZE = REFERENCE / "fullsize"
@@ -68,7 +68,9 @@ def _check_stats(tensor: torch.Tensor, ref: dict, atol: float, what: str) -> Non
     t = tensor.double()
     assert list(t.shape) == ref["shape"], what
     for name, value in (("mean", t.mean()), ("std", t.std()), ("min", t.min()), ("max", t.max())):
-        assert abs(float(value) - ref[name]) <= atol, f"{what} {name}: {float(value)} vs {ref[name]}"
+        assert abs(float(value) - ref[name]) <= atol, (
+            f"{what} {name}: {float(value)} vs {ref[name]}"
+        )
 
 
 def test_fullsize_backbone_and_tracking(fullsize_model, reference):
@@ -84,7 +86,9 @@ def test_fullsize_backbone_and_tracking(fullsize_model, reference):
             torch.from_numpy(
                 ((resized[0] / 255.0).astype(np.float32) - np.float32([0.485, 0.456, 0.406]))
                 / np.float32([0.229, 0.224, 0.225])
-            ).permute(2, 0, 1)[None].contiguous()
+            )
+            .permute(2, 0, 1)[None]
+            .contiguous()
         )
     bb = reference["backbone_frame0"]
     for level, ref in enumerate(bb["neck_feat"][:3]):
@@ -139,7 +143,9 @@ def test_fullsize_propagation(fullsize_model, reference):
     finally:
         hook.remove()
 
-    assert [frame_idx for frame_idx, _ in tracked] == [ref["frame"] for ref in reference["propagation"]]
+    assert [frame_idx for frame_idx, _ in tracked] == [
+        ref["frame"] for ref in reference["propagation"]
+    ]
     for (frame_idx, masks), ref in zip(tracked, reference["propagation"]):
         out = state.objects[prompt["obj_id"]].output_at(frame_idx)
         what = f"frame {frame_idx}"

@@ -201,7 +201,9 @@ def _mlp_with_spy(monkeypatch):
 
 def test_chunked_mlp_matches_plain(monkeypatch) -> None:
     mlp, calls = _mlp_with_spy(monkeypatch)
-    monkeypatch.setattr(cpu_inference, "MLP_BLOCK_ROWS", 7)  # 3 x 5 x 4 = 60 rows: a partial last block
+    monkeypatch.setattr(
+        cpu_inference, "MLP_BLOCK_ROWS", 7
+    )  # 3 x 5 x 4 = 60 rows: a partial last block
     x = torch.randn(3, 5, 4, 16)
     with torch.no_grad():
         expected = mlp.layers[1](F.gelu(mlp.layers[0](x)))
@@ -257,7 +259,9 @@ def test_block_projects_only_real_tokens_when_windows_are_mostly_padding(monkeyp
     x = torch.randn(2, 8, 8, 16)  # 8x8 tokens in 14x14 padded windows: 3x padding
     rows = []
     qkv = block.attn.qkv
-    monkeypatch.setattr(qkv, "forward", lambda t: rows.append(t.shape[1:3]) or F.linear(t, qkv.weight, qkv.bias))
+    monkeypatch.setattr(
+        qkv, "forward", lambda t: rows.append(t.shape[1:3]) or F.linear(t, qkv.weight, qkv.bias)
+    )
     with torch.inference_mode():
         fast = block(x)
         monkeypatch.setattr(hiera, "mostly_padding", lambda *_: False)

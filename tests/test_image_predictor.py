@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.image_predictor import ImageNotSetError, SAM2ImagePredictor
-from sam2_video.transforms import preprocess
+from sam2_video.predictors.image import ImageNotSetError, SAM2ImagePredictor
+from sam2_video.utils.transforms import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def test_every_reference_case(predictor, image_reference):
     for case in meta["cases"]:
         name = case["name"]
         masks, ious, low_res = predictor.predict(**_case_inputs(arrays, case))
-        np.testing.assert_allclose(ious, arrays[f"{name}__iou_predictions"], atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(
+            ious, arrays[f"{name}__iou_predictions"], atol=1e-3, err_msg=name
+        )
         np.testing.assert_allclose(
             low_res, arrays[f"{name}__low_res_logits"], atol=1e-3, err_msg=name
         )
@@ -142,4 +144,6 @@ def test_reset_and_embedding(predictor, micro_model, image_reference):
     assert not pred.is_image_set
     with pytest.raises(ImageNotSetError):
         pred.get_image_embedding()
-    torch.testing.assert_close(predictor.get_image_embedding(), torch.from_numpy(arrays["image_embed"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        predictor.get_image_embedding(), torch.from_numpy(arrays["image_embed"]), atol=1e-4, rtol=0
+    )

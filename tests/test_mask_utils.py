@@ -10,7 +10,7 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 
-from sam2_video.mask_utils import (
+from sam2_video.utils.mask_utils import (
     MaskRecords,
     area_from_rle,
     batched_mask_to_box,

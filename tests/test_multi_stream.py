@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.multi_stream import track_streams
-from sam2_video.streaming import FrameSizeError, SessionOptions, StreamingSession
+from sam2_video.predictors.multi_stream import track_streams
+from sam2_video.predictors.streaming import FrameSizeError, SessionOptions, StreamingSession
 
 CLIP = Path(__file__).parent / "data" / "bedroom.mp4"
 FRAMES = 6
@@ -141,7 +141,7 @@ def test_sessions_of_one_step_share_options(micro_model, clips):
 
 
 def test_sliced_auto_seed_equals_auto_seed(micro_model, clips):
-    from sam2_video.auto_seed import AutoSeedOptions
+    from sam2_video.predictors.auto_seed import AutoSeedOptions
 
     options = AutoSeedOptions(points_per_side=8, points_per_batch=16)
     whole = StreamingSession(micro_model)

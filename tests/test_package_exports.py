@@ -14,17 +14,19 @@ def test_top_level_imports_in_a_fresh_interpreter():
     code = (
         "from sam2_video import build_sam2, SAM2ImagePredictor, SAM2AutomaticMaskGenerator, "
         "SAM2VideoPredictor, StreamingSession\n"
-        "import sam2_video.build, sam2_video.image_predictor, sam2_video.automatic_mask_generator, "
-        "sam2_video.video_predictor, sam2_video.streaming\n"
+        "import sam2_video.build, sam2_video.predictors.image, sam2_video.predictors.amg, "
+        "sam2_video.predictors.video, sam2_video.predictors.streaming\n"
         "assert build_sam2 is sam2_video.build.build_sam2\n"
-        "assert SAM2ImagePredictor is sam2_video.image_predictor.SAM2ImagePredictor\n"
+        "assert SAM2ImagePredictor is sam2_video.predictors.image.SAM2ImagePredictor\n"
         "assert SAM2AutomaticMaskGenerator is "
-        "sam2_video.automatic_mask_generator.SAM2AutomaticMaskGenerator\n"
-        "assert SAM2VideoPredictor is sam2_video.video_predictor.SAM2VideoPredictor\n"
-        "assert StreamingSession is sam2_video.streaming.StreamingSession\n"
+        "sam2_video.predictors.amg.SAM2AutomaticMaskGenerator\n"
+        "assert SAM2VideoPredictor is sam2_video.predictors.video.SAM2VideoPredictor\n"
+        "assert StreamingSession is sam2_video.predictors.streaming.StreamingSession\n"
     )
     # From the repository root, so the checkout under test is the one imported.
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1]
+    )
 
 
 def test_unknown_name_is_an_attribute_error():

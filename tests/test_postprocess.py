@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sam2_video.modeling.resize import resize_bilinear
-from sam2_video.postprocess import (
+from sam2_video.utils.postprocess import (
     HOLE_FILL_LOGIT,
     SUPPRESSED_LOGIT,
     fill_holes,
@@ -136,7 +136,9 @@ def test_non_overlapping_shapes_and_single_object():
     assert bool((out[0] == 1).all()) and bool((out[1] == SUPPRESSED_LOGIT).all())
 
 
-@pytest.mark.parametrize("src,dst", [((64, 64), (480, 640)), ((64, 64), (1200, 1800)), ((64, 64), (37, 53))])
+@pytest.mark.parametrize(
+    "src,dst", [((64, 64), (480, 640)), ((64, 64), (1200, 1800)), ((64, 64), (37, 53))]
+)
 def test_resize_of_a_subset_equals_subset_of_resize(src, dst):
     """The AMG upscales only the masks that pass the IoU filter: that must give bit for bit
     the values of upscaling every candidate and selecting afterwards."""

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from rtsp_server import RtspTestServer, free_port, unavailable_reason
 
-from sam2_video.streaming import StreamingSession
+from sam2_video.predictors.streaming import StreamingSession
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame, open_source
 from streamer.ingest.camera import CameraSource, camera_device
 from streamer.ingest.rtsp import Backoff, RtspSource, redact_url

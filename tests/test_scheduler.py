@@ -16,8 +16,8 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from sam2_video.auto_seed import AutoSeedOptions
-from sam2_video.streaming import SessionOptions, StreamingSession
+from sam2_video.predictors.auto_seed import AutoSeedOptions
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.protocol import Ack, AutoSeed, Error, ErrorCode, Reset
 from streamer.service.metrics import render_service_metrics
 from streamer.sessions import SessionCreate, SessionManager, SessionState
@@ -212,15 +212,19 @@ def test_an_auto_seed_loop_does_not_starve_another_session(micro_model, long_cli
 
         thread = threading.Thread(target=abuse, daemon=True)
         thread.start()
-        _wait(lambda: any(isinstance(r, Ack) and r.request == "auto_seed" for r in replies),
-              what="a first auto_seed")
+        _wait(
+            lambda: any(isinstance(r, Ack) and r.request == "auto_seed" for r in replies),
+            what="a first auto_seed",
+        )
         shared = _frames_in(busy, 6.0)
         seeds = sum(1 for r in replies if isinstance(r, Ack) and r.request == "auto_seed")
     finally:
         stop.set()
         thread.join(TIMEOUT)
         manager.shutdown(timeout=TIMEOUT)
-    print(f"solo {solo:.2f} shared {shared:.2f} seeds {seeds} fair-share fraction {2 * shared / solo:.2f}")
+    print(
+        f"solo {solo:.2f} shared {shared:.2f} seeds {seeds} fair-share fraction {2 * shared / solo:.2f}"
+    )
     assert seeds >= 2, "the abusive client's auto_seed did not keep running"
     assert shared >= 0.3 * solo, f"{shared:.2f} frames/s with the abuser vs {solo:.2f} alone"
 
@@ -258,8 +262,13 @@ def test_two_cpu_devices_place_serve_and_survive_one_failing(micro_model, long_c
         devices = [s.info().device for s in sessions]
         assert sorted(devices) == ["cpu:0", "cpu:0", "cpu:1", "cpu:1"]  # spread before any ran
         _wait(lambda: all(s.processed >= 3 for s in sessions), what="frames on both devices")
-        families = {f.name: f for f in text_string_to_metric_families(render_service_metrics(manager))}
-        busy = {s.labels["device"]: s.value for s in families["sam2_stream_device_busy_fraction"].samples}
+        families = {
+            f.name: f for f in text_string_to_metric_families(render_service_metrics(manager))
+        }
+        busy = {
+            s.labels["device"]: s.value
+            for s in families["sam2_stream_device_busy_fraction"].samples
+        }
         assert set(busy) == {"cpu:0", "cpu:1"} and all(v > 0 for v in busy.values())
         batch_counts = [
             s for s in families["sam2_stream_batch_size"].samples if s.name.endswith("_count")

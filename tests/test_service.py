@@ -42,7 +42,6 @@ MAX_MESSAGE_BYTES = 4096
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("service") / "bedroom_15fps.mp4", rate=15)
@@ -394,7 +393,9 @@ def test_session_limits_and_bad_requests(server, tmp_path):
 
     # A local file that does not exist is refused at once, not by a session that fails later.
     missing = httpx.post(
-        f"{server}/sessions", json={"source": str(tmp_path / "missing.mp4")}, headers=AUTH,
+        f"{server}/sessions",
+        json={"source": str(tmp_path / "missing.mp4")},
+        headers=AUTH,
         timeout=10,
     )
     assert missing.status_code == 400 and missing.json()["code"] == "invalid_source"

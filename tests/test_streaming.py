@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.streaming import (
+from sam2_video.predictors.streaming import (
     FrameSizeError,
     NoFrameError,
     SessionOptions,
@@ -19,7 +19,7 @@ from sam2_video.streaming import (
     TooManyObjectsError,
     masks_to_boxes,
 )
-from sam2_video.video_predictor import SAM2VideoPredictor, UnknownObjectError
+from sam2_video.predictors.video import SAM2VideoPredictor, UnknownObjectError
 
 TESTS = Path(__file__).parent
 MICRO = TESTS / "fixtures" / "reference" / "micro"

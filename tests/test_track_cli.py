@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_api
 
-from sam2_video.auto_seed import AutoSeedOptions
-from sam2_video.streaming import FrameResult
+from sam2_video.predictors.auto_seed import AutoSeedOptions
+from sam2_video.predictors.streaming import FrameResult
 from streamer.batch.outputs import VideoInfo, parse_formats
 from streamer.batch.outputs.mp4 import OverlayVideoWriter
 from streamer.batch.outputs.png import davis_palette

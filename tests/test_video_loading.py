@@ -11,8 +11,8 @@ import pytest
 import torch
 from pil_bicubic import resize_bicubic
 
-from sam2_video.video_io import compact_frames, resize_frame
-from sam2_video.video_predictor import SAM2VideoPredictor
+from sam2_video.predictors.video import SAM2VideoPredictor
+from sam2_video.utils.video_io import compact_frames, resize_frame
 
 DATA = Path(__file__).parent / "data"
 MICRO = Path(__file__).parent / "fixtures" / "reference" / "micro"
@@ -72,7 +72,11 @@ def test_folder_reproduces_the_reference_loader(micro_model, tmp_path, reference
     results = []
     for state in (from_folder, from_pixels):
         pred.add_new_points_or_box(
-            state, 0, 1, points=np.array([[160.0, 90.0]], np.float32), labels=np.array([1], np.int32)
+            state,
+            0,
+            1,
+            points=np.array([[160.0, 90.0]], np.float32),
+            labels=np.array([1], np.int32),
         )
         results.append([m.clone() for _, _, m in pred.propagate_in_video(state)])
     for a, b in zip(*results):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import MICRO
 
-from sam2_video.video_predictor import SAM2VideoPredictor, UnknownObjectError
+from sam2_video.predictors.video import SAM2VideoPredictor, UnknownObjectError
 
 SCENARIOS = {
     "scenario1_single_click": [""],
@@ -59,7 +59,9 @@ def _check_pass(pred, state, arrays, prefix, reverse):
     expected = arrays[f"{prefix}video_res_mask_bits"]
     for i, (frame_idx, _, masks) in enumerate(results):
         differing = _bit_diff(_packed(masks), expected[i])
-        assert differing <= MAX_DIFFERING_BITS_PER_FRAME, f"{prefix}frame {frame_idx}: {differing} px"
+        assert differing <= MAX_DIFFERING_BITS_PER_FRAME, (
+            f"{prefix}frame {frame_idx}: {differing} px"
+        )
         key = f"{prefix}video_res_logits_frame{frame_idx:02d}"
         if key in arrays.files:
             np.testing.assert_allclose(masks[:, 0].numpy(), arrays[key], atol=VIDEO_LOGIT_ATOL)
@@ -114,7 +116,9 @@ def test_reference_scenario(micro_model, frames, scenario):
         np.testing.assert_allclose(
             ours, arrays[f"call_{call['tag']}__video_res_logits_obj"], atol=VIDEO_LOGIT_ATOL
         )
-        assert _bit_diff(_packed(masks), arrays[f"call_{call['tag']}__video_res_mask_bits_all"]) <= 4
+        assert (
+            _bit_diff(_packed(masks), arrays[f"call_{call['tag']}__video_res_mask_bits_all"]) <= 4
+        )
     for prefix in prefixes:
         _check_pass(pred, state, arrays, prefix, reverse=prefix == "rv_")
     state_prefix = "p2_" if scenario.startswith("scenario4") else ""

@@ -68,7 +68,6 @@ def clip_frames() -> list[np.ndarray]:
     return frames
 
 
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URL of a running `sam2-stream serve` with a token and loopback ICE (bounded start)."""

@@ -98,9 +98,7 @@ class MultiScaleAttention(nn.Module):
         """`forward` on one batch at once."""
         return self.attend_qkv(self.qkv(x))
 
-    def attend_qkv(
-        self, qkv: torch.Tensor, crop: tuple[int, int] | None = None
-    ) -> torch.Tensor:
+    def attend_qkv(self, qkv: torch.Tensor, crop: tuple[int, int] | None = None) -> torch.Tensor:
         """Attention from already projected tokens: (B, H, W, 3 * dim_out) -> (B, H', W', dim_out).
 
         crop: (rows, cols) to keep of the (pooled) query grid; only those queries are attended
@@ -150,8 +148,11 @@ class MultiScaleAttention(nn.Module):
                 top, left = i * out_window[0], j * out_window[1]
                 rows = min(out_window[0], out_hw[0] - top)
                 cols = min(out_window[1], out_hw[1] - left)
-                window = qkv[:, i * window_size : (i + 1) * window_size,
-                             j * window_size : (j + 1) * window_size]  # (B, w, w, 3 * dim_out)
+                window = qkv[
+                    :,
+                    i * window_size : (i + 1) * window_size,
+                    j * window_size : (j + 1) * window_size,
+                ]  # (B, w, w, 3 * dim_out)
                 out[:, top : top + rows, left : left + cols] = self.attend_qkv(window, (rows, cols))
         return out
 
@@ -321,9 +322,14 @@ class Hiera(nn.Module):
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._compute_position_embedding(height, width)
         key = (
-            height, width, self.pos_embed.device, self.pos_embed.dtype,
-            self.pos_embed.data_ptr(), self.pos_embed._version,
-            self.pos_embed_window.data_ptr(), self.pos_embed_window._version,
+            height,
+            width,
+            self.pos_embed.device,
+            self.pos_embed.dtype,
+            self.pos_embed.data_ptr(),
+            self.pos_embed._version,
+            self.pos_embed_window.data_ptr(),
+            self.pos_embed_window._version,
         )
         if self._pos_cache is None or self._pos_cache[0] != key:
             self._pos_cache = (key, self._compute_position_embedding(height, width))

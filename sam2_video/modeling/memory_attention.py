@@ -142,7 +142,9 @@ class RoPEAttention(Attention):
                 f"(rope_k_repeat={self.rope_k_repeat} allows whole multiples only)"
             )
 
-        q_rotation, k_rotation = self._rotation(num_q, num_k_rope // num_q, num_k_exclude_rope, q.device)
+        q_rotation, k_rotation = self._rotation(
+            num_q, num_k_rope // num_q, num_k_exclude_rope, q.device
+        )
         q = apply_rope(q, q_rotation)
         # One multiply over all keys; the excluded tail is multiplied by 1 (no slicing and
         # re-concatenating the largest tensor of the frame).

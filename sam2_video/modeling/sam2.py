@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_video.config import SAM2Config
-from sam2_video.modeling.image_encoder import ImageEncoder, build_image_encoder, pointwise_conv
+from sam2_video.modeling.image_encoder import ImageEncoder, pointwise_conv
 from sam2_video.modeling.mask_decoder import MaskDecoder
-from sam2_video.modeling.memory_attention import MemoryAttention, build_memory_attention
-from sam2_video.modeling.memory_encoder import MemoryEncoder, build_memory_encoder
+from sam2_video.modeling.memory_attention import MemoryAttention
+from sam2_video.modeling.memory_encoder import MemoryEncoder
 from sam2_video.modeling.prompt_encoder import PromptEncoder
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.transformer import MLP
@@ -50,7 +50,7 @@ class ImageFeatures:
     image_pos: Tensor
     high_res_features: list[Tensor]
 
-    def select(self, index: Tensor | slice | int) -> "ImageFeatures":
+    def select(self, index: Tensor | slice | int) -> ImageFeatures:
         """Features of a subset of the batch (e.g. `expand_to(n)` then per-object rows)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
@@ -60,7 +60,7 @@ class ImageFeatures:
             [f[index] for f in self.high_res_features],
         )
 
-    def expand_to(self, batch: int) -> "ImageFeatures":
+    def expand_to(self, batch: int) -> ImageFeatures:
         """Repeat a single frame's features `batch` times (a view, no copy)."""
         return ImageFeatures(
             self.image_embed.expand(batch, -1, -1, -1),
@@ -135,7 +135,9 @@ class SAM2Model(nn.Module):
         self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, hidden))
         # Pointer used (instead of the decoder's) when the object is judged absent.
         self.no_obj_ptr = nn.Parameter(torch.zeros(1, hidden))
-        self.obj_ptr_proj = MLP(input_dim=hidden, hidden_dim=hidden, output_dim=hidden, num_layers=3)
+        self.obj_ptr_proj = MLP(
+            input_dim=hidden, hidden_dim=hidden, output_dim=hidden, num_layers=3
+        )
         # Turns a user mask (S x S, values in [0, 1]) into decoder-scale low-res logits.
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         if config.proj_tpos_enc_in_obj_ptrs:
@@ -285,7 +287,9 @@ class SAM2Model(nn.Module):
         features, pos = self.memory_encoder(image_embed, mask, skip_mask_sigmoid=True)
         if self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).float()  # (B, 1)
-            features = features + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+            features = (
+                features + absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+            )
         return features, pos
 
     def pointer_temporal_encoding(self, offsets: Tensor, max_ptrs: int) -> Tensor:

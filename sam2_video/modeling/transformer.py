@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 # Key count up to which CPU attention takes `_few_keys_attention` (see there).
 FEW_KEYS = 16
 

@@ -24,10 +24,10 @@ import torch
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from sam2_video.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2_video.build import build_sam2
 from sam2_video.checkpoints import ensure_checkpoint
 from sam2_video.config import load_config
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from streamer.overlay import OverlayStyle, draw_overlay
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,14 @@ def _generate_with_progress(
     """`generator.generate(image)`, one progress step per image embedding or point batch."""
     steps = generator.generate_steps(image)
     total = generator.num_steps(image.shape[:2])
-    with tqdm(total=total, unit="batch", desc=name, file=sys.stderr, disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        unit="batch",
+        desc=name,
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         while True:
             try:
                 next(steps)

@@ -20,7 +20,14 @@ from streamer.cli.segment import add_segment_parser
 from streamer.cli.serve import add_serve_parser
 from streamer.cli.track import _SEED_VALUE_OPTIONS, add_track_many_parser, add_track_parser
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "_SEED_VALUE_OPTIONS", "build_parser", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "_SEED_VALUE_OPTIONS",
+    "build_parser",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -180,8 +180,10 @@ def _info(request: Request, session: Session) -> SessionInfo:
     """The session's info with its lifecycle deadline (`expires_in`)."""
     info = session.info()
     reaper: SessionReaper | None = request.app.state.reaper
-    return info if reaper is None else info.model_copy(
-        update={"expires_in": reaper.expires_in(session)}
+    return (
+        info
+        if reaper is None
+        else info.model_copy(update={"expires_in": reaper.expires_in(session)})
     )
 
 

@@ -138,7 +138,9 @@ class DrainCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = GaugeMetricFamily(
-            "sam2_stream_drain_state", "Drain state of this instance (1 = current)", labels=["state"]
+            "sam2_stream_drain_state",
+            "Drain state of this instance (1 = current)",
+            labels=["state"],
         )
         for value in DrainState:
             state.add_metric([value.value], int(self.drainer.state is value))

@@ -81,8 +81,11 @@ def _snapshot(hist: Histogram) -> tuple[list[int], float]:
 
 def _service_metrics(manager: SessionManager) -> Iterator[Metric]:
     sessions = manager.list()
-    yield _gauge("sam2_stream_ready", "1 when a model is loaded and a scheduler runs",
-                 1 if manager.ready else 0)
+    yield _gauge(
+        "sam2_stream_ready",
+        "1 when a model is loaded and a scheduler runs",
+        1 if manager.ready else 0,
+    )
     yield _gauge("sam2_stream_sessions", "open sessions", len(sessions))
     yield _gauge("sam2_stream_sessions_max", "session limit", manager.settings.max_sessions)
     yield CounterMetricFamily(
@@ -106,8 +109,9 @@ def _device_metrics(manager: SessionManager) -> Iterator[Metric]:
     now = time.monotonic()
     sessions = manager.list()
     yield _labelled(
-        GaugeMetricFamily("sam2_stream_device_up", "1 while the device's scheduler runs",
-                          labels=["device"]),
+        GaugeMetricFamily(
+            "sam2_stream_device_up", "1 while the device's scheduler runs", labels=["device"]
+        ),
         [([s.label], 1 if s.alive else 0) for s in schedulers],
     )
     yield _labelled(
@@ -119,13 +123,15 @@ def _device_metrics(manager: SessionManager) -> Iterator[Metric]:
         [([s.label], s.busy_seconds / max(now - s.started_at, 1e-9)) for s in schedulers],
     )
     yield _labelled(
-        CounterMetricFamily("sam2_stream_device_busy_seconds", "model time on the device",
-                            labels=["device"]),
+        CounterMetricFamily(
+            "sam2_stream_device_busy_seconds", "model time on the device", labels=["device"]
+        ),
         [([s.label], s.busy_seconds) for s in schedulers],
     )
     yield _labelled(
-        CounterMetricFamily("sam2_stream_device_frames", "frames tracked on the device",
-                            labels=["device"]),
+        CounterMetricFamily(
+            "sam2_stream_device_frames", "frames tracked on the device", labels=["device"]
+        ),
         [([s.label], s.frames_processed) for s in schedulers],
     )
     yield _labelled(
@@ -137,13 +143,15 @@ def _device_metrics(manager: SessionManager) -> Iterator[Metric]:
         [([s.label], s.queue_depth) for s in schedulers],
     )
     yield _labelled(
-        GaugeMetricFamily("sam2_stream_device_sessions", "sessions placed on the device",
-                          labels=["device"]),
+        GaugeMetricFamily(
+            "sam2_stream_device_sessions", "sessions placed on the device", labels=["device"]
+        ),
         [([s.label], sum(1 for x in sessions if x.device == s.label)) for s in schedulers],
     )
     yield _labelled(
-        GaugeMetricFamily("sam2_stream_device_max_batch", "sessions per batched step at most",
-                          labels=["device"]),
+        GaugeMetricFamily(
+            "sam2_stream_device_max_batch", "sessions per batched step at most", labels=["device"]
+        ),
         [([s.label], s.max_batch) for s in schedulers],
     )
     batch = HistogramMetricFamily(
@@ -192,32 +200,50 @@ def _session_metrics(manager: SessionManager) -> Iterator[Metric]:
             lambda s, f=field_name: rates[s.id][f],
         )
     counters = (
-        ("sam2_stream_frames_captured", "frames received from the source",
-         lambda s: stats[s.id].captured),
+        (
+            "sam2_stream_frames_captured",
+            "frames received from the source",
+            lambda s: stats[s.id].captured,
+        ),
         ("sam2_stream_frames_processed", "frames tracked", lambda s: s.processed),
-        ("sam2_stream_frames_dropped", "frames dropped before inference",
-         lambda s: stats[s.id].dropped),
-        ("sam2_stream_session_device_seconds", "device time charged to the session",
-         lambda s: s.device_seconds),
-        ("sam2_stream_messages_dropped",
-         "frame messages dropped for slow subscribers (connected ones)",
-         lambda s: sum(sub.dropped for sub in s.subscribers)),
+        (
+            "sam2_stream_frames_dropped",
+            "frames dropped before inference",
+            lambda s: stats[s.id].dropped,
+        ),
+        (
+            "sam2_stream_session_device_seconds",
+            "device time charged to the session",
+            lambda s: s.device_seconds,
+        ),
+        (
+            "sam2_stream_messages_dropped",
+            "frame messages dropped for slow subscribers (connected ones)",
+            lambda s: sum(sub.dropped for sub in s.subscribers),
+        ),
     )
     for name, doc, value in counters:
         yield per_session(CounterMetricFamily(name, doc, labels=["session"]), value)
     gauges = (
-        ("sam2_stream_queue_depth", "frames waiting in the source's slot",
-         lambda s: stats[s.id].queue_depth),
+        (
+            "sam2_stream_queue_depth",
+            "frames waiting in the source's slot",
+            lambda s: stats[s.id].queue_depth,
+        ),
         ("sam2_stream_objects", "objects tracked", lambda s: len(s.view.obj_ids)),
         ("sam2_stream_subscribers", "connected subscribers", lambda s: len(s.subscribers)),
     )
     for name, doc, value in gauges:
         yield per_session(GaugeMetricFamily(name, doc, labels=["session"]), value)
     yield histogram_family(
-        "sam2_stream_inference_seconds", "model time per frame (its batched step)", ["session"],
+        "sam2_stream_inference_seconds",
+        "model time per frame (its batched step)",
+        ["session"],
         [([s.id], s.inference) for s in sessions],
     )
     yield histogram_family(
-        "sam2_stream_frame_latency_seconds", "capture to result, per frame", ["session"],
+        "sam2_stream_frame_latency_seconds",
+        "capture to result, per frame",
+        ["session"],
         [([s.id], s.end_to_end) for s in sessions],
     )

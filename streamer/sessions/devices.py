@@ -49,7 +49,9 @@ def parse_devices(names: Sequence[str] | None, default: str | None = None) -> li
         if name in ("cuda", "gpu"):
             if not torch.cuda.is_available():
                 raise ValueError("device 'cuda' asked for, but no GPU is visible")
-            specs += [DeviceSpec(f"cuda:{i}", f"cuda:{i}") for i in range(torch.cuda.device_count())]
+            specs += [
+                DeviceSpec(f"cuda:{i}", f"cuda:{i}") for i in range(torch.cuda.device_count())
+            ]
         elif name.startswith("cuda:"):
             index = _index(name)
             if not torch.cuda.is_available() or index >= torch.cuda.device_count():

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from sam2_video.auto_seed import AutoSeedOptions
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.streaming import SessionOptions, StreamingSession
+from sam2_video.predictors.auto_seed import AutoSeedOptions
+from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
 from streamer.ingest.file import is_url
@@ -133,7 +133,11 @@ class SessionManager:
                 options["max_frames"] = request.max_frames
             try:
                 spec = SourcePolicy.from_settings(self.settings).resolve(request.source)
-                if classify_source(spec) == "file" and not is_url(spec) and not Path(spec).is_file():
+                if (
+                    classify_source(spec) == "file"
+                    and not is_url(spec)
+                    and not Path(spec).is_file()
+                ):
                     # Said now (400), not by a session that fails a moment later.
                     raise FileNotFoundError(f"video file not found: {spec}")
                 source = open_source(
@@ -185,7 +189,11 @@ class SessionManager:
             self._reserved.pop(session_id, None)
             self.sessions_created += 1
         logger.info(
-            "session %s: %s source %s on %s", session_id, session.kind, request.source, session.device
+            "session %s: %s source %s on %s",
+            session_id,
+            session.kind,
+            request.source,
+            session.device,
         )
         scheduler.wake()
         return session

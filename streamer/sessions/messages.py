@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from sam2_video.streaming import FrameResult
+from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest import VideoFrame
 from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, PromptMessage
 from streamer.results import masklets
@@ -72,7 +72,9 @@ def internal_error(message: PromptMessage, exc: Exception) -> Error:
     return Error(id=message.id, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
 
 
-def ack_message(message, outcome: PromptOutcome, session: Session, reply_to: Subscriber | None) -> Ack:
+def ack_message(
+    message, outcome: PromptOutcome, session: Session, reply_to: Subscriber | None
+) -> Ack:
     options: OutputOptions = reply_to.options if reply_to else session.settings.default_output
     objects = []
     if outcome.result is not None:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sam2_video.automatic_mask_generator import drain
-from sam2_video.streaming import (
+from sam2_video.predictors.amg import drain
+from sam2_video.predictors.streaming import (
     FrameResult,
     NoFrameError,
     StreamingSession,
     TooManyObjectsError,
 )
-from sam2_video.video_predictor import UnknownObjectError
+from sam2_video.predictors.video import UnknownObjectError
 from streamer.protocol import (
     AddBox,
     AddMask,
@@ -116,8 +116,7 @@ def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOut
             if (h, w) != tuple(tracker.frame_hw):  # checked again here: a reset may intervene
                 raise ProtocolError(
                     ErrorCode.OUT_OF_RANGE,
-                    f"mask is {w}x{h} but the frame is "
-                    f"{tracker.frame_hw[1]}x{tracker.frame_hw[0]}",
+                    f"mask is {w}x{h} but the frame is {tracker.frame_hw[1]}x{tracker.frame_hw[0]}",
                     rid,
                 )
             try:

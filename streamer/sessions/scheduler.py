@@ -10,7 +10,7 @@ Each step of the loop:
    the most owed one. If that is a task, one slice runs (one image embedding or one point batch
    of the mask generator) and its cost is charged to its session. Otherwise the step takes the
    ready frames of up to `max_batch` sessions, most owed first, and tracks them in one batched
-   forward (`sam2_video.multi_stream.track_streams`); the measured cost is split among them by
+   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split among them by
    their rows (1 + objects each).
 A session with a sliced task in progress waits for it (its frames and later commands queue);
 every other session's frames are held up by at most one slice. Live sources hand over their
@@ -35,8 +35,8 @@ import cv2
 import torch
 
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.multi_stream import batch_key, track_streams
-from sam2_video.streaming import FrameResult
+from sam2_video.predictors.multi_stream import batch_key, track_streams
+from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
 from streamer.protocol import ProtocolError
 from streamer.sessions.devices import DeviceSpec
@@ -272,7 +272,9 @@ class DeviceScheduler:
                 return [exc]
             # Something in the batch broke the forward: retry one by one so that only the
             # session at fault fails.
-            logger.warning("batched step failed (%s); retrying its %d sessions alone", exc, len(items))
+            logger.warning(
+                "batched step failed (%s); retrying its %d sessions alone", exc, len(items)
+            )
         results: list[FrameResult | Exception] = []
         for tracker, frame, stamp in zip(trackers, frames, pts):
             try:

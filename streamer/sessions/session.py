@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sam2_video.streaming import FrameResult, StreamingSession
+from sam2_video.predictors.streaming import FrameResult, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
@@ -33,6 +33,7 @@ from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
 
 logger = logging.getLogger(__name__)
+
 
 class SessionState(enum.Enum):
     WAITING = "waiting"
@@ -114,8 +115,10 @@ class Session:
         self.kind = classify_source(request.source)
         self.source = source
         # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
-        self._defer_source = request.start == "on_connect" and request.paced and (
-            classify_source(request.source) == "file"
+        self._defer_source = (
+            request.start == "on_connect"
+            and request.paced
+            and (classify_source(request.source) == "file")
         )
         self.tracker = tracker
         self.settings = settings

@@ -52,7 +52,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from sam2_video.streaming import FrameResult
+from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest import VideoFrame
 from streamer.overlay import OverlayStyle
 from streamer.protocol import FrameMessage

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sam2_video.transforms import resize_uint8
+from sam2_video.utils.transforms import resize_uint8
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -96,7 +96,9 @@ def compact_frames(
     return _stack(resized())
 
 
-def _stack(frames: Iterable[tuple[tuple[int, int], np.ndarray]]) -> tuple[np.ndarray, tuple[int, int]]:
+def _stack(
+    frames: Iterable[tuple[tuple[int, int], np.ndarray]],
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(native (H, W), held frame) pairs -> ((T, h, w, 3) uint8, native (H, W))."""
     held, native_hw = [], None
     for hw, frame in frames:

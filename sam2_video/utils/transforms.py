@@ -15,7 +15,9 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 def validate_image(image: object) -> None:
     """Raise ValueError unless `image` is an HxWx3 uint8 RGB numpy array with H, W > 0."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array (HxWx3 uint8 RGB), got {type(image).__name__}")
+        raise ValueError(
+            f"image must be a numpy array (HxWx3 uint8 RGB), got {type(image).__name__}"
+        )
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must have shape HxWx3 (RGB), got {image.shape}")
     if image.dtype != np.uint8:
@@ -114,11 +116,22 @@ def resize_uint8(frame: Tensor, size: int) -> Tensor:
         return frame
     batch = frame[None]  # (1, 3, H, W); HWC frames permuted here are channels-last in memory
     if frame.device.type == "cpu":
-        out = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    else:
         out = F.interpolate(
-            batch.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        ).round_().clamp_(0, 255).to(torch.uint8)
+            batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    else:
+        out = (
+            F.interpolate(
+                batch.float(),
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            .round_()
+            .clamp_(0, 255)
+            .to(torch.uint8)
+        )
     return out[0]
 
 

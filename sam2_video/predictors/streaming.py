@@ -16,12 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.automatic_mask_generator import drain
-from sam2_video.memory_bank import FrameOutput, ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.postprocess import non_overlapping
-from sam2_video.stream_types import (
+from sam2_video.predictors.amg import drain
+from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.predictors.stream_types import (
     FrameResult,
     FrameSizeError,
     NoFrameError,
@@ -29,13 +27,20 @@ from sam2_video.stream_types import (
     TooManyObjectsError,
     masks_to_boxes,
 )
-from sam2_video.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
-from sam2_video.transforms import frame_to_chw, preprocess_frame
-from sam2_video.video_predictor import (
+from sam2_video.predictors.video import (
     UnknownObjectError,
     prepare_mask_prompt,
     prepare_point_prompt,
 )
+from sam2_video.tracking.memory_bank import (
+    FrameOutput,
+    ObjectMemory,
+    PendingOutput,
+    RetentionPolicy,
+)
+from sam2_video.tracking.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
+from sam2_video.utils.postprocess import non_overlapping
+from sam2_video.utils.transforms import frame_to_chw, preprocess_frame
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +135,7 @@ class StreamingSession:
         return self.finish_frame(features, outputs, pts)
 
     # The three phases of `add_frame`, public so that a scheduler can run the model over the
-    # frames of several sessions at once (`sam2_video.multi_stream.track_streams`).
+    # frames of several sessions at once (`sam2_video.predictors.multi_stream.track_streams`).
     def prepare_frame(self, frame: np.ndarray | Tensor) -> Tensor:
         """Check the next frame and return its model input (1, 3, S, S) float32.
 
@@ -290,7 +295,9 @@ class StreamingSession:
         features = self._require_frame()
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if tuple(mask_t.shape) != self.frame_hw:
-            raise ValueError(f"mask must be {self.frame_hw} (the frame's H, W), got {tuple(mask_t.shape)}")
+            raise ValueError(
+                f"mask must be {self.frame_hw} (the frame's H, W), got {tuple(mask_t.shape)}"
+            )
         model_mask = prepare_mask_prompt(mask_t, self.model.image_size, self.tracker.device)
         obj = self._object_for_prompt(obj_id)
         obj.points.pop(self.frame_idx, None)
@@ -389,21 +396,32 @@ class StreamingSession:
         if not objects:
             empty = np.zeros(0, np.float32)
             return FrameResult(
-                self.frame_idx, self._pts, [], np.zeros((0, h, w), bool), empty, empty,
-                np.zeros((0, 4), np.float32), None, lost,
+                self.frame_idx,
+                self._pts,
+                [],
+                np.zeros((0, h, w), bool),
+                empty,
+                empty,
+                np.zeros((0, 4), np.float32),
+                None,
+                lost,
             )
         logits = self.tracker.upsample(outputs, (h, w))  # (N, H, W)
         if self.options.non_overlapping:
             logits = non_overlapping(logits)
         masks = logits > 0
-        scores = torch.stack([
-            out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
-            for out in outputs
-        ]).float()
-        ious = torch.stack([
-            out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
-            for out in outputs
-        ]).float()
+        scores = torch.stack(
+            [
+                out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
+                for out in outputs
+            ]
+        ).float()
+        ious = torch.stack(
+            [
+                out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
+                for out in outputs
+            ]
+        ).float()
         return FrameResult(
             frame_idx=self.frame_idx,
             pts=self._pts,

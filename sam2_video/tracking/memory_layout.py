@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sam2_video.memory_bank import MemorySelection
 from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.tracking.memory_bank import MemorySelection
 
 
 class MemoryLayout:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.auto_seed import AutoSeedOptions
+from sam2_video.predictors.auto_seed import AutoSeedOptions
 
 
 class NoFrameError(RuntimeError):

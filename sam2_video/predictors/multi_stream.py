@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.streaming import FrameResult, StreamingSession
+from sam2_video.predictors.streaming import FrameResult, StreamingSession
 
 
 def batch_key(session: StreamingSession) -> tuple:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from sam2_video.mask_utils import (
+from sam2_video.utils.mask_utils import (
     MaskRecords,
     area_from_rle,
     batched_mask_to_box,
@@ -19,9 +19,7 @@ from sam2_video.mask_utils import (
 )
 
 
-def clean_small_regions(
-    records: MaskRecords, min_area: int, nms_thresh: float
-) -> MaskRecords:
+def clean_small_regions(records: MaskRecords, min_area: int, nms_thresh: float) -> MaskRecords:
     """Fill holes / remove islands below ``min_area``, then drop new duplicates.
 
     NMS scores are 1 for untouched masks and 0 for edited ones, so when a cleaned mask
@@ -50,6 +48,7 @@ def clean_small_regions(
             new_boxes[i] = boxes[i].to(new_boxes.device)
     records.boxes = new_boxes
     return records.filter(keep)
+
 
 def to_annotations(records: MaskRecords, output_mode: str) -> list[dict[str, Any]]:
     """The official annotation dicts of `records` (see `SAM2AutomaticMaskGenerator.generate`),

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sam2_video.memory_bank import ObjectMemory, PendingOutput, RetentionPolicy
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.postprocess import non_overlapping
-from sam2_video.tracker import FrameTracker, TrackerOptions
-from sam2_video.transforms import normalize_uint8_frames, scale_points
-from sam2_video.video_io import FrameResize, compact_frames, load_video_frames, resize_frame
+from sam2_video.tracking.memory_bank import ObjectMemory, PendingOutput, RetentionPolicy
+from sam2_video.tracking.tracker import FrameTracker, TrackerOptions
+from sam2_video.utils.postprocess import non_overlapping
+from sam2_video.utils.transforms import normalize_uint8_frames, scale_points
+from sam2_video.utils.video_io import FrameResize, compact_frames, load_video_frames, resize_frame
 
 # Image features of this many recent frames are cached (prompting then propagating re-uses them).
 FEATURE_CACHE_FRAMES = 2
@@ -51,8 +51,8 @@ class VideoInferenceState:
     frames: np.ndarray
     video_hw: tuple[int, int]
     resize: FrameResize = "bilinear"
-    objects: "OrderedDict[int, ObjectMemory]" = field(default_factory=OrderedDict)
-    feature_cache: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
+    objects: OrderedDict[int, ObjectMemory] = field(default_factory=OrderedDict)
+    feature_cache: OrderedDict[int, ImageFeatures] = field(default_factory=OrderedDict)
 
     @property
     def num_frames(self) -> int:
@@ -123,11 +123,17 @@ class SAM2VideoPredictor:
         size = self.image_size
         if isinstance(video, np.ndarray):
             if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or not len(video):
-                raise ValueError(f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {video.shape} {video.dtype}")
+                raise ValueError(
+                    f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {video.shape} {video.dtype}"
+                )
             if video_hw is not None:
                 if video.shape[1:3] != (size, size):
-                    raise ValueError(f"with video_hw the frames must be pre-resized to {size}x{size}")
-                return VideoInferenceState(frames=video, video_hw=(int(video_hw[0]), int(video_hw[1])))
+                    raise ValueError(
+                        f"with video_hw the frames must be pre-resized to {size}x{size}"
+                    )
+                return VideoInferenceState(
+                    frames=video, video_hw=(int(video_hw[0]), int(video_hw[1]))
+                )
             method: FrameResize = "bilinear"
             native_hw = (int(video.shape[1]), int(video.shape[2]))
             # Smaller than the model input: use the caller's array as it is (no copy).
@@ -317,9 +323,7 @@ class SAM2VideoPredictor:
         """Track every object through the video; yields (frame_idx, obj_ids, (N,1,H,W) logits)."""
         state = inference_state
         self._commit_pending(state)
-        order = processing_order(
-            state, start_frame_idx, max_frame_num_to_track, reverse
-        )
+        order = processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
         for frame_idx in order:
             objects = list(state.objects.values())
             to_track = [obj for obj in objects if frame_idx not in obj.conditioning]

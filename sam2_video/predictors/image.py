@@ -8,7 +8,7 @@ from torch import Tensor
 
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.transforms import preprocess, scale_points
+from sam2_video.utils.transforms import preprocess, scale_points
 
 # Low-res logits handed back for re-use as a mask prompt are clamped like the official ones.
 LOW_RES_LOGIT_CLAMP = 32.0
@@ -66,7 +66,9 @@ class SAM2ImagePredictor:
             (not modified). orig_hw: (H, W) of that image in pixels.
         """
         if features.image_embed.shape[0] != 1:
-            raise ValueError(f"features must be of one image, got batch {features.image_embed.shape[0]}")
+            raise ValueError(
+                f"features must be of one image, got batch {features.image_embed.shape[0]}"
+            )
         # Image-only segmentation has no memory: SAM 2 marks that with `no_mem_embed`.
         no_mem = self.model.no_mem_embed.view(1, -1, 1, 1)
         self._features = ImageFeatures(
@@ -252,7 +254,9 @@ class SAM2ImagePredictor:
         arr = np.asarray(mask_input, dtype=np.float32)
         low = self.model.image_size // 4
         if arr.shape not in ((1, low, low), (1, 1, low, low)):
-            raise ValueError(f"mask_input must be low-res logits of shape (1, {low}, {low}), got {arr.shape}")
+            raise ValueError(
+                f"mask_input must be low-res logits of shape (1, {low}, {low}), got {arr.shape}"
+            )
         return torch.from_numpy(arr)
 
 

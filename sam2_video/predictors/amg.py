@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.amg_records import clean_small_regions, to_annotations
-from sam2_video.image_predictor import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
-from sam2_video.mask_utils import (
+from sam2_video.modeling.sam2 import ImageFeatures
+from sam2_video.predictors.amg_records import clean_small_regions, to_annotations
+from sam2_video.predictors.image import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
+from sam2_video.utils.mask_utils import (
     MaskRecords,
     batched_mask_to_box,
     batched_nms,
@@ -37,8 +38,7 @@ from sam2_video.mask_utils import (
     uncrop_masks,
     uncrop_points,
 )
-from sam2_video.modeling.sam2 import ImageFeatures
-from sam2_video.transforms import validate_image
+from sam2_video.utils.transforms import validate_image
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,9 @@ class SAM2AutomaticMaskGenerator:
         crop_boxes, layer_idxs = generate_crop_boxes(
             image_hw, self.crop_n_layers, self.crop_overlap_ratio
         )
-        batches = [-(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layer_idxs]
+        batches = [
+            -(-len(self.point_grids[layer]) // self.points_per_batch) for layer in layer_idxs
+        ]
         return len(crop_boxes) + sum(batches)
 
     @torch.inference_mode()
@@ -333,7 +335,9 @@ class SAM2AutomaticMaskGenerator:
         scores, masks = [], []
         for i in range(0, len(logits), step):
             full = self._upscale(logits[i : i + step])  # (k, h, w)
-            score = calculate_stability_score(full, self.mask_threshold, self.stability_score_offset)
+            score = calculate_stability_score(
+                full, self.mask_threshold, self.stability_score_offset
+            )
             if self.stability_score_thresh > 0.0:
                 full = full[score >= self.stability_score_thresh]
             scores.append(score)
@@ -357,7 +361,10 @@ class SAM2AutomaticMaskGenerator:
         if low_res_fn is None:
             self._low_res_logits = False
             return self.predictor.predict_torch(
-                points, labels, mask_input=mask_input, multimask_output=multimask,
+                points,
+                labels,
+                mask_input=mask_input,
+                multimask_output=multimask,
                 return_logits=True,
             )
         self._low_res_logits = True

@@ -103,7 +103,9 @@ class ObjectMemory:
         """Memory for `frame_idx`, as the official `_prepare_memory_conditioned_features`."""
         step = -1 if reverse else 1
         cond_slot = num_maskmem - 1
-        spatial = [(cond_slot, out) for out in self.conditioning.values() if out.maskmem is not None]
+        spatial = [
+            (cond_slot, out) for out in self.conditioning.values() if out.maskmem is not None
+        ]
         for frames_back in range(num_maskmem - 1, 0, -1):
             out = self.tracked.get(frame_idx - step * frames_back)
             if out is not None and out.maskmem is not None:
@@ -132,7 +134,9 @@ class ObjectMemory:
             for t in [t for t in self.points if abs(t - frame_idx) > policy.max_frame_distance]:
                 if t not in self.conditioning and t not in self.pending:
                     del self.points[t]
-            for t in [t for t in self.frames_tracked if abs(t - frame_idx) > policy.max_frame_distance]:
+            for t in [
+                t for t in self.frames_tracked if abs(t - frame_idx) > policy.max_frame_distance
+            ]:
                 if t not in self.conditioning:
                     del self.frames_tracked[t]
             # Spatial memory of frames beyond the memory window is never read again.
@@ -142,7 +146,7 @@ class ObjectMemory:
         cap = policy.max_conditioning_frames
         if cap is not None and len(self.conditioning) > cap:
             frames = sorted(self.conditioning)
-            keep = {frames[0], *frames[len(frames) - (cap - 1):]} if cap > 1 else {frames[-1]}
+            keep = {frames[0], *frames[len(frames) - (cap - 1) :]} if cap > 1 else {frames[-1]}
             for t in frames:
                 if t not in keep:
                     del self.conditioning[t]

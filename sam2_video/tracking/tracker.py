@@ -22,15 +22,16 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from sam2_video.memory_bank import FrameOutput, MemorySelection, ObjectMemory
-from sam2_video.memory_layout import MemoryLayout
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
-from sam2_video.object_chunks import chunk_slices, object_chunks
-from sam2_video.postprocess import fill_holes
+from sam2_video.tracking.memory_bank import FrameOutput, MemorySelection, ObjectMemory
+from sam2_video.tracking.memory_layout import MemoryLayout
+from sam2_video.tracking.object_chunks import chunk_slices, object_chunks
+from sam2_video.utils.postprocess import fill_holes
 
 # Low-res logits fed back as a mask prompt are clamped as in the official predictor.
 PREV_LOGITS_CLAMP = 32.0
+
 
 @dataclass(frozen=True)
 class TrackerOptions:
@@ -130,7 +131,9 @@ class FrameTracker:
         features: the frame's `ImageFeatures` with batch 1. Returns one `FrameOutput` per object
         (memory encoded), in order; the caller stores them.
         """
-        return self.track_frames(features, [TrackGroup(0, objects, frame_idx, reverse)], num_frames)[0]
+        return self.track_frames(
+            features, [TrackGroup(0, objects, frame_idx, reverse)], num_frames
+        )[0]
 
     def track_frames(
         self, features: ImageFeatures, groups: list[TrackGroup], num_frames: int | None = None
@@ -169,7 +172,9 @@ class FrameTracker:
         heads = _cat_heads(
             [
                 self.model.forward_sam_heads(
-                    pix_feat[rows], row_features.select(rows).high_res_features, multimask_output=True
+                    pix_feat[rows],
+                    row_features.select(rows).high_res_features,
+                    multimask_output=True,
                 )
                 for rows in chunk_slices(padded, decoder_chunk)
             ]
@@ -358,7 +363,8 @@ class FrameTracker:
         low = self.image_size // 4
         stacked = torch.stack(
             [
-                out.low_res_logits if out is not None
+                out.low_res_logits
+                if out is not None
                 else torch.full((1, low, low), -1024.0, device=self.device)
                 for out in outputs
             ]

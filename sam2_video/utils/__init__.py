@@ -1,0 +1,1 @@
+"""Helpers with no model inside: image transforms, video reading, mask utilities."""
