@@ -68,7 +68,10 @@ def test_seeding_frame_runs_the_encoder_once_and_gives_the_same_seeds(micro_mode
     assert len(reused) == len(own)
     for a, b in zip(reused, own):
         np.testing.assert_array_equal(a.mask, b.mask)
-        assert (a.predicted_iou, a.stability_score) == (b.predicted_iou, b.stability_score)
+        # Equal up to float rounding: oneDNN's kernels on some CPUs (seen on Intel Xeon) sum
+        # in another order for the other call's buffers (6e-8 apart).
+        assert a.predicted_iou == pytest.approx(b.predicted_iou, rel=1e-6, abs=1e-6)
+        assert a.stability_score == pytest.approx(b.stability_score, rel=1e-6, abs=1e-6)
     # The session turned exactly those seeds into objects.
     assert len(result.obj_ids) == len(reused)
 

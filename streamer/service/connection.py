@@ -34,7 +34,7 @@ def hello_message(session: Session, settings: Settings, subscriber: Subscriber) 
         obj_ids=list(view.obj_ids),
         frame_idx=view.frame_idx,
         max_message_bytes=settings.max_message_bytes,
-        max_objects=session.tracker.options.max_objects,
+        max_objects=session.stream.options.max_objects,
         options=subscriber.options.model_dump(mode="json"),
     )
 

@@ -157,7 +157,7 @@ class SessionManager:
                     points_per_side=self.settings.auto_seed_points_per_side,
                     max_objects=self.settings.auto_seed_max_objects,
                 )
-            tracker = StreamingSession(
+            stream = StreamingSession(
                 scheduler.model,
                 SessionOptions(
                     max_objects=max_objects,
@@ -171,7 +171,7 @@ class SessionManager:
                 session_id=session_id,
                 request=request,
                 source=source,
-                tracker=tracker,
+                stream=stream,
                 settings=self.settings,
                 wake_worker=scheduler.wake,
                 device=scheduler.label,

@@ -25,7 +25,7 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
         return
     now = time.monotonic()
     encoded: dict[tuple, FrameMessage] = {}
-    h, w = session.tracker.frame_hw
+    h, w = session.stream.frame_hw
     for subscriber in subscribers:
         options = subscriber.options
         throttled = options.max_fps is not None and session.live
@@ -82,7 +82,7 @@ def ack_message(
     return Ack(
         id=message.id,
         request=message.type,
-        frame_idx=session.tracker.frame_idx,
+        frame_idx=session.stream.frame_idx,
         obj_id=outcome.obj_id,
         obj_ids=outcome.obj_ids,
         objects=objects,

@@ -186,8 +186,8 @@ class DeviceScheduler:
         if first.id in self._tasks:
             self._run_slice(first)
         else:
-            key = batch_key(first.tracker)
-            batch = [s for s in order if s in ready and batch_key(s.tracker) == key]
+            key = batch_key(first.stream)
+            batch = [s for s in order if s in ready and batch_key(s.stream) == key]
             self._run_frames(batch[: self.max_batch])
         self.steps += 1
         return True
@@ -243,7 +243,7 @@ class DeviceScheduler:
         results = self._track(items)
         elapsed = time.perf_counter() - started
         self.batch_sizes[len(items)] += 1
-        rows = [1 + len(s.tracker.obj_ids) for s, _ in items]
+        rows = [1 + len(s.stream.obj_ids) for s, _ in items]
         for (session, frame), result, weight in zip(items, results, rows):
             self._charge(session, elapsed * weight / sum(rows))
             if isinstance(result, Exception):
@@ -253,19 +253,19 @@ class DeviceScheduler:
             self.frames_processed += 1
             session.processed += 1
             session.inference.observe(elapsed)
-            session.view = tracker_view(session.tracker)
-            if session.tracker.seeding_due:
+            session.view = tracker_view(session.stream)
+            if session.stream.seeding_due:
                 # Auto-seeding of this frame runs sliced; the frame is published after it.
                 self._start_seeding(session, frame, result)
                 continue
             self._deliver(session, frame, result)
 
     def _track(self, items: list[tuple[Session, VideoFrame]]) -> list[FrameResult | Exception]:
-        trackers = [s.tracker for s, _ in items]
+        streams = [s.stream for s, _ in items]
         frames = [f.image for _, f in items]
         pts = [f.pts for _, f in items]
         try:
-            return track_streams(trackers, frames, pts, seed=False)
+            return track_streams(streams, frames, pts, seed=False)
         except Exception as exc:
             if len(items) == 1:
                 logger.exception("session %s: inference failed", items[0][0].id)
@@ -276,9 +276,9 @@ class DeviceScheduler:
                 "batched step failed (%s); retrying its %d sessions alone", exc, len(items)
             )
         results: list[FrameResult | Exception] = []
-        for tracker, frame, stamp in zip(trackers, frames, pts):
+        for stream, frame, stamp in zip(streams, frames, pts):
             try:
-                results.append(track_streams([tracker], [frame], [stamp], seed=False)[0])
+                results.append(track_streams([stream], [frame], [stamp], seed=False)[0])
             except Exception as exc:
                 results.append(exc)
         return results
@@ -297,13 +297,13 @@ class DeviceScheduler:
 
     def _start_seeding(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
         def finish(seeded: object) -> None:
-            session.view = tracker_view(session.tracker)
+            session.view = tracker_view(session.stream)
             self._deliver(session, frame, seeded)  # type: ignore[arg-type]
 
         def fail(exc: Exception) -> None:
             session.finish(SessionState.FAILED, f"auto-seeding failed: {exc}")
 
-        steps = session.tracker.auto_seed_steps(lost=result.lost)
+        steps = session.stream.auto_seed_steps(lost=result.lost)
         self._tasks[session.id] = SlicedTask("auto_seed", steps, finish, fail)
 
     def _run_slice(self, session: Session) -> None:
@@ -353,7 +353,7 @@ class DeviceScheduler:
         message = command.message
 
         def finish(outcome: object) -> None:
-            session.view = tracker_view(session.tracker)
+            session.view = tracker_view(session.stream)
             Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 
         def fail(exc: Exception) -> None:
@@ -365,13 +365,13 @@ class DeviceScheduler:
         def cancel() -> None:
             Session.reply(command, ended_error(session, message))
 
-        steps = auto_seed_steps(session.tracker, message)  # type: ignore[arg-type]
+        steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
 
     def _execute(self, session: Session, command: Command) -> None:
         message = command.message
         try:
-            outcome = apply_prompt(session.tracker, message)
+            outcome = apply_prompt(session.stream, message)
         except ProtocolError as exc:
             Session.reply(command, exc.to_message())
             return
@@ -379,12 +379,12 @@ class DeviceScheduler:
             logger.exception("session %s: %s failed", session.id, message.type)
             Session.reply(command, internal_error(message, exc))
             return
-        session.view = tracker_view(session.tracker)
+        session.view = tracker_view(session.stream)
         Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 
 
 def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:
-    tracker = session.tracker
+    tracker = session.stream
     if tracker.frame_hw is None or frame.image.shape[:2] == tracker.frame_hw:
         return frame
     # Live sources may change resolution mid-stream (WebRTC adapts to bandwidth); keep

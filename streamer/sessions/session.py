@@ -58,7 +58,7 @@ _TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 
 @dataclass(frozen=True)
 class TrackerView:
-    """What the worker last published about a session's tracker (readable from any thread)."""
+    """What the worker last published about a session's stream (readable from any thread)."""
 
     frame_idx: int = -1
     obj_ids: tuple[int, ...] = ()
@@ -94,7 +94,7 @@ class Session:
 
     Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
     `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
-    `tracker` (the `StreamingSession`, worker thread only), `request`.
+    `stream` (the `StreamingSession`, scheduler thread only), `request`.
     """
 
     def __init__(
@@ -103,7 +103,7 @@ class Session:
         session_id: str,
         request: SessionCreate,
         source: FrameSource,
-        tracker: StreamingSession,
+        stream: StreamingSession,
         settings: Settings,
         wake_worker: Callable[[], None],
         device: str = "cpu:0",
@@ -120,7 +120,7 @@ class Session:
             and request.paced
             and (classify_source(request.source) == "file")
         )
-        self.tracker = tracker
+        self.stream = stream  # the model-side state: frames, objects, memory
         self.settings = settings
         self.created_at = time.time()
         self._wake_worker = wake_worker
