@@ -23,9 +23,7 @@ from typing import Any
 import av
 from tqdm import tqdm
 
-from sam2_video.build import build_sam2
-from sam2_video.checkpoints import ensure_checkpoint
-from sam2_video.config import load_config
+from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.streaming import (
@@ -144,9 +142,9 @@ def load_track_model(
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
-    config = load_config(model)
+    check_model(model)
     torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
     return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
 
 

@@ -16,7 +16,10 @@ DEFAULT_MODEL = "sam2.1_hiera_t"
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --checkpoint, --download: shared by the commands that load a model."""
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+        "--model",
+        default=None,
+        help=f"config name ({DEFAULT_MODEL} by default), Ultralytics' name (sam2_b.pt, "
+        "sam2.1_t.pt, ...), a YAML path, or a checkpoint file whose model is inferred",
     )
     parser.add_argument(
         "--checkpoint",
@@ -29,6 +32,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--download", action="store_true", help="download the official checkpoint if missing"
     )
+
+
+def model_arg(args: argparse.Namespace) -> str:
+    """--model, else the --checkpoint file (its model inferred), else the default model."""
+    if args.model is not None:
+        return args.model
+    return str(args.checkpoint) if args.checkpoint is not None else DEFAULT_MODEL
 
 
 def report_error(command: str, message: object) -> None:

@@ -57,16 +57,18 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from sam2_video.build import CheckpointError
+    from sam2_video.build import CheckpointError, check_model
     from sam2_video.checkpoints import CheckpointDownloadError, ensure_checkpoint
-    from sam2_video.config import ConfigError, load_config
+    from sam2_video.config import ConfigError
     from streamer.service import serve
 
     try:
         settings = serve.build_settings(
             host=args.host,
             port=args.port,
-            model=args.model,
+            model=args.model
+            if args.model is not None or args.checkpoint is None
+            else str(args.checkpoint),
             checkpoint=args.checkpoint,
             device=args.device,
             devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
@@ -79,7 +81,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Load before starting the server so a bad model, checkpoint or device is a clean usage
     # error; the model name first, so that a typo says "unknown model", not "no checkpoint".
     try:
-        load_config(settings.model)
+        check_model(settings.model)
         if args.download:
             ensure_checkpoint(str(settings.model), settings.checkpoint, download=True)
         models = serve.load_models(settings)

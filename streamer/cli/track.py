@@ -10,6 +10,7 @@ from streamer.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_model_options,
+    model_arg,
     report_error,
 )
 
@@ -94,7 +95,7 @@ def _run_track(args: argparse.Namespace) -> int:
             auto_seed=args.auto_seed,
             seed_options=seed_options,
             max_objects=args.max_objects,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
@@ -197,7 +198,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
         job = track_many.TrackJob(
             plan=plan,
             prompts_dir=args.prompts_dir.resolve() if args.prompts_dir else None,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
             threads=args.threads,
         )
