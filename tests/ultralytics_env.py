@@ -24,4 +24,7 @@ def import_ultralytics() -> ModuleType:
         os.environ.setdefault("YOLO_CONFIG_DIR", _CONFIG_DIR.name)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_VERBOSE", "False")
+    from sam2_video.detect.torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # parts of Ultralytics import torchvision
     return pytest.importorskip("ultralytics", reason="ultralytics is in the test extra")
