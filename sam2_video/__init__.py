@@ -16,6 +16,7 @@ _EXPORTS = {
     "SAM2VideoPredictor": "sam2_video.predictors.video",
     "StreamingSession": "sam2_video.predictors.streaming",
     "SessionOptions": "sam2_video.predictors.streaming",
+    "auto_annotate": "sam2_video.annotate",
 }
 
 __all__ = [
@@ -24,10 +25,12 @@ __all__ = [
     "SAM2VideoPredictor",
     "SessionOptions",
     "StreamingSession",
+    "auto_annotate",
     "build_sam2",
 ]
 
 if TYPE_CHECKING:
+    from sam2_video.annotate import auto_annotate
     from sam2_video.build import build_sam2
     from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
     from sam2_video.predictors.image import SAM2ImagePredictor
