@@ -13,6 +13,18 @@ from sam2_video.detect.types import Detector, DetectorError
 # Files Ultralytics builds or loads.
 _YOLO_SUFFIXES = (".pt", ".yaml", ".yml")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# "package.module:function": a user's detector callable, imported.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _import(spec: str) -> Callable:
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DetectorError(f"cannot import the detector {spec!r}: {exc}") from exc
 
 
 def load_detector(
@@ -28,7 +40,8 @@ def load_detector(
 ) -> Detector:
     """A detector from what a user typed.
 
-    detector: a callable (wrapped as is, see `CallableDetector`); a YOLO `.pt` / `.yaml`
+    detector: a callable (wrapped as is, see `CallableDetector`) or its import path
+        ("package.module:function"); a YOLO `.pt` / `.yaml`
         (Ultralytics); or a transformers zero-shot detector by hub id
         (`IDEA-Research/grounding-dino-tiny`) or folder, prompted with `text` or `classes`.
     classes: class names to keep (YOLO) or to look for (text detectors, YOLO-World).
@@ -43,6 +56,10 @@ def load_detector(
     spec = str(detector).strip()
     if not spec:
         raise DetectorError("empty detector name")
+    if _IMPORT_PATH.match(spec):
+        from sam2_video.detect.callable import CallableDetector
+
+        return CallableDetector(_import(spec))
     path = Path(spec)
     if path.suffix.lower() in _YOLO_SUFFIXES:
         from sam2_video.detect.yolo import YoloDetector

@@ -32,6 +32,7 @@ from sam2_video.predictors.streaming import (
     StreamingSession,
     TooManyObjectsError,
 )
+from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
@@ -100,13 +101,15 @@ class TrackPlan:
     """Checked options of a tracking run, shared by every video of a `track-many` run.
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
-    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    detect: detector seeding (None: none); max_objects: objects tracked at most;
+    max_frames: stop after this many frames (None: all).
     """
 
     formats: list[str]
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    detect: BatchDetect | None = None  # detector seeding (`--detector`)
 
 
 def plan_track(
@@ -117,13 +120,16 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    detect: BatchDetect | None = None,
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
     try:
         chosen = parse_formats(list(formats) if formats else None)
-        if not has_prompts and not auto_seed:
-            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
+        if not has_prompts and not auto_seed and detect is None:
+            raise ValueError(
+                "nothing to track: give a prompts file, a detector or ask for auto-seeding"
+            )
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if max_objects < 1:
@@ -131,7 +137,7 @@ def plan_track(
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, detect)
 
 
 def load_track_model(
@@ -163,6 +169,7 @@ def track_video(
     device: str | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    detect: BatchDetect | None = None,
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -170,6 +177,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    detect: seed (and label) objects with a detector (`BatchDetect`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -182,6 +190,7 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        detect=detect,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -218,10 +227,15 @@ def track_with_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = []
     outputs: list[Path] = []
+    detection = FrameDetector(plan.detect, str(sam.device)) if plan.detect else None
     try:
         for fmt in plan.formats:
             writers.append(make_writer(fmt, out_dir, info))
-        frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
+            if detection is not None:
+                writers[-1].labels = detection.labels
+        frames = _run(
+            session, video, info, by_frame, writers, plan.max_frames, progress, on_frame, detection
+        )
     finally:
         for writer in writers:
             outputs.extend(writer.close())
@@ -244,6 +258,7 @@ def _run(
     max_frames: int | None,
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
+    detection: FrameDetector | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
@@ -269,6 +284,8 @@ def _run(
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]
             if edited:
                 result = session.current_result()
+            if detection is not None:
+                result = detection.apply(session, frame.image) or result
             for writer in writers:
                 writer.write(frame, result, edited=edited)
             frames += 1

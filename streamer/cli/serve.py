@@ -27,6 +27,13 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="MODEL",
+        help="detector for the `detect` command and session option: a YOLO .pt (Ultralytics, "
+        "AGPL-3.0 extra), a transformers model id or folder, or package.module:function",
+    )
+    parser.add_argument(
         "--devices",
         default=None,
         metavar="LIST",
@@ -71,6 +78,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             else str(args.checkpoint),
             checkpoint=args.checkpoint,
             device=args.device,
+            detector=args.detector,
             devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
             max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,

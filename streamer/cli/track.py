@@ -13,6 +13,7 @@ from streamer.cli.common import (
     model_arg,
     report_error,
 )
+from streamer.cli.detect import add_detector_options, detect_plan
 
 # (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
 # AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
@@ -41,6 +42,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
     seeds.add_argument(
         "--auto-seed", action="store_true", help="track what the mask generator finds on frame 0"
     )
+    add_detector_options(parser, seeds)
     parser.add_argument(
         "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
     )
@@ -49,7 +51,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         dest="formats",
         action="append",
         metavar="FMT",
-        help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
+        help="coco, sav, png, mp4 or yolo; repeat or comma-separate for several (default: coco)",
     )
     add_model_options(parser)
     parser.add_argument(
@@ -79,14 +81,18 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_track(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
+    from sam2_video.detect import DetectorError
     from streamer.batch import segment, track
 
     names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
     seed_options = {name: getattr(args, name) for name in names}
     try:
+        detect = detect_plan(args)
         summary = track.track_video(
             args.video,
             out_dir=args.out,
@@ -101,8 +107,11 @@ def _run_track(args: argparse.Namespace) -> int:
             device=args.device,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            detect=detect,
         )
     except (
+        DetectorError,
+        ValidationError,
         track.VideoInputError,
         track.PromptsFileError,
         track.TrackOptionError,
@@ -147,6 +156,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
         "--prompts-dir", type=Path, metavar="DIR", help="prompts file DIR/<video stem>.json"
     )
     seeds.add_argument("--auto-seed", action="store_true", help="auto-seed on frame 0")
+    add_detector_options(parser, seeds)
     parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
     parser.add_argument("--manifest", type=Path, default=None, metavar="FILE",
                         help="default: OUT/manifest.jsonl")  # fmt: skip
@@ -179,6 +189,8 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_track_many(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointNotFoundError
     from sam2_video.config import ConfigError
@@ -193,6 +205,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            detect=detect_plan(args),
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(
@@ -211,6 +224,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             ray_options=ray_options if args.engine == "ray" else None,
         )  # fmt: skip
     except (
+        ValidationError,
         track.TrackOptionError,
         track_many.TrackManyInputError,
         segment.DeviceUnavailableError,

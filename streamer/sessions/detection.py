@@ -63,7 +63,7 @@ class SessionDetection:
 class DetectorPool:
     """The detectors of one scheduler, built on first use from the server's `--detector`.
 
-    spec: what `load_detector` takes (a name, path, or "module:function"); None: no
+    spec: what `load_detector` takes (a name, path, or "package.module:function"); None: no
     detector, and `detect` is answered with `no_detector`. Built detectors are kept (LRU, at
     most `DETECTOR_CACHE_SIZE`) per distinct classes/text.
     """
@@ -85,7 +85,7 @@ class DetectorPool:
         if detector is None:
             try:
                 detector = load_detector(
-                    _resolve(self.spec),
+                    self.spec,
                     classes=list(options.classes) if options.classes else None,
                     text=options.text,
                     min_score=0.0,  # each request's min_score applies after
@@ -98,19 +98,6 @@ class DetectorPool:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         return detector
-
-
-def _resolve(spec: str | Callable) -> str | Callable:
-    """ "package.module:function" -> that callable; anything else unchanged."""
-    if not isinstance(spec, str) or ":" not in spec or "/" in spec.split(":", 1)[0]:
-        return spec
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise DetectorError(f"cannot import the detector {spec!r}: {exc}") from exc
 
 
 def detect_steps(
