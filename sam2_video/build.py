@@ -141,9 +141,10 @@ def infer_config(state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
 
 
 def _is_checkpoint_path(config: object) -> bool:
-    return (
-        isinstance(config, (str, Path)) and str(config).endswith(".pt") and Path(config).is_file()
-    )
+    """An existing file that is not a YAML config: a checkpoint (`.pt`, `.pth`, ...)."""
+    if not isinstance(config, (str, Path)) or Path(config).suffix in (".yaml", ".yml"):
+        return False
+    return Path(config).is_file()
 
 
 def check_model(model: str | Path | SAM2Config) -> None:

@@ -118,8 +118,9 @@ def ensure_checkpoint(config_name: str, checkpoint: Path | None, download: bool)
     Raises CheckpointNotFoundError (missing and not downloadable / not asked to download) or
     CheckpointDownloadError.
     """
-    if checkpoint is None and str(config_name).endswith(".pt") and Path(config_name).is_file():
-        return Path(config_name)  # the model named by its checkpoint file (config inferred)
+    named = Path(config_name)
+    if checkpoint is None and named.suffix not in (".yaml", ".yml") and named.is_file():
+        return named  # the model named by its checkpoint file (config inferred)
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(config_name)
     if path.is_file():
         return path

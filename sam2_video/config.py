@@ -221,6 +221,6 @@ def load_config(name_or_path: str | Path | SAM2Config) -> SAM2Config:
         raise ConfigError(
             f"unknown model {str(name_or_path)!r}; known: {', '.join(available_configs())}, "
             f"Ultralytics' {', '.join(n + '.pt' for n in ULTRALYTICS_NAMES)} "
-            "(or give a path to a .yaml config or a checkpoint file)"
+            "(or give a path to a .yaml config or to a .pt file)"
         )
     return SAM2Config.from_yaml(path)

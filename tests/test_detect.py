@@ -178,3 +178,16 @@ def test_a_thousand_detections_are_capped_by_the_object_limit(micro_model) -> No
     assert info.value.code is ErrorCode.TOO_MANY_OBJECTS
     assert "at most 5 objects" in str(info.value)
     assert len(session.obj_ids) == 5 and set(labels) == set(session.obj_ids)
+
+
+def test_detector_pool_without_a_detector_answers_no_detector() -> None:
+    from streamer.sessions.detection import DetectorPool
+
+    with pytest.raises(ProtocolError) as info:
+        DetectorPool(None, "cpu").get(DetectOptions(), request_id="d")
+    assert info.value.code is ErrorCode.NO_DETECTOR and info.value.request_id == "d"
+    with pytest.raises(ProtocolError) as info:
+        DetectorPool("no such detector", "cpu").get(DetectOptions())
+    assert info.value.code is ErrorCode.NO_DETECTOR and "unknown detector" in str(info.value)
+    pool = DetectorPool("detect_fixtures:colour_blobs", "cpu")
+    assert pool.get(DetectOptions()) is pool.get(DetectOptions())  # built once, then cached

@@ -17,9 +17,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --checkpoint, --download: shared by the commands that load a model."""
     parser.add_argument(
         "--model",
-        default=None,
-        help=f"config name ({DEFAULT_MODEL} by default), Ultralytics' name (sam2_b.pt, "
-        "sam2.1_t.pt, ...), a YAML path, or a checkpoint file whose model is inferred",
+        default=DEFAULT_MODEL,
+        help="config name (default: %(default)s), Ultralytics' name (sam2_b.pt, sam2.1_t.pt, "
+        "...), a YAML path, or a checkpoint file whose model is inferred",
     )
     parser.add_argument(
         "--checkpoint",
@@ -35,10 +35,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_arg(args: argparse.Namespace) -> str:
-    """--model, else the --checkpoint file (its model inferred), else the default model."""
-    if args.model is not None:
-        return args.model
-    return str(args.checkpoint) if args.checkpoint is not None else DEFAULT_MODEL
+    """--model; with the default model and a --checkpoint, the checkpoint file itself (its
+    model is inferred from its keys and shapes, so `--checkpoint sam2_b.pt` alone works)."""
+    if args.model == DEFAULT_MODEL and args.checkpoint is not None:
+        return str(args.checkpoint)
+    return args.model
 
 
 def report_error(command: str, message: object) -> None:
