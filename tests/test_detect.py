@@ -14,7 +14,7 @@ import pytest
 import torch
 from detect_fixtures import colour_blobs, failing
 from PIL import Image
-from tiny_detectors import save_tiny_grounding_dino
+from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
 from ultralytics_env import import_ultralytics
 
 from sam2_video.detect import Detections, DetectorError, load_detector, match_detections
@@ -96,6 +96,16 @@ def test_grounding_dino_text_detector(tmp_path: Path, photo) -> None:
     assert (found.scores > 0).all()
     high = float(np.median(found.scores))
     assert 0 < len(load_detector(str(folder), text="person. car.", min_score=high)(photo)) < 30
+
+
+def test_owlv2_text_detector(tmp_path: Path, photo) -> None:
+    folder = save_tiny_owlv2(tmp_path / "owlv2")
+    found = load_detector(str(folder), text="person. car.", min_score=0.0)(photo)
+    assert len(found) == 16  # one per 16x16 patch of the 64x64 input
+    assert found.names == {0: "person", 1: "car"} and set(found.class_ids.tolist()) <= {0, 1}
+    # OWL pads the photo to a square: boxes come back in the photo's pixels, inside it.
+    assert (found.boxes[:, 0::2] <= 450).all() and (found.boxes[:, 1::2] <= 300).all()
+    assert (found.boxes >= 0).all() and (found.scores >= 0).all()
 
 
 @pytest.fixture(scope="module")
