@@ -93,3 +93,14 @@ def test_annotate_command(tmp_path: Path) -> None:
         assert 1 <= len(rows) <= 3
         values = [float(v) for v in rows[0].split()[1:]]
         assert len(values) >= 6 and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_track_many_with_a_detector(clip: Path, tmp_path: Path) -> None:
+    code = main([
+        "track-many", str(clip), "--detector", "detect_fixtures:colour_blobs",
+        "--detect-every", str(GREEN_FROM), "--format", "yolo", "--out", str(tmp_path),
+        "--device", "cpu", "--no-progress", *MICRO,
+    ])  # fmt: skip
+    assert code == 0
+    labels = tmp_path / "walk_in" / "walk_in_yolo" / "labels"
+    assert len((labels / f"{FRAMES - 1:05d}.txt").read_text().splitlines()) == 2
