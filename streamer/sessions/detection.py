@@ -19,7 +19,7 @@ import numpy as np
 from sam2_video.detect import Detections, Detector, DetectorError, ObjectLabel, load_detector
 from sam2_video.detect.matching import match_detections
 from sam2_video.predictors.streaming import StreamingSession
-from streamer.protocol import DetectOptions, ErrorCode, ProtocolError
+from streamer.protocol import Detect, DetectOptions, ErrorCode, ProtocolError
 from streamer.sessions.prompts import PromptOutcome
 
 logger = logging.getLogger(__name__)
@@ -164,3 +164,18 @@ def detect_steps(
             request_id,
         )
     return PromptOutcome(stream.current_result(), obj_ids=created)
+
+
+def detect_command_steps(
+    state: SessionDetection, pool: DetectorPool, stream: StreamingSession, message: Detect
+) -> Generator[None, None, PromptOutcome]:
+    """The `detect` command's sliced work: seed from the current frame now; every_n_frames > 0
+    also sets the session's periodic detection (0 stops it). Raises ProtocolError before any
+    work (`not_ready`, `no_detector`)."""
+    if state.image is None or stream.frame_hw is None:
+        raise ProtocolError(ErrorCode.NOT_READY, "no frame processed yet", message.id)
+    options = DetectOptions(**message.model_dump(include=set(DetectOptions.model_fields)))
+    detector = pool.get(options, message.id)
+    state.options = options if options.every_n_frames > 0 else None
+    state.runs += 1
+    return detect_steps(stream, detector, state.image, options, state.labels, message.id)

@@ -38,8 +38,8 @@ from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
 from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
-from streamer.protocol import Detect, DetectOptions, ErrorCode, ProtocolError, RemoveObject, Reset
-from streamer.sessions.detection import DetectorPool, detect_steps
+from streamer.protocol import Detect, ProtocolError, RemoveObject, Reset
+from streamer.sessions.detection import DetectorPool, detect_command_steps, detect_steps
 from streamer.sessions.devices import DeviceSpec
 from streamer.sessions.fairness import FairShare
 from streamer.sessions.messages import (
@@ -400,27 +400,15 @@ class DeviceScheduler:
 
         if isinstance(message, Detect):
             try:
-                steps = self._detect_command_steps(session, message)
+                steps = detect_command_steps(
+                    session.detection, self.detectors, session.stream, message
+                )
             except ProtocolError as exc:
                 fail(exc)
                 return
         else:
             steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
-
-    def _detect_command_steps(self, session: Session, message: Detect):
-        """`detect`: seed from the current frame now; every_n_frames > 0 also sets the
-        session's periodic detection (0 stops it)."""
-        state = session.detection
-        if state.image is None or session.stream.frame_hw is None:
-            raise ProtocolError(ErrorCode.NOT_READY, "no frame processed yet", message.id)
-        options = DetectOptions(**message.model_dump(include=set(DetectOptions.model_fields)))
-        detector = self.detectors.get(options, message.id)
-        state.options = options if options.every_n_frames > 0 else None
-        state.runs += 1
-        return detect_steps(
-            session.stream, detector, state.image, options, state.labels, message.id
-        )
 
     def _execute(self, session: Session, command: Command) -> None:
         message = command.message
