@@ -62,21 +62,18 @@ def _labelled(family, samples: Iterable[tuple[list[str], float]]):
     return family
 
 
-def histogram_family(name: str, doc: str, labels: list[str], series) -> HistogramMetricFamily:
+def histogram_family(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Histogram]]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=labels)
     for label_values, hist in series:
-        counts, total = _snapshot(hist)
+        counts, total = hist.snapshot()
         cumulative, buckets = 0, []
         for bound, n in zip((*hist.buckets, float("inf")), counts):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
         family.add_metric(label_values, buckets, total)
     return family
-
-
-def _snapshot(hist: Histogram) -> tuple[list[int], float]:
-    with hist._lock:
-        return list(hist.counts), hist.total
 
 
 def _service_metrics(manager: SessionManager) -> Iterator[Metric]:

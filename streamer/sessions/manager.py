@@ -8,9 +8,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
 from streamer.ingest.file import is_url
@@ -120,9 +119,8 @@ class SessionManager:
         session_id = mint_session_id(self.settings.instance_name)
         with self._lock:
             if len(self._sessions) >= self.settings.max_sessions:
-                raise SessionLimitError(
-                    f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
-                )
+                open_, limit = len(self._sessions), self.settings.max_sessions
+                raise SessionLimitError(f"{open_} sessions open; the limit is {limit}")
             scheduler = self._place_locked()
             # Reserve the slot (and its device) before the (possibly slow) source start.
             self._sessions[session_id] = None  # type: ignore[assignment]
@@ -177,7 +175,7 @@ class SessionManager:
                 device=scheduler.label,
             )
             source.slot.add_listener(scheduler.wake_event)
-            if not session._defer_source:
+            if not session.defer_source:
                 source.start()
         except BaseException:
             with self._lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.ingest import VideoFrame
 from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, PromptMessage
 from streamer.results import masklets

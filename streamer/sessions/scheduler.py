@@ -10,8 +10,8 @@ Each step of the loop:
    the most owed one. If that is a task, one slice runs (one image embedding or one point batch
    of the mask generator) and its cost is charged to its session. Otherwise the step takes the
    ready frames of up to `max_batch` sessions, most owed first, and tracks them in one batched
-   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split among them by
-   their rows (1 + objects each).
+   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split
+   among them by their rows (1 + objects each).
 A session with a sliced task in progress waits for it (its frames and later commands queue);
 every other session's frames are held up by at most one slice. Live sources hand over their
 newest frame (latest-frame-wins), batch sources every frame in order.
@@ -34,9 +34,8 @@ from dataclasses import dataclass
 import cv2
 import torch
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import FrameResult, SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
-from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
 from streamer.protocol import ProtocolError
 from streamer.sessions.devices import DeviceSpec

@@ -1,7 +1,8 @@
 """A session: a frame source + a `StreamingSession` + subscribers (see `SessionManager`).
 
 Threads: the source decodes on its own thread; the scheduler of the session's device drives its
-`StreamingSession` (only that thread touches it); subscribers read results on the event loop. Public entry points are safe to call from the event loop: they never run the model.
+`StreamingSession` (only that thread touches it); subscribers read results on the event loop.
+Public entry points are safe to call from the event loop: they never run the model.
 
 Lifecycle (`SessionState`): WAITING (created; with start="on_connect" frames are not consumed
 until a first subscriber) -> RUNNING -> FINISHED (source ended, every frame processed) or
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sam2_video.predictors.streaming import FrameResult, StreamingSession
+from sam2_video import FrameResult, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
@@ -95,6 +96,11 @@ class Session:
     Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
     `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
     `stream` (the `StreamingSession`, scheduler thread only), `request`.
+
+    Its 26 methods (9 of them read-only properties) are kept on one class on purpose: it is the
+    one handle routes, schedulers and peers share, and its sections below (state, subscribers,
+    requests, lifecycle, observation) all guard the same lock and state; a separate fan-out
+    object would only add forwarding methods.
     """
 
     def __init__(
@@ -115,11 +121,7 @@ class Session:
         self.kind = classify_source(request.source)
         self.source = source
         # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
-        self._defer_source = (
-            request.start == "on_connect"
-            and request.paced
-            and (classify_source(request.source) == "file")
-        )
+        self.defer_source = request.start == "on_connect" and request.paced and self.kind == "file"
         self.stream = stream  # the model-side state: frames, objects, memory
         self.settings = settings
         self.created_at = time.time()
@@ -210,7 +212,7 @@ class Session:
         """Let the worker consume frames now (a first subscriber or listener does it too)."""
         if self._state is SessionState.WAITING:
             self._transition(SessionState.RUNNING)
-            if self._defer_source:
+            if self.defer_source:
                 self.source.start()
         self._wake_worker()
 

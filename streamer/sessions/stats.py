@@ -66,6 +66,12 @@ class Histogram:
             self.count += 1
             self.last = value
 
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket counts (the last is +Inf) and the sum, read together under the lock."""
+        with self._lock:
+            return list(self.counts), self.total
+
     @property
     def mean(self) -> float:
+        """Mean of the observations; 0.0 before the first."""
         return self.total / self.count if self.count else 0.0

@@ -1,6 +1,6 @@
 """`Subscriber`: one consumer of a session's messages, living on an asyncio event loop.
 
-The inference worker (a thread) hands messages over with `offer()`, which hops onto the
+The `DeviceScheduler` (a thread) hands messages over with `offer()`, which hops onto the
 subscriber's loop with `loop.call_soon_threadsafe`; the consumer awaits `get()`. Frame
 messages are bounded per subscriber: for live sessions the oldest queued frame is dropped
 (and counted) when the consumer falls behind; batch sessions are paused by the worker

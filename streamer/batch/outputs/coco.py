@@ -22,7 +22,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
 from streamer.ingest.base import VideoFrame
 

@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
 from streamer.overlay import draw_overlay

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 from streamer.ingest.base import VideoFrame
 
