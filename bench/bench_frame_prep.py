@@ -133,7 +133,10 @@ def bench_resize(model, frames: list[np.ndarray]) -> list[dict]:
         ious.append(np.count_nonzero(a & b) / union if union else 1.0)
     return [
         {
-            "what": f"masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), {len(frames)} frames",
+            "what": (
+                "masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), "
+                f"{len(frames)} frames"
+            ),
             "before_ms": "",
             "after_ms": "",
             "ratio": "",

@@ -334,7 +334,10 @@ def main() -> None:
     parser.add_argument(
         "--compiled",
         action="store_true",
-        help="latency/memory sections on the compiled model (vos_optimized; implies --static-shapes)",
+        help=(
+            "latency/memory sections on the compiled model "
+            "(vos_optimized; implies --static-shapes)"
+        ),
     )
     parser.add_argument("--max-conditioning-frames", type=int, default=4)
     parser.add_argument("--long-frames", type=int, default=10_000)

@@ -368,7 +368,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {key} | `{json.dumps(results[key])}` |")
     for row in results.get("compiled", []):
         lines.append(
-            f"| compiled ({results['args']['backend']}), {row['objects']} objects | eager {row['eager_fps']} fps, "
+            f"| compiled ({results['args']['backend']}), {row['objects']} objects "
+            f"| eager {row['eager_fps']} fps, "
             f"compiled {row['compiled_fps']} fps, warm-up {row['compile_warmup_s']} s, "
             f"recompiles {row['recompiles_after_warmup']} |"
         )

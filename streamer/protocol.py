@@ -345,5 +345,7 @@ def parse_client_message(
         try:
             rle_runs(message.mask.size, message.mask.counts, max_pixels=max_mask_pixels)
         except RleError as exc:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid add_mask: {exc}", request_id)
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, f"invalid add_mask: {exc}", request_id
+            ) from exc
     return message
