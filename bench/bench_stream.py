@@ -335,8 +335,7 @@ def main() -> None:
         "--compiled",
         action="store_true",
         help=(
-            "latency/memory sections on the compiled model "
-            "(vos_optimized; implies --static-shapes)"
+            "latency/memory sections on the compiled model (vos_optimized; implies --static-shapes)"
         ),
     )
     parser.add_argument("--max-conditioning-frames", type=int, default=4)

@@ -317,8 +317,7 @@ def bench_memory(video: Path, num_frames: int, steps: int, tmp: Path) -> list[di
     return [
         {
             "path": (
-                f"peak RSS MiB, {config}, {num_frames} frames 960x540, "
-                f"init_state + {steps} steps"
+                f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps"
             ),
             "ours_s": round(ours_peak),
             "official_s": round(off_peak),

@@ -147,7 +147,7 @@ class SAM2Model(nn.Module):
             self.obj_ptr_tpos_proj = nn.Identity()
         if config.no_obj_embed_spatial:
             # SAM 2.1: marks memories of frames where the object was absent.
-            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
+            self.no_obj_embed_spatial: nn.Parameter | None = nn.Parameter(torch.zeros(1, mem))
         else:
             self.no_obj_embed_spatial = None
 

@@ -32,6 +32,7 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sam2-stream` argument parser with every command's sub-parser."""
     parser = argparse.ArgumentParser(
         prog="sam2-stream", description="SAM 2 segmentation from the command line."
     )

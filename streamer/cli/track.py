@@ -26,6 +26,7 @@ _SEED_VALUE_OPTIONS: tuple[tuple[str, type, float | int | None, str], ...] = (
 
 
 def add_track_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track` command and its options to `commands`."""
     parser = commands.add_parser(
         "track",
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
@@ -128,6 +129,7 @@ def _run_track(args: argparse.Namespace) -> int:
 
 
 def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track-many` command and its options to `commands`."""
     parser = commands.add_parser(
         "track-many",
         help="track many videos (one output folder each) on this machine or a Ray cluster",

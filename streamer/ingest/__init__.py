@@ -81,7 +81,7 @@ def open_source(
     if not spec:
         raise ValueError("source spec is empty")
     kind = source_kind(spec)
-    timeouts = {
+    timeouts: dict[str, Any] = {
         name: value
         for name, value in (("open_timeout", open_timeout), ("read_timeout", read_timeout))
         if value is not None

@@ -124,6 +124,7 @@ class FrameSlot:
             event.set()
 
     def remove_listener(self, event: threading.Event) -> None:
+        """Stop setting `event` (no-op if it was not added)."""
         with self._cond:
             if event in self._listeners:
                 self._listeners.remove(event)
@@ -162,17 +163,19 @@ class FrameSlot:
         """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout.
 
         A `PendingFrame` is converted here, on the consumer's thread and outside the lock; one
-        that fails to convert is counted in `dropped` and None is returned."""
-        frame = self._take(timeout)
-        if not isinstance(frame, PendingFrame):
-            return frame
-        try:
-            return frame.to_video_frame()
-        except Exception as exc:  # noqa: BLE001 - one bad picture must not stop the consumer
-            logger.warning("frame %d could not be converted to RGB: %s", frame.index, exc)
-            with self._cond:
-                self.dropped += 1
-            return None
+        that fails to convert is counted in `dropped` and the next frame is waited for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frame = self._take(remaining)
+            if not isinstance(frame, PendingFrame):
+                return frame
+            try:
+                return frame.to_video_frame()
+            except Exception as exc:  # noqa: BLE001 - one bad picture must not stop the consumer
+                logger.warning("frame %d could not be converted to RGB: %s", frame.index, exc)
+                with self._cond:
+                    self.dropped += 1
 
     def _take(self, timeout: float | None) -> VideoFrame | PendingFrame | _EndOfStream | None:
         with self._cond:
@@ -209,6 +212,7 @@ class FrameSlot:
 
     @property
     def closed(self) -> bool:
+        """True once `close()` was called (frames may still be waiting)."""
         return self._closed
 
     def __len__(self) -> int:
@@ -228,6 +232,7 @@ class SourceState(enum.Enum):
 
     @property
     def ended(self) -> bool:
+        """True for the final states, STOPPED and FAILED."""
         return self in (SourceState.STOPPED, SourceState.FAILED)
 
 
@@ -306,6 +311,7 @@ class FrameSource:
 
     @property
     def state(self) -> SourceState:
+        """The source's lifecycle state."""
         return self._state
 
     @property
@@ -315,6 +321,7 @@ class FrameSource:
 
     @property
     def policy(self) -> BackPressure:
+        """The slot's back-pressure policy."""
         return self.slot.policy
 
     @property
@@ -392,6 +399,7 @@ class FrameSource:
 
     @property
     def stats(self) -> SourceStats:
+        """A consistent-enough snapshot of the state and the slot's counters."""
         return SourceStats(
             state=self._state,
             captured=self.slot.captured,
@@ -455,5 +463,6 @@ class PushSource(FrameSource):
         self.slot.close()
 
     def stop(self, timeout: float | None = None) -> None:
+        """End the source (STOPPED) and close its slot; there is no thread to join."""
         self._stop.set()
         self.finish()

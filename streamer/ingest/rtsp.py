@@ -108,10 +108,12 @@ class ReconnectingSource(FrameSource):
 
     @property
     def captured(self) -> int:
+        """Frames decoded and put into the slot, across reconnections."""
         return self.slot.captured
 
     @property
     def dropped(self) -> int:
+        """Frames replaced in the slot before the consumer took them."""
         return self.slot.dropped
 
     def _open(self) -> Any:

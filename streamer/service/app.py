@@ -85,7 +85,7 @@ def load_models(settings: Settings, model: SAM2Model | None = None) -> dict[Devi
     """One model replica per configured device (`Settings.devices`; blocking). A given `model`
     serves its own device and is copied for the others."""
     specs = parse_devices(settings.devices, default=settings.device)
-    models = {}
+    models: dict[DeviceSpec, SAM2Model] = {}
     for spec in specs:
         if model is not None:
             models[spec] = model if not models else copy.deepcopy(model).to(spec.torch_device)

@@ -47,7 +47,7 @@ class PromptOutcome:
     obj_ids: list[int] = field(default_factory=list)
 
 
-def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id) -> None:
+def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id: RequestId) -> None:
     if tracker.frame_hw is None:
         raise ProtocolError(
             ErrorCode.NOT_READY,
@@ -91,8 +91,10 @@ def check_mask_size(
         )
 
 
-def _check_coords(tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id) -> None:
-    h, w = tracker.frame_hw
+def _check_coords(
+    tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id: RequestId
+) -> None:
+    h, w = _frame_hw(tracker)
     for x, y in coords:
         if not (0 <= x <= w and 0 <= y <= h):
             raise ProtocolError(
@@ -100,6 +102,12 @@ def _check_coords(tracker: StreamingSession, coords: Sequence[Sequence[float]], 
                 f"point ({x}, {y}) lies outside the {w}x{h} frame",
                 request_id,
             )
+
+
+def _frame_hw(tracker: StreamingSession) -> tuple[int, int]:
+    if tracker.frame_hw is None:  # callers check first (`_check_frame`)
+        raise NoFrameError("no frame processed yet")
+    return tracker.frame_hw
 
 
 def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOutcome:

@@ -150,10 +150,12 @@ class Session:
 
     @property
     def state(self) -> SessionState:
+        """The session's lifecycle state."""
         return self._state
 
     @property
     def error(self) -> str | None:
+        """Why the session failed, else None."""
         return self._error
 
     @property
@@ -163,6 +165,7 @@ class Session:
 
     @property
     def live(self) -> bool:
+        """True for latest-frame sources (frames may be dropped), False for batch files."""
         return self.source.policy is BackPressure.LATEST_FRAME
 
     def _transition(self, new: SessionState, error: str | None = None) -> bool:
@@ -217,6 +220,7 @@ class Session:
         self._wake_worker()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop delivering to `subscriber` (no-op if it was not subscribed)."""
         with self._lock:
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
@@ -224,6 +228,7 @@ class Session:
 
     @property
     def subscribers(self) -> list[Subscriber]:
+        """The current subscribers (a copy)."""
         with self._lock:
             return list(self._subscribers)
 
@@ -236,16 +241,19 @@ class Session:
         self.start()
 
     def remove_result_listener(self, listener: ResultListener) -> None:
+        """Stop calling `listener` (no-op if it was not added)."""
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
     @property
     def result_listeners(self) -> list[ResultListener]:
+        """The current result listeners (a copy)."""
         with self._lock:
             return list(self._listeners)
 
     def broadcast(self, message: ServerMessage) -> None:
+        """Offer `message` to every subscriber (any thread)."""
         for subscriber in self.subscribers:
             subscriber.offer(message)
 
@@ -298,6 +306,7 @@ class Session:
 
     @staticmethod
     def reply(command: Command, message: Ack | Error) -> None:
+        """Answer `command`: to its subscriber (as a reply, never dropped) and its future."""
         if command.reply_to is not None:
             command.reply_to.offer(message, reply=True)
         if not command.future.done():
@@ -306,6 +315,7 @@ class Session:
     # --- lifecycle -------------------------------------------------------------------------
 
     def mark_running(self) -> None:
+        """Move to RUNNING once frames flow (scheduler thread)."""
         self._transition(SessionState.RUNNING)
 
     def finish(self, state: SessionState, error: str | None = None) -> None:
@@ -342,10 +352,13 @@ class Session:
     # --- observation -----------------------------------------------------------------------
 
     def sample_rates(self) -> None:
+        """Record the frame counters for the rates in `info()` (after each frame and each
+        metrics scrape)."""
         s = self.source.stats
         self.rates.sample((s.captured, self.processed, s.dropped))
 
     def info(self) -> SessionInfo:
+        """The session's public state for `GET /sessions/{id}`."""
         stats = self.source.stats
         view = self.view
         return SessionInfo(

@@ -84,19 +84,23 @@ class Subscriber:
 
     @property
     def options(self) -> OutputOptions:
+        """The output options its frames are encoded with."""
         return self._options
 
     def set_options(self, options: OutputOptions) -> None:
+        """Use `options` from the next frame on (event loop)."""
         self._options = options  # an atomic swap of an immutable model
 
     # --- producer side (any thread) --------------------------------------------------------
 
     @property
     def closed(self) -> bool:
+        """True once closing began: nothing more is queued."""
         return self._closing or self._closed
 
     @property
     def frames_in_flight(self) -> int:
+        """Frame messages offered but not yet taken by the consumer."""
         with self._lock:
             return self._in_flight
 

@@ -262,7 +262,7 @@ class WebRTCPeer:
                 frame = await track.recv()
                 self.stats.frames_received += 1
                 self._last_frame = time.monotonic()
-                if not ingesting:
+                if not ingesting or source is None:
                     continue
                 image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
                 if not source.push(image, pts=frame.pts, time_base=frame.time_base):
@@ -429,5 +429,8 @@ class WebRTCPeer:
         }
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def _to_rgb(frame: av.frame.Frame | av.Packet) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a received video frame (aiortc types `recv()` more widely)."""
+    if not isinstance(frame, av.VideoFrame):
+        raise TypeError(f"expected a video frame, got {type(frame).__name__}")
     return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8

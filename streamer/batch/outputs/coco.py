@@ -44,6 +44,7 @@ class CocoWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Add the frame's image entry and one annotation (COCO RLE) per object."""
         index = result.frame_idx
         time = None
         if frame.pts is not None and frame.time_base is not None:
@@ -88,6 +89,7 @@ class CocoWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write the video and category entries and close the JSON (again: no-op)."""
         if self._file.closed:
             return [self.path]
         video = {

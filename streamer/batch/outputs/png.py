@@ -54,6 +54,7 @@ class PaletteWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Save the frame's (H, W) palette PNG: pixel value = object index, 0 = background."""
         labels = np.zeros((self.info.height, self.info.width), np.uint8)  # (H, W)
         for k, obj_id in enumerate(result.obj_ids):
             labels[result.masks[k]] = self._index(int(obj_id))
@@ -71,6 +72,7 @@ class PaletteWriter(MaskWriter):
         return index
 
     def close(self) -> list[Path]:
+        """Write objects.json (palette index -> object id) once; returns the folder."""
         mapping = self.folder / "objects.json"
         if not self._closed:
             self._closed = True
