@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from sam2_video.predictors.video import SAM2VideoPredictor
 from sam2_video.utils.transforms import frame_to_chw, preprocess, preprocess_frame
 

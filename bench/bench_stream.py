@@ -45,9 +45,9 @@ from common import (
     write_json,
 )
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.compile import compile_model
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 
 COMPONENTS = (
     "image_encoder",
