@@ -106,7 +106,7 @@ def test_a_frame_that_fails_to_convert_is_dropped_not_raised():
     slot = FrameSlot(BackPressure.LATEST_FRAME)
     slot.put(PendingFrame(convert=broken, index=0))
     assert slot.get(timeout=0) is None
-    assert (slot.dropped, slot.taken) == (1, 1)
+    assert (slot.captured, slot.dropped, slot.taken) == (1, 1, 0)
     slot.put(_frame(1))
     assert slot.get(timeout=0).index == 1  # the slot goes on
 

@@ -163,7 +163,8 @@ class FrameSlot:
         """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout.
 
         A `PendingFrame` is converted here, on the consumer's thread and outside the lock; one
-        that fails to convert is counted in `dropped` and the next frame is waited for."""
+        that fails to convert is counted in `dropped` (not `taken`) and the next frame is waited
+        for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -175,6 +176,7 @@ class FrameSlot:
             except Exception as exc:  # noqa: BLE001 - one bad picture must not stop the consumer
                 logger.warning("frame %d could not be converted to RGB: %s", frame.index, exc)
                 with self._cond:
+                    self.taken -= 1
                     self.dropped += 1
 
     def _take(self, timeout: float | None) -> VideoFrame | PendingFrame | _EndOfStream | None:
