@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from common import box_masks, load_model, machine_info, moving_boxes, print_table, write_json
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.detect import load_detector
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.protocol import DetectOptions
 

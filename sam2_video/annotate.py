@@ -134,8 +134,8 @@ def auto_annotate(
     for path in tqdm(images, desc="auto_annotate", unit="image", disable=not progress):
         try:
             found, masks = annotate_image(predictor, detector, _read_rgb(path), classes)
-            lines = [yolo_segment_line(int(c), m) for c, m in zip(found.class_ids, masks)]
-            lines = [line for line in lines if line is not None]
+            rows = [yolo_segment_line(int(c), m) for c, m in zip(found.class_ids, masks)]
+            lines = [row for row in rows if row is not None]
             if not lines:
                 report.empty.append(path)
                 continue

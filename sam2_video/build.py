@@ -132,7 +132,7 @@ def infer_config(state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
         return load_config(matches[0])
     if matches:
         raise CheckpointError(f"{source} fits several models: {', '.join(matches)}; name one")
-    closest = sorted(distance, key=distance.get)[:3]
+    closest = sorted(distance, key=lambda name: distance[name])[:3]
     listed = ", ".join(f"{n} ({distance[n]} keys/shapes differ)" for n in closest)
     raise CheckpointError(
         f"{source} matches no known SAM 2 model; closest: {listed}. Pass its config "
@@ -187,7 +187,7 @@ def build_sam2(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if _is_checkpoint_path(config):
-        checkpoint = checkpoint if checkpoint is not None else config
+        checkpoint = checkpoint if checkpoint is not None else Path(str(config))
         config = None
     if config is None:
         if checkpoint is None:

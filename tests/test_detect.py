@@ -17,10 +17,10 @@ from PIL import Image
 from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
 from ultralytics_env import import_ultralytics
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.detect import Detections, DetectorError, load_detector, match_detections
 from sam2_video.detect.callable import CallableDetector
 from sam2_video.detect.text import parse_text_classes
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.protocol import Detect, DetectOptions, ErrorCode, ProtocolError, parse_client_message
 from streamer.sessions.detection import detect_steps
 

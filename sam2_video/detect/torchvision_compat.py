@@ -63,5 +63,5 @@ def ensure_torchvision_importable() -> bool:
     torchvision = importlib.import_module("torchvision")
     boxes = importlib.import_module("torchvision.ops.boxes")
     # torchvision.ops.nms checks that the compiled library loaded; the op it calls is ours.
-    boxes._assert_has_ops = lambda: None
+    boxes._assert_has_ops = lambda: None  # type: ignore[attr-defined]
     return torchvision is not None

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sam2_video import FrameResult, StreamingSession
 from sam2_video.detect import ObjectLabel, load_detector
-from sam2_video.predictors.amg import drain
-from sam2_video.predictors.streaming import FrameResult, StreamingSession
+from sam2_video.utils.steps import drain
 from streamer.protocol import DetectOptions, ErrorCode, ProtocolError
 from streamer.sessions.detection import SessionDetection, detect_steps
 

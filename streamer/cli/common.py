@@ -43,4 +43,5 @@ def model_arg(args: argparse.Namespace) -> str:
 
 
 def report_error(command: str, message: object) -> None:
+    """Print `sam2-stream <command>: error: <message>` to stderr (the user's terminal)."""
     print(f"sam2-stream {command}: error: {message}", file=sys.stderr)

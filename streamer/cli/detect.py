@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamer.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, report_error
 
+if TYPE_CHECKING:
+    from streamer.batch.detecting import BatchDetect
 
-def add_detector_options(parser: argparse.ArgumentParser, seeds) -> None:
+
+def add_detector_options(
+    parser: argparse.ArgumentParser, seeds: argparse._MutuallyExclusiveGroup
+) -> None:
     """--detector (one of the mutually exclusive seed sources) and its options."""
     seeds.add_argument(
         "--detector",
@@ -34,7 +40,7 @@ def add_detector_options(parser: argparse.ArgumentParser, seeds) -> None:
     )
 
 
-def detect_plan(args: argparse.Namespace):
+def detect_plan(args: argparse.Namespace) -> BatchDetect | None:
     """The `BatchDetect` of the parsed options, or None without --detector. Raises
     ValueError (pydantic's ValidationError is one) for bad options."""
     if args.detector is None:
@@ -57,6 +63,7 @@ def detect_plan(args: argparse.Namespace):
 
 
 def add_annotate_parser(commands: argparse._SubParsersAction) -> None:
+    """`sam2-stream annotate`: Ultralytics' auto_annotate options, with SAM 2 as the model."""
     parser = commands.add_parser(
         "annotate",
         help="YOLO segmentation labels for a folder of images (detector boxes -> SAM 2 masks)",

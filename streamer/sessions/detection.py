@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sam2_video import StreamingSession
 from sam2_video.detect import Detections, Detector, DetectorError, ObjectLabel, load_detector
 from sam2_video.detect.matching import match_detections
-from sam2_video.predictors.streaming import StreamingSession
-from streamer.protocol import Detect, DetectOptions, ErrorCode, ProtocolError
+from streamer.protocol import Detect, DetectOptions, ErrorCode, ProtocolError, RequestId
 from streamer.sessions.prompts import PromptOutcome
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ class DetectorPool:
         self.device = device
         self._cache: OrderedDict[tuple, Detector] = OrderedDict()
 
-    def get(self, options: DetectOptions, request_id=None) -> Detector:
+    def get(self, options: DetectOptions, request_id: RequestId = None) -> Detector:
+        """The detector for `options` (built on first use); ProtocolError `no_detector` when
+        the server has none or it cannot be built."""
         if self.spec is None:
             raise ProtocolError(
                 ErrorCode.NO_DETECTOR,
@@ -106,7 +108,7 @@ def detect_steps(
     image: np.ndarray,
     options: DetectOptions,
     labels: dict[int, ObjectLabel],
-    request_id=None,
+    request_id: RequestId = None,
 ) -> Generator[None, None, PromptOutcome]:
     """Detect on `image` (the stream's current frame) and seed from it, in slices.
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_api
 
+from sam2_video import FrameResult
 from sam2_video.detect.types import ObjectLabel
-from sam2_video.predictors.streaming import FrameResult
 from streamer.ingest.base import VideoFrame
 
 

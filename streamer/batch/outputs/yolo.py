@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from sam2_video.utils.polygons import yolo_segment_line
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
@@ -36,6 +36,7 @@ class YoloWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Write this frame's label file (one line per object with a polygon)."""
         lines = []
         for k, obj_id in enumerate(result.obj_ids):
             label = self.labels.get(int(obj_id))
@@ -49,6 +50,7 @@ class YoloWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write `data.yaml` (the class names used); returns the `<name>_yolo` folder."""
         if not self._closed:
             self._closed = True
             names = dict(sorted(self._names.items())) or {0: "object"}
