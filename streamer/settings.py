@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # Largest mask (pixels) an `add_mask` may describe before it is checked against the
     # session's frame size; it is never decoded above either.
     max_mask_pixels: int = Field(default=4096 * 4096, ge=1)
+    # Largest video frame (pixels, and pixels a side) a source may deliver: checked from the
+    # container/codec header when it opens and on every decoded frame, before conversion;
+    # files above it are refused (400), live sources fail (docs/protocol.md, "Limits").
+    max_frame_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_frame_side: int = Field(default=8192, ge=1)
     # Replies (`ack`, `error`, `end`) queued per subscriber, plus its prompts still waiting
     # for the worker; above it the client is not reading and is disconnected (close 4429).
     max_pending_replies: int = Field(default=64, ge=1)
@@ -125,8 +130,9 @@ class Settings(BaseSettings):
     source_open_timeout: float = Field(default=5.0, gt=0)
     source_read_timeout: float = Field(default=5.0, gt=0)
     # Source policy: the source kinds / URL schemes a client may open ("file" = local paths,
-    # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) are off by
-    # default. media_root: local files must lie under it (None: any file this user can read).
+    # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) and the socket
+    # schemes srt/udp/tcp/rtp (they can listen on the server) are off by default.
+    # media_root: local files must lie under it (None: any file this user can read).
     source_schemes: list[str] = Field(
         default_factory=lambda: (
             [
@@ -137,10 +143,6 @@ class Settings(BaseSettings):
                 "rtsps",
                 "rtmp",
                 "rtmps",
-                "srt",
-                "udp",
-                "tcp",
-                "rtp",
             ]
         )
     )

@@ -24,6 +24,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from streamer.ingest.credentials import redact_credentials
+
 logger = logging.getLogger(__name__)
 
 
@@ -287,7 +289,7 @@ class FrameSource:
             logger.debug("source %s: %s -> %s", self.name, self._state.name, new.name)
             self._state = new
             if error is not None:
-                self._error = error
+                self._error = redact_credentials(error)
 
     def _end(self, state: SourceState, error: str | None = None) -> None:
         """Move to a final state unless already ended."""
@@ -296,7 +298,7 @@ class FrameSource:
                 return
             self._state = state
             if error is not None:
-                self._error = error
+                self._error = redact_credentials(error)
 
     def start(self) -> None:
         """Start the decode thread (once)."""
@@ -329,8 +331,9 @@ class FrameSource:
         except SlotClosedError:
             self._end(SourceState.STOPPED)
         except Exception as exc:  # noqa: BLE001 - any decode error ends this source only
-            logger.warning("source %s failed: %s", self.name, exc)
-            self._end(SourceState.FAILED, str(exc) or type(exc).__name__)
+            message = redact_credentials(str(exc) or type(exc).__name__)
+            logger.warning("source %s failed: %s", self.name, message)
+            self._end(SourceState.FAILED, message)
         finally:
             self.slot.close()
 

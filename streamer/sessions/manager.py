@@ -11,9 +11,11 @@ from pathlib import Path
 from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.streaming import SessionOptions, StreamingSession
-from streamer.ingest import open_source
+from streamer.ingest import FrameLimits, open_source
 from streamer.ingest import source_kind as classify_source
-from streamer.ingest.file import is_url
+from streamer.ingest.base import SourceError
+from streamer.ingest.credentials import redact_credentials, redact_url
+from streamer.ingest.file import is_url, probe_video
 from streamer.ingest.policy import SourcePolicy
 from streamer.safejson import clip
 from streamer.session_ids import mint_session_id
@@ -140,16 +142,23 @@ class SessionManager:
                 ):
                     # Said now (400), not by a session that fails a moment later.
                     raise FileNotFoundError(f"video file not found: {spec}")
+                limits = FrameLimits.from_settings(self.settings)
+                if classify_source(spec) == "file" and not is_url(spec):
+                    # Oversized frames and multi-file formats are refused now (400).
+                    probe_video(spec, limits)
                 source = open_source(
                     spec,
                     pace=request.paced,
                     open_timeout=self.settings.source_open_timeout,
                     read_timeout=self.settings.source_read_timeout,
+                    frame_limits=limits,
                     **options,
                 )
-            except (ValueError, ImportError, OSError) as exc:
+            except (ValueError, ImportError, OSError, SourceError) as exc:
                 raise InvalidSourceError(
-                    f"cannot open source {clip(request.source)}: {exc}"
+                    redact_credentials(
+                        f"cannot open source {clip(redact_url(request.source))}: {exc}"
+                    )
                 ) from exc
             seeding = None
             if request.auto_seed:
@@ -192,7 +201,7 @@ class SessionManager:
             "session %s: %s source %s on %s",
             session_id,
             session.kind,
-            request.source,
+            redact_url(request.source),
             session.device,
         )
         scheduler.wake()

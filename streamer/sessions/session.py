@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sam2_video.predictors.streaming import FrameResult, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
+from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
 from streamer.sessions.errors import SessionEndedError
 from streamer.sessions.fairness import TokenBucket
@@ -92,7 +93,8 @@ def _rate_limited(message: PromptMessage, retry_after: float) -> Error:
 class Session:
     """One stream being tracked. Created by `SessionManager.create`.
 
-    Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
+    Attributes: `id`, `spec` (the source string, credentials redacted), `kind` ("file",
+    "rtsp", "camera", "webrtc"),
     `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
     `stream` (the `StreamingSession`, scheduler thread only), `request`.
     """
@@ -111,15 +113,12 @@ class Session:
         self.id = session_id
         self.device = device  # label of the device whose scheduler serves it
         self.request = request
-        self.spec = request.source
+        self.spec = redact_url(request.source)  # shown in info, hello, logs: no credentials
         self.kind = classify_source(request.source)
         self.source = source
-        # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
-        self._defer_source = (
-            request.start == "on_connect"
-            and request.paced
-            and (classify_source(request.source) == "file")
-        )
+        # A waiting source decodes nothing: a paced file's "live" playback starts at frame 0
+        # for its first viewer, and sessions nobody watches hold no decode thread or frames.
+        self._defer_source = request.start == "on_connect" and not isinstance(source, PushSource)
         self.stream = stream  # the model-side state: frames, objects, memory
         self.settings = settings
         self.created_at = time.time()
@@ -170,7 +169,7 @@ class Session:
                 return False
             self._state = new
             if error is not None:
-                self._error = error
+                error = self._error = redact_credentials(error)
         logger.info("session %s: %s%s", self.id, new.value, f" ({error})" if error else "")
         return True
 
@@ -189,7 +188,8 @@ class Session:
         name: str = "subscriber",
     ) -> Subscriber:
         """Receive this session's messages (`frame`, `ack` to own requests, `end`) on `loop`
-        (default: the running loop). Call `unsubscribe` when done."""
+        (default: the running loop). Call `unsubscribe` when done. Joining a finished or
+        failed session gives its `end` (with the error) at once."""
         if self._state is SessionState.CLOSED:
             raise SessionEndedError(f"session {self.id} is closed")
         subscriber = Subscriber(
@@ -203,6 +203,10 @@ class Session:
         )
         with self._lock:
             self._subscribers.append(subscriber)
+            ended = self._state in (SessionState.FINISHED, SessionState.FAILED)
+        if ended:
+            # A late joiner learns at once how (and why) the session ended.
+            subscriber.offer(End(state=self._state.value, error=self._error, frames=self.processed))
         self.start()
         return subscriber
 

@@ -53,7 +53,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from sam2_video.predictors.streaming import FrameResult
-from streamer.ingest import VideoFrame
+from streamer.ingest import FrameLimits, VideoFrame
 from streamer.overlay import OverlayStyle
 from streamer.protocol import FrameMessage
 from streamer.service.connection import handle_client_message, hello_message
@@ -165,6 +165,7 @@ class WebRTCPeer:
         self._closing = False
         self._connected = asyncio.Event()  # ICE/DTLS up (connect_timeout watches it)
         self._last_frame = time.monotonic()  # last video frame in (peer_silence_timeout)
+        self._frame_limits = FrameLimits.from_settings(settings)
 
     # --- negotiation (the service calls this once) -----------------------------------------
 
@@ -264,8 +265,17 @@ class WebRTCPeer:
                 self._last_frame = time.monotonic()
                 if not ingesting:
                     continue
-                image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
-                if not source.push(image, pts=frame.pts, time_base=frame.time_base):
+                problem = self._frame_limits.problem(frame.width, frame.height)
+                image = None
+                if problem is not None:
+                    # Refused, not downscaled: converting it would allocate the full frame.
+                    logger.info("peer %s: %s: ending its session's source", self.id, problem)
+                    source.finish(error=f"webrtc video: {problem}")
+                else:
+                    image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
+                if image is None or not source.push(
+                    image, pts=frame.pts, time_base=frame.time_base
+                ):
                     logger.info("peer %s: the session's source has ended", self.id)
                     ingesting = False
                     if self._subscriber is None:
