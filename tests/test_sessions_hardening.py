@@ -99,3 +99,15 @@ def test_a_lone_surrogate_gets_a_typed_error_with_a_null_id(raw):
     reply = caught.value.to_message()
     assert reply.code is ErrorCode.BAD_MESSAGE and reply.id is None
     assert json.loads(reply.model_dump_json())["id"] is None  # serialisable
+
+
+def test_frame_layout_comes_from_the_source_not_the_shape():
+    import numpy as np
+
+    from sam2_video.utils.transforms import frame_to_chw, to_chw_float
+
+    image = np.zeros((3, 60000, 3), np.uint8)  # 60000 wide, 3 high, RGB
+    image[:, :, 0] = 255
+    assert tuple(frame_to_chw(image).shape) == (3, 3, 60000)
+    chw = to_chw_float(image, "cpu")
+    assert tuple(chw.shape) == (3, 3, 60000) and float(chw[0].min()) == 1.0
