@@ -61,6 +61,7 @@ class ErrorCode(str, enum.Enum):
     SESSION_ENDED = "session_ended"  # the session was deleted or failed
     INTERNAL = "internal"  # an unexpected server error; the connection stays usable
     RATE_LIMITED = "rate_limited"  # too many expensive commands; retry after `retry_after` s
+    FORBIDDEN = "forbidden"  # a viewer token sent a prompt (it may only watch)
 
 
 class _Message(BaseModel):

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
 
     # Bearer token for every endpoint except /healthz; None disables auth.
     auth_token: SecretStr | None = None
+    # Authorization (docs/protocol.md, "Authorization"): with `auth_token` set, it only creates
+    # sessions; each session's own tokens view/control it; `admin_token` (None: no admin)
+    # lists sessions, reads /metrics, drains, and deletes any session.
+    admin_token: SecretStr | None = None
+    # Per client (its address; behind a proxy, the forwarded one): sessions open at most
+    # (None: only `max_sessions`), and expensive commands across all its sessions.
+    max_sessions_per_client: int | None = Field(default=None, ge=1)
+    client_expensive_commands_per_minute: float = Field(default=24.0, gt=0)
+    client_expensive_commands_burst: int = Field(default=6, ge=1)
+    # Websockets one session serves at once; more are closed with 4430.
+    max_websockets_per_session: int = Field(default=16, ge=1)
 
     # Host addresses the WebRTC stack gathers ICE candidates on (empty: all interfaces);
     # tests pass ["127.0.0.1"] to stay on loopback.
@@ -148,7 +159,7 @@ class Settings(BaseSettings):
     )
     media_root: Path | None = None
 
-    @field_validator("auth_token")
+    @field_validator("auth_token", "admin_token")
     @classmethod
     def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
         # An empty token would make "Authorization: Bearer" with nothing after it valid.

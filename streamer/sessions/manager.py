@@ -27,6 +27,7 @@ from streamer.sessions.errors import (
     SessionLimitError,
     SessionNotFoundError,
 )
+from streamer.sessions.fairness import TokenBucket
 from streamer.sessions.scheduler import DeviceScheduler
 from streamer.sessions.schemas import SessionCreate
 from streamer.sessions.session import Session
@@ -63,6 +64,8 @@ class SessionManager:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._reserved: dict[str, str] = {}  # session id -> device, while being created
+        self._reserved_owners: dict[str, str] = {}  # session id -> owner, while being created
+        self._client_commands: dict[str, TokenBucket] = {}  # owner -> its shared rate limit
         self.sessions_created = 0
         self.schedulers: dict[str, DeviceScheduler] = {
             spec.label: DeviceScheduler(
@@ -108,9 +111,13 @@ class SessionManager:
             raise ServiceNotReadyError("no device's scheduler is running")
         return self.schedulers[label]
 
-    def create(self, request: SessionCreate | str) -> Session:
+    def create(self, request: SessionCreate | str, *, owner: str = "local") -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
-        ServiceNotReadyError, DrainingError."""
+        ServiceNotReadyError, DrainingError.
+
+        owner: the client creating it (address or credential key): it may hold at most
+        `max_sessions_per_client` sessions, whose expensive commands share one rate limit.
+        """
         if self.draining:
             raise DrainingError("this instance is draining; open the session on another one")
         if isinstance(request, str):
@@ -125,7 +132,22 @@ class SessionManager:
                 raise SessionLimitError(
                     f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
                 )
+            owned = sum(1 for s in self._sessions.values() if s is not None and s.owner == owner)
+            owned += sum(1 for o in self._reserved_owners.values() if o == owner)
+            per_client = self.settings.max_sessions_per_client
+            if per_client is not None and owned >= per_client:
+                raise SessionLimitError(
+                    f"this client has {owned} sessions open; the limit per client is {per_client}"
+                )
             scheduler = self._place_locked()
+            self._reserved_owners[session_id] = owner
+            client_commands = self._client_commands.setdefault(
+                owner,
+                TokenBucket(
+                    per_minute=self.settings.client_expensive_commands_per_minute,
+                    burst=self.settings.client_expensive_commands_burst,
+                ),
+            )
             # Reserve the slot (and its device) before the (possibly slow) source start.
             self._sessions[session_id] = None  # type: ignore[assignment]
             self._reserved[session_id] = scheduler.label
@@ -184,6 +206,8 @@ class SessionManager:
                 settings=self.settings,
                 wake_worker=scheduler.wake,
                 device=scheduler.label,
+                owner=owner,
+                client_commands=client_commands,
             )
             source.slot.add_listener(scheduler.wake_event)
             if not session._defer_source:
@@ -192,10 +216,12 @@ class SessionManager:
             with self._lock:
                 self._sessions.pop(session_id, None)
                 self._reserved.pop(session_id, None)
+                self._reserved_owners.pop(session_id, None)
             raise
         with self._lock:
             self._sessions[session_id] = session
             self._reserved.pop(session_id, None)
+            self._reserved_owners.pop(session_id, None)
             self.sessions_created += 1
         logger.info(
             "session %s: %s source %s on %s",
@@ -225,6 +251,8 @@ class SessionManager:
             if session is None:
                 raise SessionNotFoundError(f"no session {session_id!r}")
             del self._sessions[session_id]
+            if not any(s is not None and s.owner == session.owner for s in self._sessions.values()):
+                self._client_commands.pop(session.owner, None)
         session.close()
 
     def shutdown(self, timeout: float = 10.0) -> None:

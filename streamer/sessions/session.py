@@ -25,6 +25,7 @@ from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
+from streamer.sessions.capabilities import SessionTokens
 from streamer.sessions.errors import SessionEndedError
 from streamer.sessions.fairness import TokenBucket
 from streamer.sessions.prompts import is_expensive
@@ -109,9 +110,15 @@ class Session:
         settings: Settings,
         wake_worker: Callable[[], None],
         device: str = "cpu:0",
+        owner: str = "local",
+        tokens: SessionTokens | None = None,
+        client_commands: TokenBucket | None = None,
     ) -> None:
         self.id = session_id
         self.device = device  # label of the device whose scheduler serves it
+        # Who created it (a client key: address or credential) and its capability tokens.
+        self.owner = owner
+        self.tokens = tokens or SessionTokens.mint()
         self.request = request
         self.spec = redact_url(request.source)  # shown in info, hello, logs: no credentials
         self.kind = classify_source(request.source)
@@ -142,6 +149,8 @@ class Session:
             per_minute=settings.expensive_commands_per_minute,
             burst=settings.expensive_commands_burst,
         )
+        # The owner's bucket, shared by all its sessions: many sessions do not multiply it.
+        self.client_commands = client_commands
 
     # --- state -----------------------------------------------------------------------------
 
@@ -265,6 +274,8 @@ class Session:
         command = Command(message, reply_to, future)
         if is_expensive(message):
             retry_after = self.expensive_commands.take()
+            if retry_after <= 0 and self.client_commands is not None:
+                retry_after = self.client_commands.take()
             if retry_after > 0:
                 self.reply(command, _rate_limited(message, retry_after))
                 return future
