@@ -13,7 +13,13 @@ import torch
 from media_bombs import write_bilevel_png, write_h264
 
 from streamer.protocol import ErrorCode, ProtocolError, parse_client_message
-from streamer.sessions import InvalidSourceError, SessionCreate, SessionManager, SessionState
+from streamer.sessions import (
+    InvalidSourceError,
+    SessionCreate,
+    SessionLimitError,
+    SessionManager,
+    SessionState,
+)
 from streamer.settings import Settings
 
 TIMEOUT = 30.0
@@ -111,3 +117,31 @@ def test_frame_layout_comes_from_the_source_not_the_shape():
     assert tuple(frame_to_chw(image).shape) == (3, 3, 60000)
     chw = to_chw_float(image, "cpu")
     assert tuple(chw.shape) == (3, 3, 60000) and float(chw[0].min()) == 1.0
+
+
+def test_fair_share_is_per_client_as_well_as_per_session():
+    from streamer.sessions.fairness import FairShare, by_client
+
+    sessions, clients = FairShare(rejoin_credit=0.0), FairShare(rejoin_credit=0.0)
+    owner = {f"a{i}": "greedy" for i in range(20)} | {"b": "modest"}
+    served = {"greedy": 0, "modest": 0}
+    for _ in range(400):
+        first = by_client(sessions.order(owner), owner.get, clients)[0]
+        sessions.charge(first, 1.0)
+        clients.charge(owner[first], 1.0)
+        served[owner[first]] += 1
+    assert served == {"greedy": 200, "modest": 200}  # not 20:1
+
+
+def test_sessions_per_client_are_capped(micro_model):
+    manager = SessionManager(
+        model=micro_model, settings=Settings(max_sessions=4, max_sessions_per_client=1)
+    )
+    manager.start()
+    try:
+        manager.create(SessionCreate(source="webrtc"), owner="addr:10.0.0.1")
+        with pytest.raises(SessionLimitError, match="per client"):
+            manager.create(SessionCreate(source="webrtc"), owner="addr:10.0.0.1")
+        manager.create(SessionCreate(source="webrtc"), owner="addr:10.0.0.2")
+    finally:
+        manager.shutdown(timeout=TIMEOUT)

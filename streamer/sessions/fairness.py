@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 
 class FairShare:
@@ -65,6 +65,16 @@ class FairShare:
     def forget(self, key: Hashable) -> None:
         with self._lock:
             self._vtime.pop(key, None)
+
+
+def by_client(
+    sessions: Sequence[Hashable], owner: Callable[[Hashable], Hashable], clients: FairShare
+) -> list[Hashable]:
+    """`sessions` (already in per-session fair order) regrouped so the most owed *client*
+    comes first, each client's sessions keeping their order: a client with 20 sessions gets
+    the device time of one client, not of 20 (charge `clients` by owner as well)."""
+    rank = {key: i for i, key in enumerate(clients.order(dict.fromkeys(map(owner, sessions))))}
+    return sorted(sessions, key=lambda session: rank[owner(session)])
 
 
 class TokenBucket:
