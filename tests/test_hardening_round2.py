@@ -346,3 +346,67 @@ def test_a_process_stall_does_not_close_a_sending_publisher(server, clip_frames)
     peers, still = run(body(), timeout=180)
     assert len(peers) == 1 and peers[0]["publishing"], peers
     assert still > 0
+
+
+# --- 8: a request id that cannot be encoded ---------------------------------------------------
+
+SURROGATE = '{"type": "reset", "id": "\\ud800"}'  # JSON text: the escape decodes to U+D800
+
+
+def test_a_lone_surrogate_id_gets_an_error_and_the_websocket_stays(server, clip):
+    base, _, _ = server
+    session = create(base, source=str(clip), paced=True)
+
+    async def body():
+        async with connect(
+            ws_url(base, session["id"]), additional_headers=bearer(session["token"])
+        ) as ws:
+            assert (await recv(ws))["type"] == "hello"
+            await ws.send(SURROGATE)
+            error = await reply_to(ws, None)
+            await ws.send(json.dumps({"type": "set_options", "id": 2, "max_fps": 5}))
+            return error, await reply_to(ws, 2)
+
+    error, ack = run(body())
+    assert (error["code"], error["id"]) == ("bad_message", None) and ack["type"] == "ack"
+    httpx.delete(f"{base}/sessions/{session['id']}", headers=ADMIN_AUTH, timeout=20)
+
+
+def test_a_lone_surrogate_id_keeps_the_data_channel(server, clip):
+    base, _, _ = server
+    session = create(base, source=str(clip), paced=True)
+
+    async def next_message(client, kind):
+        while True:
+            message = await asyncio.wait_for(client.messages.get(), TIMEOUT)
+            if message["type"] == kind:
+                return message
+
+    async def body():
+        client = Client(frames=None, receive_video=True, data_channel=True)
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+                response = await http.post(
+                    f"/sessions/{session['id']}/webrtc/offer",
+                    json={"sdp": await client.offer(), "type": "offer"},
+                    headers=bearer(session["viewer_token"]),
+                )
+                assert response.status_code == 200, response.text
+                await client.accept(response.json()["sdp"])
+                assert (await next_message(client, "hello"))["session_id"] == session["id"]
+                client.channel.send(SURROGATE)
+                error = await next_message(client, "error")
+                client.channel.send(json.dumps({"type": "reset", "id": 3}))
+                forbidden = await next_message(client, "error")  # a viewer may not prompt
+                peers = (
+                    await http.get(f"/sessions/{session['id']}/webrtc", headers=ADMIN_AUTH)
+                ).json()
+                return error, forbidden, peers["peers"]
+        finally:
+            await client.pc.close()
+
+    error, forbidden, peers = run(body())
+    assert (error["code"], error["id"]) == ("bad_message", None)
+    assert (forbidden["code"], forbidden["id"]) == ("forbidden", 3)
+    assert len(peers) == 1 and peers[0]["data_channel"], "the peer connection stayed up"
+    httpx.delete(f"{base}/sessions/{session['id']}", headers=ADMIN_AUTH, timeout=20)
