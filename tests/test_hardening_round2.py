@@ -30,6 +30,7 @@ SILENCE = 2.0  # peer_silence_timeout
 MAX_WEBSOCKETS = 3
 TIMEOUT = 30.0
 PASSWORD = "hunter2-s3cret"
+MAX_FRAME_PIXELS = 400 * 300
 
 clip_frames = helpers.clip_frames
 loopback_ice = helpers.loopback_ice
@@ -55,6 +56,8 @@ def server(tmp_path_factory):
         "SAM2_STREAM_MAX_WEBSOCKETS_PER_SESSION": str(MAX_WEBSOCKETS),
         "SAM2_STREAM_SOURCE_OPEN_TIMEOUT": "1",
         "SAM2_STREAM_SOURCE_READ_TIMEOUT": "1",
+        # Above the 320x180 clip, below the 480x360 publisher of the frame-size test.
+        "SAM2_STREAM_MAX_FRAME_PIXELS": str(MAX_FRAME_PIXELS),
     }
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     processes = []
@@ -410,3 +413,37 @@ def test_a_lone_surrogate_id_keeps_the_data_channel(server, clip):
     assert (forbidden["code"], forbidden["id"]) == ("forbidden", 3)
     assert len(peers) == 1 and peers[0]["data_channel"], "the peer connection stayed up"
     httpx.delete(f"{base}/sessions/{session['id']}", headers=ADMIN_AUTH, timeout=20)
+
+
+# --- 1: frame-size limits on live sources -----------------------------------------------------
+
+
+def test_a_publisher_of_oversized_frames_fails_its_session_with_the_reason(server):
+    import numpy as np
+
+    base, _, _ = server
+    frames = [np.zeros((360, 480, 3), np.uint8)] * 4  # 172,800 px > MAX_FRAME_PIXELS
+
+    async def body():
+        client = Client(frames=None, receive_video=False, data_channel=False)
+        client.pc.addTransceiver(ClipTrack(frames), direction="sendonly")
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+                response = await http.post(
+                    "/whip", content=await client.offer(), headers={**SERVICE_AUTH, **SDP}
+                )
+                assert response.status_code == 201, response.text
+                await client.accept(response.text)
+                sid = response.headers["x-session-id"]
+                async with connect(
+                    ws_url(base, sid), additional_headers=bearer(response.headers["x-viewer-token"])
+                ) as ws:
+                    while (message := await recv(ws))["type"] != "end":
+                        assert message["type"] in ("hello", "frame"), message
+                    return message
+        finally:
+            await client.pc.close()
+
+    end = run(body())
+    assert end["state"] == "failed" and "480x360" in end["error"], end
+    assert "max_frame_pixels" in end["error"]
