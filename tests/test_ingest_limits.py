@@ -185,3 +185,25 @@ def test_errors_name_the_real_cause_of_a_lying_header(tmp_path):
     path.write_bytes(b"YUV4MPEG2 W0 H0 F25:1\nFRAME\n")
     with pytest.raises(Exception, match="header is invalid"):
         probe_video(str(path), FrameLimits())
+
+
+def test_an_rtsp_stream_of_oversized_frames_fails_without_reconnecting(tmp_path):
+    from rtsp_server import RtspTestServer, unavailable_reason
+
+    from streamer.ingest.rtsp import RtspSource
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    clip = write_h264(tmp_path / "stream.mp4", 64, 48, frames=60)
+    with RtspTestServer(clip) as server:
+        source = RtspSource(server.url)
+        source.frame_limits = FrameLimits(max_pixels=64 * 48 - 1)
+        try:
+            source.start()
+            assert source.slot.get(timeout=WAIT) is END_OF_STREAM
+        finally:
+            source.stop()
+    assert source.state is SourceState.FAILED and source.slot.captured == 0
+    assert "64x48" in source.error or "max_frame_pixels" in source.error, source.error
+    assert source.reconnect_attempts == 0
