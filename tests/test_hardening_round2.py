@@ -447,3 +447,25 @@ def test_a_publisher_of_oversized_frames_fails_its_session_with_the_reason(serve
     end = run(body())
     assert end["state"] == "failed" and "480x360" in end["error"], end
     assert "max_frame_pixels" in end["error"]
+
+
+def test_media_bombs_are_refused_at_creation_within_a_small_memory_budget(server, tmp_path):
+    from media_bombs import write_bilevel_png, write_h264
+    from serve_process import proc_status, reset_peak_rss
+
+    base, pid, _ = server
+    bombs = [
+        write_h264(tmp_path / "8192.mp4", 8192, 8192),
+        write_bilevel_png(tmp_path / "16000.png", 16000, 16000),
+    ]
+    baseline = proc_status(pid)["VmRSS"]
+    reset_peak_rss(pid)
+    answers = [
+        httpx.post(f"{base}/sessions", json={"source": str(b)}, headers=SERVICE_AUTH, timeout=60)
+        for b in bombs
+    ]
+    grown = proc_status(pid)["VmHWM"] - baseline
+    assert [a.status_code for a in answers] == [400, 400], [a.text for a in answers]
+    assert "8192x8192" in answers[0].json()["message"]
+    assert "max_frame_pixels" in answers[1].json()["message"]
+    assert grown < 400 << 20, f"peak RSS grew {grown >> 20} MiB"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sam2_video.predictors.streaming import FrameResult, StreamingSession
-from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
+from streamer.ingest import BackPressure, FrameSource, PushSource, SourceState, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
@@ -343,9 +343,15 @@ class Session:
                     message=f"session {self.id} was closed",
                 ),
             )
+        end = End(state="closed", frames=self.processed)
+        stats = self.source.stats
+        if stats.state is SourceState.FAILED:
+            # Closed (e.g. by its WHIP publisher) before the worker saw its source fail: the
+            # subscribers still learn why.
+            end = End(state="failed", error=stats.error, frames=self.processed)
         for subscriber in self.subscribers:
             if not was_ended:
-                subscriber.offer(End(state="closed", frames=self.processed))
+                subscriber.offer(end)
             subscriber.close_threadsafe()
         with self._lock:
             self._subscribers.clear()
