@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # files above it are refused (400), live sources fail (docs/protocol.md, "Limits").
     max_frame_pixels: int = Field(default=4096 * 4096, ge=1)
     max_frame_side: int = Field(default=8192, ge=1)
+    # Bytes of decoded frames all batch file sources together may hold ahead of the worker,
+    # beyond one frame each (which is always allowed, so every session progresses).
+    decode_ahead_bytes: int = Field(default=256 << 20, ge=0)
     # Replies (`ack`, `error`, `end`) queued per subscriber, plus its prompts still waiting
     # for the worker; above it the client is not reading and is disconnected (close 4429).
     max_pending_replies: int = Field(default=64, ge=1)

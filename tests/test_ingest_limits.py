@@ -207,3 +207,25 @@ def test_an_rtsp_stream_of_oversized_frames_fails_without_reconnecting(tmp_path)
     assert source.state is SourceState.FAILED and source.slot.captured == 0
     assert "64x48" in source.error or "max_frame_pixels" in source.error, source.error
     assert source.reconnect_attempts == 0
+
+
+def test_decoding_ahead_is_bounded_across_slots_and_never_starves_one():
+    from streamer.ingest.base import BackPressure, DecodeBudget, FrameSlot, VideoFrame
+
+    def frame(i: int) -> VideoFrame:
+        return VideoFrame(image=np.zeros((10, 10, 3), np.uint8), index=i)  # 300 bytes
+
+    budget = DecodeBudget(300)  # one frame beyond each slot's first
+    a = FrameSlot(BackPressure.EVERY_FRAME, capacity=4, budget=budget)
+    b = FrameSlot(BackPressure.EVERY_FRAME, capacity=4, budget=budget)
+    assert a.put(frame(0), timeout=0) and a.put(frame(1), timeout=0)  # free + budget
+    assert budget.used == 300
+    assert not a.put(frame(2), timeout=0.1)  # the budget is spent
+    assert b.put(frame(0), timeout=0)  # but every slot's first frame is free
+    assert not b.put(frame(1), timeout=0.1)
+    assert a.get(timeout=1).index == 0  # a's consumer takes a frame: its charge goes back...
+    assert budget.used == 0
+    assert b.put(frame(1), timeout=1)  # ...and b may decode ahead again
+    a.close()
+    b.close()
+    assert budget.used == 0

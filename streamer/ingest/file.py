@@ -9,7 +9,14 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from streamer.ingest.base import BackPressure, FrameSource, SourceError, SourceState, VideoFrame
+from streamer.ingest.base import (
+    BackPressure,
+    DecodeBudget,
+    FrameSource,
+    SourceError,
+    SourceState,
+    VideoFrame,
+)
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
 from streamer.ingest.orientation import oriented
@@ -45,6 +52,8 @@ class FileSource(FrameSource):
 
     frame_limits: frames above it are refused from the header at open, then per frame
         (`FrameTooLargeError`), before they are converted (default: `FrameLimits()`).
+    budget: a `DecodeBudget` shared by the service's sources: batch frames decoded ahead of
+        the consumer beyond the first take bytes from it (None: 4 frames ahead at most).
 
     A missing, unreadable or corrupt file ends the source FAILED with `error` saying why.
     Frames are turned upright by the stream's rotation metadata, as a player shows them.
@@ -60,6 +69,7 @@ class FileSource(FrameSource):
         open_timeout: float | None = None,
         read_timeout: float | None = None,
         frame_limits: FrameLimits | None = None,
+        budget: DecodeBudget | None = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
@@ -72,7 +82,7 @@ class FileSource(FrameSource):
         self.shown = redact_url(self.location)  # for messages: no credentials
         policy = BackPressure.LATEST_FRAME if pace else BackPressure.EVERY_FRAME
         shown_name = name or Path(self.shown).name or self.shown
-        super().__init__(name=shown_name, policy=policy)
+        super().__init__(name=shown_name, policy=policy, budget=budget)
 
     def _frames(self) -> Iterator[VideoFrame]:
         import av  # lazily: importing the service must not need FFmpeg

@@ -13,7 +13,7 @@ from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.ingest import FrameLimits, open_source
 from streamer.ingest import source_kind as classify_source
-from streamer.ingest.base import SourceError
+from streamer.ingest.base import DecodeBudget, SourceError
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.file import is_url, probe_video
 from streamer.ingest.policy import SourcePolicy
@@ -76,6 +76,7 @@ class SessionManager:
             )
             for spec, replica in models.items()
         }
+        self.decode_budget = DecodeBudget(settings.decode_ahead_bytes)
         # Set by the drain (streamer.service.drain): create() refuses new sessions.
         self.draining = False
 
@@ -153,8 +154,10 @@ class SessionManager:
             self._reserved[session_id] = scheduler.label
         try:
             options = {}
-            if classify_source(request.source) == "file" and request.max_frames is not None:
-                options["max_frames"] = request.max_frames
+            if classify_source(request.source) == "file":
+                options["budget"] = self.decode_budget  # frames decoded ahead, all sessions
+                if request.max_frames is not None:
+                    options["max_frames"] = request.max_frames
             try:
                 spec = SourcePolicy.from_settings(self.settings).resolve(request.source)
                 if (
