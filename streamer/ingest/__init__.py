@@ -29,6 +29,7 @@ from streamer.ingest.base import (
     VideoFrame,
 )
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
+from streamer.ingest.policy import source_scheme
 
 __all__ = [
     "END_OF_STREAM",
@@ -52,13 +53,13 @@ WEBRTC_SPEC = "webrtc"
 
 
 def source_kind(spec: str) -> str:
-    """Classify a source spec: "rtsp", "camera", "webrtc" or "file"."""
-    if spec.startswith(("rtsp://", "rtsps://")):
+    """Which source opens `spec`: "rtsp", "camera", "webrtc" or "file" (paths and any URL
+    PyAV reads). Derived from `source_scheme`, the one classifier the policy also uses."""
+    scheme = source_scheme(spec)
+    if scheme in ("rtsp", "rtsps"):
         return "rtsp"
-    if spec.startswith(("/dev/video", "camera:")):
-        return "camera"
-    if spec == WEBRTC_SPEC:
-        return "webrtc"
+    if scheme in ("camera", WEBRTC_SPEC):
+        return scheme
     return "file"
 
 
@@ -85,7 +86,7 @@ def open_source(
     if not spec:
         raise ValueError("source spec is empty")
     kind = source_kind(spec)
-    timeouts = {
+    timeouts: dict[str, Any] = {
         name: value
         for name, value in (("open_timeout", open_timeout), ("read_timeout", read_timeout))
         if value is not None
@@ -93,15 +94,15 @@ def open_source(
     if kind == "rtsp":
         from streamer.ingest.rtsp import RtspSource
 
-        source = RtspSource(spec, **timeouts, **options)
-        source.frame_limits = frame_limits or source.frame_limits
-        return source
+        rtsp = RtspSource(spec, **timeouts, **options)
+        rtsp.frame_limits = frame_limits or rtsp.frame_limits
+        return rtsp
     if kind == "camera":
         from streamer.ingest.camera import CameraSource
 
-        source = CameraSource(spec, **options)
-        source.frame_limits = frame_limits or source.frame_limits
-        return source
+        camera = CameraSource(spec, **options)
+        camera.frame_limits = frame_limits or camera.frame_limits
+        return camera
     if kind == "webrtc":
         return PushSource(name=options.get("name", WEBRTC_SPEC))
     from streamer.ingest.file import FileSource

@@ -1,11 +1,13 @@
 """Frame sources: a decode thread per source feeding a bounded `FrameSlot`.
 
 Thread boundary: a `FrameSource` decodes on its own thread and `put`s `VideoFrame`s into its
-slot; the inference worker `get`s them. The slot's `BackPressure` policy says what happens
+slot; the device's `DeviceScheduler` `get`s them. The slot's `BackPressure` policy says what happens
 when the consumer is slower than the producer:
 
 - `EVERY_FRAME` (batch): the producer blocks, no frame is lost.
 - `LATEST_FRAME` (live): one slot, a newer frame replaces an unconsumed one, the drop is counted.
+  Live sources put `PendingFrame`s, still in the codec's pixel format: the slot converts a
+  frame to RGB only when the consumer takes it, so dropped frames cost no conversion.
 
 The decode thread always closes the slot in `finally`, so a consumer never waits for a source
 that has died: `get` returns `END_OF_STREAM` once the slot is closed and drained.
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -44,6 +46,32 @@ class VideoFrame:
     pts: int | None = None
     time_base: Fraction | None = None
     capture_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    """A decoded frame not yet converted to RGB (live sources; see `FrameSlot.get`).
+
+    convert: makes the (H, W, 3) uint8 RGB image, e.g. PyAV's
+    `functools.partial(decoded.to_ndarray, format="rgb24")`. The other fields are
+    `VideoFrame`'s.
+    """
+
+    convert: Callable[[], np.ndarray]
+    index: int
+    pts: int | None = None
+    time_base: Fraction | None = None
+    capture_time: float = 0.0
+
+    def to_video_frame(self) -> VideoFrame:
+        """Convert now (on the calling thread) into a `VideoFrame`."""
+        return VideoFrame(
+            image=self.convert(),
+            index=self.index,
+            pts=self.pts,
+            time_base=self.time_base,
+            capture_time=self.capture_time,
+        )
 
 
 class _EndOfStream:
@@ -78,6 +106,7 @@ class DecodeBudget:
         self._lock = threading.Lock()
 
     def try_take(self, nbytes: int) -> bool:
+        """Take `nbytes` if the budget has room; False (nothing taken) if not."""
         with self._lock:
             if self._used + nbytes > self.max_bytes:
                 return False
@@ -85,11 +114,13 @@ class DecodeBudget:
             return True
 
     def give(self, nbytes: int) -> None:
+        """Return `nbytes` taken earlier (never below zero in use)."""
         with self._lock:
             self._used = max(0, self._used - nbytes)
 
     @property
     def used(self) -> int:
+        """Bytes taken now."""
         return self._used
 
 
@@ -119,7 +150,7 @@ class FrameSlot:
         self.policy = policy
         self.capacity = 1 if policy is BackPressure.LATEST_FRAME else capacity
         self.budget = budget if policy is BackPressure.EVERY_FRAME else None
-        self._frames: deque[VideoFrame] = deque()
+        self._frames: deque[VideoFrame | PendingFrame] = deque()
         self._charges: deque[int] = deque()  # bytes each held frame took from the budget
         self._cond = threading.Condition()
         self._closed = False
@@ -137,12 +168,14 @@ class FrameSlot:
             event.set()
 
     def remove_listener(self, event: threading.Event) -> None:
+        """Stop setting `event` (no-op if it was not added)."""
         with self._cond:
             if event in self._listeners:
                 self._listeners.remove(event)
 
-    def put(self, frame: VideoFrame, timeout: float | None = None) -> bool:
+    def put(self, frame: VideoFrame | PendingFrame, timeout: float | None = None) -> bool:
         """Offer a frame; returns False if it timed out waiting for room (EVERY_FRAME only).
+        A `PendingFrame` is converted to RGB by `get`, so only frames taken are converted.
 
         Raises SlotClosedError when the slot was closed.
         """
@@ -161,8 +194,10 @@ class FrameSlot:
                     if len(self._frames) < self.capacity:
                         if not self._frames or self.budget is None:
                             break
-                        if self.budget.try_take(frame.image.nbytes):
-                            charge = frame.image.nbytes
+                        # A PendingFrame's size is unknown until converted: it goes free.
+                        nbytes = frame.image.nbytes if isinstance(frame, VideoFrame) else 0
+                        if self.budget.try_take(nbytes):
+                            charge = nbytes
                             break
                         wait = _BUDGET_POLL_S  # the budget is full: other slots free it
                     else:
@@ -174,7 +209,7 @@ class FrameSlot:
                         remaining = wait if remaining is None else min(wait, remaining)
                     self._cond.wait(remaining)
                 if self._closed:
-                    if charge:
+                    if charge and self.budget is not None:
                         self.budget.give(charge)
                     raise SlotClosedError("frame slot is closed")
             self._frames.append(frame)
@@ -187,7 +222,26 @@ class FrameSlot:
         return True
 
     def get(self, timeout: float | None = None) -> VideoFrame | _EndOfStream | None:
-        """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout."""
+        """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout.
+
+        A `PendingFrame` is converted here, on the consumer's thread and outside the lock; one
+        that fails to convert is counted in `dropped` (not `taken`) and the next frame is waited
+        for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frame = self._take(remaining)
+            if not isinstance(frame, PendingFrame):
+                return frame
+            try:
+                return frame.to_video_frame()
+            except Exception as exc:  # noqa: BLE001 - one bad picture must not stop the consumer
+                logger.warning("frame %d could not be converted to RGB: %s", frame.index, exc)
+                with self._cond:
+                    self.taken -= 1
+                    self.dropped += 1
+
+    def _take(self, timeout: float | None) -> VideoFrame | PendingFrame | _EndOfStream | None:
         with self._cond:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._frames and not self._closed:
@@ -232,6 +286,7 @@ class FrameSlot:
 
     @property
     def closed(self) -> bool:
+        """True once `close()` was called (frames may still be waiting)."""
         return self._closed
 
     def __len__(self) -> int:
@@ -251,6 +306,7 @@ class SourceState(enum.Enum):
 
     @property
     def ended(self) -> bool:
+        """True for the final states, STOPPED and FAILED."""
         return self in (SourceState.STOPPED, SourceState.FAILED)
 
 
@@ -336,6 +392,7 @@ class FrameSource:
 
     @property
     def state(self) -> SourceState:
+        """The source's lifecycle state."""
         return self._state
 
     @property
@@ -345,6 +402,7 @@ class FrameSource:
 
     @property
     def policy(self) -> BackPressure:
+        """The slot's back-pressure policy."""
         return self.slot.policy
 
     @property
@@ -409,13 +467,13 @@ class FrameSource:
         finally:
             self.slot.close()
 
-    def _put(self, frame: VideoFrame) -> None:
+    def _put(self, frame: VideoFrame | PendingFrame) -> None:
         # EVERY_FRAME blocks; wake up now and then to notice stop().
         while not self.slot.put(frame, timeout=0.5):
             if self._stop.is_set():
                 raise SlotClosedError("stopped")
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         """Yield frames in order (runs on the decode thread)."""
         raise NotImplementedError
 
@@ -423,6 +481,7 @@ class FrameSource:
 
     @property
     def stats(self) -> SourceStats:
+        """A consistent-enough snapshot of the state and the slot's counters."""
         return SourceStats(
             state=self._state,
             captured=self.slot.captured,
@@ -486,5 +545,6 @@ class PushSource(FrameSource):
         self.slot.close()
 
     def stop(self, timeout: float | None = None) -> None:
+        """End the source (STOPPED) and close its slot; there is no thread to join."""
         self._stop.set()
         self.finish()

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamer.ingest.base import (
     BackPressure,
     DecodeBudget,
     FrameSource,
+    PendingFrame,
     SourceError,
     SourceState,
     VideoFrame,
 )
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
-from streamer.ingest.orientation import oriented
+from streamer.ingest.orientation import upright_rgb
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ class FileSource(FrameSource):
         shown_name = name or Path(self.shown).name or self.shown
         super().__init__(name=shown_name, policy=policy, budget=budget)
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         import av  # lazily: importing the service must not need FFmpeg
 
         container = open_video(
@@ -116,13 +122,22 @@ class FileSource(FrameSource):
                         if delay > 0 and self._stop.wait(delay):
                             return
                     self.frame_limits.check(decoded.width, decoded.height, what=self.shown)
-                    yield VideoFrame(
-                        image=oriented(decoded.to_ndarray(format="rgb24"), decoded),
-                        index=index,
-                        pts=decoded.pts,
-                        time_base=time_base,
-                        capture_time=time.time(),
-                    )
+                    if self.pace:  # live: converted to RGB only if taken (FrameSlot.get)
+                        yield PendingFrame(
+                            convert=functools.partial(upright_rgb, decoded),
+                            index=index,
+                            pts=decoded.pts,
+                            time_base=time_base,
+                            capture_time=time.time(),
+                        )
+                    else:
+                        yield VideoFrame(
+                            image=upright_rgb(decoded),
+                            index=index,
+                            pts=decoded.pts,
+                            time_base=time_base,
+                            capture_time=time.time(),
+                        )
                     index += 1
             except av.error.ExitError as exc:  # the read timeout fired
                 if self.stopping:
@@ -156,8 +171,8 @@ def open_video(
     limits: FrameLimits,
     *,
     timeouts: tuple[float | None, float | None] = (None, None),
-    on_timeout=None,
-):
+    on_timeout: Callable[[], None] | None = None,
+) -> InputContainer:
     """Open `location` with PyAV for decoding its first video stream, refusing what the
     header says is too large (`FrameTooLargeError`) and, for local files, anything but a
     single-file demuxer read through the `file` protocol. Returns the open container (the
@@ -172,10 +187,8 @@ def open_video(
     url = location.startswith(_URL_SCHEMES)
     if not url and not Path(location).is_file():
         raise SourceError(f"video file not found: {shown}")
-    kwargs = {}
-    if url and any(t for t in timeouts):
-        kwargs["timeout"] = timeouts
-    container_options = {}
+    timeout = timeouts if url and any(t for t in timeouts) else None
+    container_options: dict[str, str] = {}
     if not url or location.startswith("file:"):
         container_options = {
             "protocol_whitelist": LOCAL_PROTOCOLS,
@@ -185,8 +198,9 @@ def open_video(
         container = av.open(
             location,
             container_options=container_options,
-            stream_options=[limits.decoder_options()],
-            **kwargs,
+            # PyAV takes one options dict per stream (its stub says list[str]).
+            stream_options=[limits.decoder_options()],  # type: ignore[list-item]
+            timeout=timeout,
         )
     except av.error.ExitError as exc:  # the open timeout fired
         if on_timeout is not None:

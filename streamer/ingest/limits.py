@@ -11,8 +11,12 @@ resolution midway) before converting it to RGB. FFmpeg's decoders get the pixel 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.ingest.base import SourceError
+
+if TYPE_CHECKING:
+    from streamer.settings import Settings
 
 DEFAULT_MAX_FRAME_PIXELS = 4096 * 4096
 DEFAULT_MAX_FRAME_SIDE = 8192
@@ -34,7 +38,8 @@ class FrameLimits:
             raise ValueError("frame limits must be positive")
 
     @classmethod
-    def from_settings(cls, settings) -> FrameLimits:
+    def from_settings(cls, settings: Settings) -> FrameLimits:
+        """The limits of `settings.max_frame_pixels` and `settings.max_frame_side`."""
         return cls(max_pixels=settings.max_frame_pixels, max_side=settings.max_frame_side)
 
     def problem(self, width: int, height: int) -> str | None:

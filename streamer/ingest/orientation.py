@@ -27,3 +27,10 @@ def oriented(image: np.ndarray, decoded: Any) -> np.ndarray:
     if turns == 0:
         return image
     return np.ascontiguousarray(np.rot90(image, turns))
+
+
+def upright_rgb(decoded: Any) -> np.ndarray:
+    """The av video frame `decoded` as (H, W, 3) uint8 RGB, turned upright (`oriented`).
+    Live sources hand `functools.partial(upright_rgb, decoded)` to a `PendingFrame`, so
+    dropped frames are neither converted nor rotated."""
+    return oriented(decoded.to_ndarray(format="rgb24"), decoded)

@@ -15,6 +15,7 @@ same, so the consumer just sees frames again once the stream is back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -22,10 +23,17 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from streamer.ingest.base import BackPressure, FrameSource, SourceError, SourceState, VideoFrame
+from streamer.ingest.base import (
+    BackPressure,
+    FrameSource,
+    PendingFrame,
+    SourceError,
+    SourceState,
+    VideoFrame,
+)
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
-from streamer.ingest.orientation import oriented
+from streamer.ingest.orientation import upright_rgb
 
 __all__ = ["Backoff", "ReconnectingSource", "RtspSource", "redact_url"]
 
@@ -107,17 +115,19 @@ class ReconnectingSource(FrameSource):
 
     @property
     def captured(self) -> int:
+        """Frames decoded and put into the slot, across reconnections."""
         return self.slot.captured
 
     @property
     def dropped(self) -> int:
+        """Frames replaced in the slot before the consumer took them."""
         return self.slot.dropped
 
     def _open(self) -> Any:
         """Open the input and return the `av` container (runs on the decode thread)."""
         raise NotImplementedError
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         import av  # lazily: importing the service must not need FFmpeg
 
         index = 0
@@ -149,8 +159,9 @@ class ReconnectingSource(FrameSource):
                                 self._on_connected(lost)
                                 lost = False
                             limits.check(decoded.width, decoded.height, what=self.name)
-                            yield VideoFrame(
-                                image=oriented(decoded.to_ndarray(format="rgb24"), decoded),
+                            # Converted to RGB only if the consumer takes it (FrameSlot.get).
+                            yield PendingFrame(
+                                convert=functools.partial(upright_rgb, decoded),
                                 index=index,
                                 pts=decoded.pts,
                                 time_base=time_base,
@@ -241,6 +252,6 @@ class RtspSource(ReconnectingSource):
         return av.open(
             self.url,
             options=self.options,
-            stream_options=[self.frame_limits.decoder_options()],
+            stream_options=[self.frame_limits.decoder_options()],  # type: ignore[list-item]
             timeout=(self.open_timeout, self.read_timeout),
         )

@@ -1,5 +1,5 @@
 """Bearer-token authentication and per-session authorization for every HTTP and websocket
-endpoint except the health check (the rules are in `streamer.service.access`).
+endpoint except the health check (the rules are in `streamer.access`).
 
 The browser client's own files (GET/HEAD of `/` and the files in the static folder) stay public:
 the page must load before it can ask the user for the token, and it holds no data.
@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from streamer.service.access import FULL_ACCESS_CLIENT, Access, Role, allowed, session_of
+from streamer.access import Access, Role, allowed, client_address, session_of
 from streamer.sessions.errors import SessionNotFoundError
 
 WS_CLOSE_UNAUTHORIZED = 4401
@@ -66,18 +66,6 @@ def _token_from(scope: Scope) -> str | None:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     tokens = query.get("token")
     return tokens[0] if tokens else None
-
-
-def client_address(scope: Scope) -> str:
-    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
-    client = scope.get("client")
-    return f"addr:{client[0]}" if client else FULL_ACCESS_CLIENT
-
-
-def access_of(scope: Scope) -> Access:
-    """The request's `Access` (set by the middleware); full access when auth is off."""
-    access = scope.get("state", {}).get("access")
-    return access if access is not None else Access(Role.ADMIN, client=client_address(scope))
 
 
 class BearerAuthMiddleware:

@@ -38,6 +38,7 @@ class SessionTokens:
 
     @classmethod
     def mint(cls) -> SessionTokens:
+        """A new pair of random, URL-safe tokens (`TOKEN_BYTES` bytes of entropy each)."""
         return cls(
             control=secrets.token_urlsafe(TOKEN_BYTES), viewer=secrets.token_urlsafe(TOKEN_BYTES)
         )

@@ -12,7 +12,7 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
-from streamer.service.auth import access_of
+from streamer.access import access_of
 from streamer.sessions import ServiceNotReadyError, SessionManager
 from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole
 from streamer.webrtc.service import WebRTCService
@@ -59,6 +59,8 @@ def webrtc_service(request: Request) -> WebRTCService:
 
 
 def session_manager(request: Request) -> SessionManager:
+    """FastAPI dependency: the app's SessionManager; raises ServiceNotReadyError
+    until the model is loaded."""
     manager = request.app.state.manager
     if manager is None or not manager.ready:
         raise ServiceNotReadyError("the model is not loaded yet")

@@ -26,7 +26,7 @@ import asyncio
 from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
-from streamer.service.auth import access_of
+from streamer.access import access_of
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
 from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole, WebRTCError
 from streamer.webrtc.routes import session_manager, webrtc_service

@@ -8,6 +8,9 @@ mapped to an `Access`, which the rules below allow or refuse per path and method
 |                       | end a WHIP publication at its Location URL (RFC 9725)            |
 | session control token | everything on its own session (view, prompt, publish, delete)    |
 | session viewer token  | read its own session: info, websocket and WebRTC (no prompts)    |
+
+A top-level module, not in `streamer.service`: the WebRTC routes (`streamer.webrtc`) read a
+request's access too, and the service imports them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+
+from starlette.types import Scope
 
 from streamer.sessions.capabilities import SessionRole
 
@@ -37,6 +42,7 @@ class Access:
 
     @property
     def read_only(self) -> bool:
+        """True for a viewer token: it watches, its prompts get `forbidden`."""
         return self.role is Role.VIEWER
 
 
@@ -57,9 +63,9 @@ def allowed(access: Access, method: str, path: str) -> bool:
     """True when `access` may do `method` (HTTP method, or "WS" for a websocket) on `path`."""
     if access.role is Role.ADMIN:
         return True
-    session_id = session_of(path)
-    if session_id is not None:
-        rest = _SESSION_PATH.match(path).group(2) or ""
+    match = _SESSION_PATH.match(path)
+    if match is not None:
+        session_id, rest = match.group(1), match.group(2) or ""
         if access.role is Role.SERVICE:
             # A WHIP client ends its publication with the credential it published with; the
             # Location URL (session id + random peer id) names that one publication only.
@@ -77,3 +83,15 @@ def allowed(access: Access, method: str, path: str) -> bool:
     if path in _ANY_CREDENTIAL or path.startswith("/docs"):
         return True
     return access.role is Role.SERVICE
+
+
+def client_address(scope: Scope) -> str:
+    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    client = scope.get("client")
+    return f"addr:{client[0]}" if client else FULL_ACCESS_CLIENT
+
+
+def access_of(scope: Scope) -> Access:
+    """The request's `Access` (set by `BearerAuthMiddleware`); full access when auth is off."""
+    access = scope.get("state", {}).get("access")
+    return access if access is not None else Access(Role.ADMIN, client=client_address(scope))
