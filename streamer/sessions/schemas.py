@@ -63,3 +63,7 @@ class SessionInfo(BaseModel):
     # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
     # applies); see `streamer.sessions.lifecycle`.
     expires_in: float | None = None
+    # The session's capability tokens (docs/protocol.md, "Authorization"): only in the
+    # response to the request that created it, never in info or listings.
+    token: str | None = None
+    viewer_token: str | None = None
