@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam2_video.predictors.video import prepare_mask_prompt
+from sam2_video.predictors.stream_types import SessionOptions
+from sam2_video.predictors.streaming import StreamingSession
 from sam2_video.tracking.dam4sam import (
     Dam4SamMemory,
     box_iou_one_short,
@@ -24,6 +25,7 @@ from sam2_video.tracking.dam4sam import (
     reveals_distractor,
 )
 from sam2_video.tracking.memory_bank import ObjectMemory, RetentionPolicy
+from sam2_video.tracking.prompts import prepare_mask_prompt
 from sam2_video.tracking.tracker import FrameTracker, TrackerOptions
 from sam2_video.utils.transforms import preprocess
 
@@ -190,3 +192,36 @@ def test_memory_kinds():
         new_object_memory(1, "xmem", (10, 10))
     with pytest.raises(ValueError, match="forward only"):
         dam.select(3, True, 7, 16, None)
+
+
+def test_streaming_session_matches_official(micro_model, reference):
+    """The real path: a `StreamingSession(memory="dam4sam")` fed the clip's frames (as float in
+    [0, 1]: the official tracker resizes float frames) reports the official promotions on the
+    right frames, with the official low-res logits."""
+    clip, ref, meta = reference
+    session = StreamingSession(micro_model, SessionOptions(memory="dam4sam", lost_after=None))
+    frames = torch.from_numpy(clip["frames_uint8"]).float() / 255.0
+    session.add_frame(frames[0])
+    session.add_mask(1, clip["first_mask"])
+    promoted, logits = [], []
+    for t in range(1, frames.shape[0]):
+        result = session.add_frame(frames[t])
+        logits.append(result.low_res_logits[0])
+        if result.promoted:
+            assert result.promoted == [1]
+            promoted.append(result.frame_idx)
+    assert promoted == meta["promotions"]
+    np.testing.assert_allclose(
+        np.stack(logits), ref["low_res_logits"][1:], atol=LOGITS_ATOL, rtol=0
+    )
+    obj = session.objects[1]
+    assert obj.memory_kind == "dam4sam" and obj.promotion_count == 7
+    assert len(obj.promoted) == 4 and len(obj.tracked) <= 16 + 7
+
+
+def test_session_memory_option_is_checked(micro_model):
+    with pytest.raises(ValueError, match="unknown memory"):
+        SessionOptions(memory="xmem")
+    session = StreamingSession(micro_model, SessionOptions(memory="dam4sam"))
+    assert session.tracker.options.fill_hole_area == 0
+    assert session.tracker.options.multimask_max_points == 3

@@ -28,6 +28,7 @@ from sam2_video.predictors.stream_types import (
     TooManyObjectsError,
     masks_to_boxes,
 )
+from sam2_video.tracking.dam4sam import Dam4SamMemory, new_object_memory
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
     ObjectMemory,
@@ -74,7 +75,7 @@ class StreamingSession:
         opts = self.options
         static = StaticShapes(opts.max_conditioning_frames) if opts.static_shapes else None
         self.tracker = FrameTracker(
-            model, TrackerOptions(fill_hole_area=self.options.fill_hole_area), static_shapes=static
+            model, TrackerOptions.for_memory(opts.memory, opts.fill_hole_area), static_shapes=static
         )
         window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
         self.retention = RetentionPolicy(
@@ -248,7 +249,8 @@ class StreamingSession:
                 raise TooManyObjectsError(
                     f"session already tracks {len(self.objects)} objects (max_objects)"
                 )
-            obj = ObjectMemory(self._peek_object_id() if obj_id is None else obj_id)
+            obj_id = self._peek_object_id() if obj_id is None else obj_id
+            obj = new_object_memory(obj_id, self.options.memory, self.frame_hw)
         return obj
 
     def _peek_object_id(self) -> int:
@@ -447,6 +449,11 @@ class StreamingSession:
             boxes=masks_to_boxes(masks).cpu().numpy(),
             logits=logits.float().cpu().numpy() if self.options.return_logits else None,
             lost=lost,
+            promoted=[
+                obj.obj_id
+                for obj in objects
+                if isinstance(obj, Dam4SamMemory) and obj.last_promoted == self.frame_idx
+            ],
             low_res_logits=None
             if self.options.non_overlapping
             else low_res[:, 0].float().cpu().numpy(),

@@ -143,6 +143,11 @@ class Dam4SamMemory(ObjectMemory):
         """Every DRM frame: prompted (conditioning) frames, then promoted ones."""
         return {**self.conditioning, **self.promoted}
 
+    def output_at(self, frame_idx: int) -> FrameOutput | None:
+        """The latest result on a frame; a promoted frame's result lives in `promoted`."""
+        out = super().output_at(frame_idx)
+        return out if out is not None else self.promoted.get(frame_idx)
+
     def _tracked_only(self, frame_idx: int) -> FrameOutput | None:
         """The stored result of a frame that is not in the DRM (the official non-cond dict)."""
         if frame_idx in self.conditioning or frame_idx in self.promoted:

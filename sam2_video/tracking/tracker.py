@@ -47,6 +47,14 @@ class TrackerOptions:
     fill_hole_area: int = 0
     multimask_max_points: int = 1
 
+    @classmethod
+    def for_memory(cls, memory: str, fill_hole_area: int = 0) -> TrackerOptions:
+        """Options for objects with `memory` ("sam2" / "dam4sam"). The official DAM4SAM fork
+        fills no holes and picks the best of 3 masks for prompts of up to 3 points."""
+        if memory == "dam4sam":
+            return cls(fill_hole_area=0, multimask_max_points=3)
+        return cls(fill_hole_area=fill_hole_area)
+
 
 @dataclass(frozen=True)
 class TrackGroup:

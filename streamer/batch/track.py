@@ -34,6 +34,7 @@ from sam2_video.predictors.streaming import (
     StreamingSession,
     TooManyObjectsError,
 )
+from sam2_video.tracking.dam4sam import check_memory_kind
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
@@ -103,12 +104,14 @@ class TrackPlan:
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
     max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    memory: "sam2" or "dam4sam" (distractor-aware memory, `SessionOptions.memory`).
     """
 
     formats: list[str]
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    memory: str = "sam2"
 
 
 def plan_track(
@@ -119,6 +122,7 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    memory: str = "sam2",
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
@@ -131,9 +135,10 @@ def plan_track(
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
+        check_memory_kind(memory)
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, memory)
 
 
 def load_track_model(
@@ -165,6 +170,7 @@ def track_video(
     device: str | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    memory: str = "sam2",
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -184,6 +190,7 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        memory=memory,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -211,7 +218,9 @@ def track_with_model(
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
-    options = SessionOptions(max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding)
+    options = SessionOptions(
+        max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding, memory=plan.memory
+    )
     logger.info("%s: %dx%d at %s fps on %s", video, info.width, info.height, info.fps, sam.device)
     session = StreamingSession(sam, options)
     by_frame: dict[int, list[Prompt]] = defaultdict(list)

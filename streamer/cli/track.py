@@ -65,6 +65,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         help="track at most N objects (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_memory_option(parser)
     seed = parser.add_argument_group("auto-seed (mask generator on the seeding frame)")
     for flag, kind, default, text in _SEED_VALUE_OPTIONS:
         seed.add_argument(
@@ -75,6 +76,16 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
             help=text if default is None else f"{text} (default: %(default).4g)",
         )
     parser.set_defaults(handler=_run_track)
+
+
+def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory",
+        choices=("sam2", "dam4sam"),
+        default="sam2",
+        help="which past frames each object remembers: sam2 (default) or dam4sam "
+        "(distractor-aware memory, for look-alike objects)",
+    )
 
 
 def _run_track(args: argparse.Namespace) -> int:
@@ -100,6 +111,7 @@ def _run_track(args: argparse.Namespace) -> int:
             device=args.device,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            memory=args.memory,
         )
     except (
         track.VideoInputError,
@@ -157,6 +169,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_memory_option(parser)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
@@ -192,6 +205,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            memory=args.memory,
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(

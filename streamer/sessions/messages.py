@@ -48,6 +48,7 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
                     result, obj_ids=options.obj_ids, mask_downscale=options.mask_downscale
                 ),
                 lost=list(result.lost),
+                promoted=list(result.promoted),
             )
             encoded[key] = message
         subscriber.last_frame_time = now

@@ -252,6 +252,7 @@ class DeviceScheduler:
                 continue
             self.frames_processed += 1
             session.processed += 1
+            session.promotions += len(result.promoted)
             session.inference.observe(elapsed)
             session.view = tracker_view(session.stream)
             if session.stream.seeding_due:

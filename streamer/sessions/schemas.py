@@ -20,6 +20,8 @@ class SessionCreate(BaseModel):
     max_objects: objects tracked at most (capped by the server's max_objects_per_session).
     max_frames: files only: stop after this many frames.
     non_overlapping: each pixel belongs to at most one object.
+    memory: which past frames each object remembers: "sam2" (default) or "dam4sam"
+        (distractor-aware memory: keeps frames that revealed look-alikes; `SessionOptions`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +33,7 @@ class SessionCreate(BaseModel):
     max_objects: int | None = Field(default=None, ge=1)
     max_frames: int | None = Field(default=None, ge=1)
     non_overlapping: bool = False
+    memory: Literal["sam2", "dam4sam"] = "sam2"
 
 
 class SessionInfo(BaseModel):
@@ -58,3 +61,7 @@ class SessionInfo(BaseModel):
     # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
     # applies); see `streamer.sessions.lifecycle`.
     expires_in: float | None = None
+    # Which memory its objects use, and how many frames dam4sam promoted to their
+    # distractor-resolving memory so far (0 with sam2).
+    memory: str = "sam2"
+    promotions: int = 0

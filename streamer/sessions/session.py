@@ -133,6 +133,7 @@ class Session:
         self.view = TrackerView()
         # Counters (written by the worker thread).
         self.processed = 0
+        self.promotions = 0  # frames promoted to a dam4sam object's DRM
         self.inference = Histogram()
         self.end_to_end = Histogram()
         self.rates = RateMeter(("captured", "processed", "dropped"))
@@ -366,4 +367,6 @@ class Session:
             inference_latency_mean=self.inference.mean,
             device=self.device,
             device_seconds=round(self.device_seconds, 6),
+            memory=self.stream.options.memory,
+            promotions=self.promotions,
         )
