@@ -59,10 +59,24 @@ def _start(tracker: FrameTracker, kind: str, count: int, hw: tuple[int, int]) ->
     return objects
 
 
-@torch.inference_mode()
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     model, weights = load_model(args.config, args.checkpoint, device)
+    with torch.inference_mode():
+        rows = _measure(model, device, args)
+    print_table(rows, list(rows[0]))
+    return {
+        "machine": machine_info(device),
+        "config": args.config,
+        "weights": weights,
+        "frame_hw": [args.height, args.width],
+        "warmup": args.warmup,
+        "frames": args.frames,
+        "rows": rows,
+    }
+
+
+def _measure(model, device: torch.device, args: argparse.Namespace) -> list[dict[str, Any]]:
     hw = (args.height, args.width)
     window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
     policy = RetentionPolicy(max_conditioning_frames=4, max_frame_distance=window)
@@ -112,17 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "promotions": promotions if kind == "dam4sam" else "",
                 }
             )
-    columns = list(rows[0])
-    print_table(rows, columns)
-    return {
-        "machine": machine_info(device),
-        "config": args.config,
-        "weights": weights,
-        "frame_hw": list(hw),
-        "warmup": args.warmup,
-        "frames": args.frames,
-        "rows": rows,
-    }
+    return rows
 
 
 def main() -> None:

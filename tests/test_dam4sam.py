@@ -225,3 +225,27 @@ def test_session_memory_option_is_checked(micro_model):
     session = StreamingSession(micro_model, SessionOptions(memory="dam4sam"))
     assert session.tracker.options.fill_hole_area == 0
     assert session.tracker.options.multimask_max_points == 3
+
+
+def test_track_plan_takes_the_memory_option():
+    from streamer.batch.track import TrackOptionError, plan_track
+
+    assert plan_track(has_prompts=True, memory="dam4sam").memory == "dam4sam"
+    assert plan_track(has_prompts=True).memory == "sam2"
+    with pytest.raises(TrackOptionError, match="unknown memory"):
+        plan_track(has_prompts=True, memory="xmem")
+
+
+@pytest.mark.parametrize("hw", [(180, 320), (720, 1280), (255, 257), (100, 50)])
+def test_video_areas_equal_a_full_resize(hw):
+    """The promotion rule's areas, computed on the columns that can hold the mask only, equal
+    counting the full-frame upsampling (the official way) exactly."""
+    from sam2_video.modeling.resize import resize_bilinear
+    from sam2_video.tracking.dam4sam import _video_areas
+
+    g = torch.Generator().manual_seed(hw[0])
+    logits = torch.randn(6, 1, 64, 64, generator=g) * 5 - 3
+    logits[1] = -1024.0  # absent object
+    logits[2, :, 10:20, 30:40] += 20.0
+    expected = (resize_bilinear(logits, hw) > 0).flatten(1).sum(1).tolist()
+    assert _video_areas(logits, [hw] * 6) == expected

@@ -135,7 +135,9 @@ def test_dam4sam_session_reports_memory_and_promotions(manager):
         promoted = []
         session.push_source.push(clip[0])
         await _next(subscriber, "frame")
-        session.submit(AddPoints(type="add_points", points=[(40, 90)], labels=[1]))
+        session.submit(
+            AddPoints(type="add_points", points=[(40, 90)], labels=[1]), reply_to=subscriber
+        )
         await _next(subscriber, "ack")
         for t in range(1, 16):
             session.push_source.push(clip[t])
