@@ -16,19 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
 from sam2_video.predictors.multi_stream import track_streams
+from sam2_video.predictors.stream_objects import StreamObjects
+from sam2_video.predictors.stream_results import frame_result
 from sam2_video.predictors.stream_types import (
     FrameResult,
     FrameSizeError,
     NoFrameError,
     SessionOptions,
     TooManyObjectsError,
-    masks_to_boxes,
 )
-from sam2_video.tracking.dam4sam import Dam4SamMemory, new_object_memory
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
     ObjectMemory,
@@ -44,7 +43,6 @@ from sam2_video.tracking.prompts import (
     prepare_point_prompt,
 )
 from sam2_video.tracking.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
-from sam2_video.utils.postprocess import non_overlapping
 from sam2_video.utils.steps import drain
 from sam2_video.utils.transforms import frame_to_chw, preprocess_frame
 
@@ -75,14 +73,16 @@ class StreamingSession:
         opts = self.options
         static = StaticShapes(opts.max_conditioning_frames) if opts.static_shapes else None
         self.tracker = FrameTracker(
-            model, TrackerOptions.for_memory(opts.memory, opts.fill_hole_area), static_shapes=static
+            model,
+            TrackerOptions.for_memory(self.options.memory, self.options.fill_hole_area),
+            static_shapes=static,
         )
         window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
         self.retention = RetentionPolicy(
             max_conditioning_frames=self.options.max_conditioning_frames,
             max_frame_distance=window,
         )
-        self.objects: OrderedDict[int, ObjectMemory] = OrderedDict()
+        self._objects = StreamObjects(self.options.max_objects, self.options.memory)
         self.frame_idx = -1
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
@@ -92,27 +92,25 @@ class StreamingSession:
         self._frame: Tensor | None = None
         self._incoming: Tensor | None = None  # prepared, not yet tracked (3, H, W)
         self._incoming_hw: tuple[int, int] | None = None
-        self._absent_for: dict[int, int] = {}
-        self._next_id = 1
         self._seeder: AutoSeeder | None = None  # built on first use
 
     # ------------------------------------------------------------------ lifecycle
     @property
+    def objects(self) -> OrderedDict[int, ObjectMemory]:
+        """Per-object memory by id, in the order objects were added."""
+        return self._objects.memories
+
+    @property
     def obj_ids(self) -> list[int]:
-        return list(self.objects)
+        return self._objects.ids
 
     def new_object_id(self) -> int:
         """An id never used in this session (ids are not reused, even after removal)."""
-        while self._next_id in self.objects:
-            self._next_id += 1
-        obj_id = self._next_id
-        self._next_id += 1
-        return obj_id
+        return self._objects.new_id()
 
     def reset(self) -> None:
         """Forget every object and frame; the next frame may have any size."""
-        self.objects.clear()
-        self._absent_for.clear()
+        self._objects.clear()
         self.frame_idx = -1
         self.frame_hw = None
         self._pts = None
@@ -122,10 +120,8 @@ class StreamingSession:
         self._incoming_hw = None
 
     def remove_object(self, obj_id: int) -> None:
-        if obj_id not in self.objects:
-            raise UnknownObjectError(f"unknown object id {obj_id}; known: {self.obj_ids}")
-        del self.objects[obj_id]
-        self._absent_for.pop(obj_id, None)
+        """Stop tracking an object (raises UnknownObjectError for an id it does not track)."""
+        self._objects.remove(obj_id)
 
     # ------------------------------------------------------------------ frames
     @torch.inference_mode()
@@ -196,7 +192,9 @@ class StreamingSession:
             obj.tracked[self.frame_idx] = out
             obj.frames_tracked[self.frame_idx] = False
             obj.retain(self.frame_idx, self.retention, self.model.num_maskmem)
-        lost = self._update_lost(objects, outputs)
+        lost = self._objects.count_absences(
+            objects, outputs, self.options.lost_after, self.options.drop_lost
+        )
         if seed and self.seeding_due:
             self._seed()
         return self._result(lost)
@@ -218,47 +216,17 @@ class StreamingSession:
             obj.frames_tracked[frame_idx] = False
             obj.retain(frame_idx, self.retention, self.model.num_maskmem)
 
-    def _update_lost(self, objects: list[ObjectMemory], outputs: list[FrameOutput]) -> list[int]:
-        if self.options.lost_after is None:
-            return []
-        lost = []
-        for obj, out in zip(objects, outputs):
-            absent = float(out.object_score) <= 0
-            count = self._absent_for.get(obj.obj_id, 0) + 1 if absent else 0
-            self._absent_for[obj.obj_id] = count
-            if count == self.options.lost_after:
-                lost.append(obj.obj_id)
-        if self.options.drop_lost:
-            for obj_id in lost:
-                self.remove_object(obj_id)
-        return lost
-
     # ------------------------------------------------------------------ prompts
     def _require_frame(self) -> ImageFeatures:
         if self._features is None or self.frame_hw is None:
             raise NoFrameError("no frame yet: prompts apply to the current frame")
         return self._features
 
-    def _object_for_prompt(self, obj_id: int | None) -> ObjectMemory:
-        """The object a prompt is for; a new one is not registered until `_store_prompt`, so a
-        prompt that fails leaves no half-made object behind."""
-        obj = None if obj_id is None else self.objects.get(obj_id)
-        if obj is None:
-            # Checked before taking a fresh id, so a refused prompt uses up nothing.
-            if len(self.objects) >= self.options.max_objects:
-                raise TooManyObjectsError(
-                    f"session already tracks {len(self.objects)} objects (max_objects)"
-                )
-            obj_id = self._peek_object_id() if obj_id is None else obj_id
-            obj = new_object_memory(obj_id, self.options.memory, self.frame_hw)
-        return obj
-
-    def _peek_object_id(self) -> int:
-        """The id `new_object_id` would give, without using it up."""
-        candidate = self._next_id
-        while candidate in self.objects:
-            candidate += 1
-        return candidate
+    def _current_hw(self) -> tuple[int, int]:
+        """The current frame's (H, W); raises NoFrameError before the first frame."""
+        if self.frame_hw is None:
+            raise NoFrameError("no frame yet: prompts apply to the current frame")
+        return self.frame_hw
 
     @torch.inference_mode()
     def add_points(
@@ -277,11 +245,11 @@ class StreamingSession:
         """
         features = self._require_frame()
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, self.frame_hw, self.model.image_size
+            points, labels, box, self._current_hw(), self.model.image_size
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
-        obj = self._object_for_prompt(obj_id)
+        obj = self._objects.for_prompt(obj_id, self._current_hw())
         coords, point_labels = merge_points(
             obj, self.frame_idx, coords, point_labels, clear_old_points
         )
@@ -307,7 +275,7 @@ class StreamingSession:
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         check_mask_size(tuple(mask_t.shape), self.frame_hw)
         model_mask = prepare_mask_prompt(mask_t, self.model.image_size, self.tracker.device)
-        obj = self._object_for_prompt(obj_id)
+        obj = self._objects.for_prompt(obj_id, self._current_hw())
         output, is_init = self.tracker.prompt_mask(features, obj, self.frame_idx, model_mask)
         obj.points.pop(self.frame_idx, None)
         self._store_prompt(obj, output, is_init)
@@ -315,11 +283,7 @@ class StreamingSession:
     def _store_prompt(self, obj: ObjectMemory, output: FrameOutput, is_init: bool) -> None:
         is_cond = is_init or self.options.corrections_as_conditioning
         obj.pending[self.frame_idx] = PendingOutput(output, is_cond)
-        self._absent_for[obj.obj_id] = 0
-        if obj.obj_id not in self.objects:  # its first prompt succeeded: register it
-            if obj.obj_id == self._peek_object_id():
-                self._next_id = obj.obj_id + 1  # a fresh id is used up, as `new_object_id` does
-            self.objects[obj.obj_id] = obj
+        self._objects.prompted(obj)
 
     # ------------------------------------------------------------------ auto-seeding
     @torch.inference_mode()
@@ -393,7 +357,7 @@ class StreamingSession:
 
     def _tracked_union(self) -> np.ndarray:
         """(H, W) bool: pixels inside any object's mask on the current frame."""
-        h, w = self.frame_hw
+        h, w = self._current_hw()
         outputs = [obj.output_at(self.frame_idx) for obj in self.objects.values()]
         if not outputs:
             return np.zeros((h, w), dtype=bool)
@@ -407,54 +371,6 @@ class StreamingSession:
 
     def _result(self, lost: list[int]) -> FrameResult:
         objects = list(self.objects.values())
-        outputs = [obj.output_at(self.frame_idx) for obj in objects]
-        h, w = self.frame_hw
-        if not objects:
-            empty = np.zeros(0, np.float32)
-            return FrameResult(
-                self.frame_idx,
-                self._pts,
-                [],
-                np.zeros((0, h, w), bool),
-                empty,
-                empty,
-                np.zeros((0, 4), np.float32),
-                None,
-                lost,
-            )
-        low_res = self.tracker.low_res(outputs)  # (N, 1, S/4, S/4)
-        logits = resize_bilinear(low_res, (h, w))[:, 0]  # (N, H, W)
-        if self.options.non_overlapping:
-            logits = non_overlapping(logits)
-        masks = logits > 0
-        scores = torch.stack(
-            [
-                out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
-                for out in outputs
-            ]
-        ).float()
-        ious = torch.stack(
-            [
-                out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
-                for out in outputs
-            ]
-        ).float()
-        return FrameResult(
-            frame_idx=self.frame_idx,
-            pts=self._pts,
-            obj_ids=[obj.obj_id for obj in objects],
-            masks=masks.cpu().numpy(),
-            object_scores=scores.cpu().numpy(),
-            ious=ious.cpu().numpy(),
-            boxes=masks_to_boxes(masks).cpu().numpy(),
-            logits=logits.float().cpu().numpy() if self.options.return_logits else None,
-            lost=lost,
-            promoted=[
-                obj.obj_id
-                for obj in objects
-                if isinstance(obj, Dam4SamMemory) and obj.last_promoted == self.frame_idx
-            ],
-            low_res_logits=None
-            if self.options.non_overlapping
-            else low_res[:, 0].float().cpu().numpy(),
+        return frame_result(
+            self.tracker, objects, self.frame_idx, self._pts, self._current_hw(), self.options, lost
         )

@@ -23,22 +23,16 @@ from typing import Any
 import av
 from tqdm import tqdm
 
-from sam2_video.build import build_sam2
-from sam2_video.checkpoints import ensure_checkpoint
-from sam2_video.config import load_config
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import SAM2Model, SessionOptions, StreamingSession
+from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from sam2_video.predictors.streaming import (
-    FrameSizeError,
-    SessionOptions,
-    StreamingSession,
-    TooManyObjectsError,
-)
+from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
 from sam2_video.tracking.dam4sam import check_memory_kind
+from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
-from streamer.ingest.base import END_OF_STREAM, SourceState
+from streamer.ingest.base import SourceState, VideoFrame
 from streamer.ingest.file import FileSource
 
 logger = logging.getLogger(__name__)
@@ -103,6 +97,8 @@ class TrackPlan:
     """Checked options of a tracking run, shared by every video of a `track-many` run.
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
+    detect: detector seeding (None: none); max_objects: objects tracked at most;
+    max_frames: stop after this many frames (None: all).
     max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
     memory: "sam2" or "dam4sam" (distractor-aware memory, `SessionOptions.memory`).
     """
@@ -111,6 +107,7 @@ class TrackPlan:
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    detect: BatchDetect | None = None  # detector seeding (`--detector`)
     memory: str = "sam2"
 
 
@@ -122,14 +119,17 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    detect: BatchDetect | None = None,
     memory: str = "sam2",
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
     try:
         chosen = parse_formats(list(formats) if formats else None)
-        if not has_prompts and not auto_seed:
-            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
+        if not has_prompts and not auto_seed and detect is None:
+            raise ValueError(
+                "nothing to track: give a prompts file, a detector or ask for auto-seeding"
+            )
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if max_objects < 1:
@@ -138,7 +138,7 @@ def plan_track(
         check_memory_kind(memory)
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames, memory)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, detect, memory)
 
 
 def load_track_model(
@@ -149,9 +149,9 @@ def load_track_model(
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
-    config = load_config(model)
+    check_model(model)
     torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
     return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
 
 
@@ -170,6 +170,7 @@ def track_video(
     device: str | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    detect: BatchDetect | None = None,
     memory: str = "sam2",
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
@@ -178,6 +179,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    detect: seed (and label) objects with a detector (`BatchDetect`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -190,6 +192,7 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        detect=detect,
         memory=memory,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
@@ -229,10 +232,15 @@ def track_with_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = []
     outputs: list[Path] = []
+    detection = FrameDetector(plan.detect, str(sam.device)) if plan.detect else None
     try:
         for fmt in plan.formats:
             writers.append(make_writer(fmt, out_dir, info))
-        frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
+            if detection is not None:
+                writers[-1].labels = detection.labels
+        frames = _run(
+            session, video, info, by_frame, writers, plan.max_frames, progress, on_frame, detection
+        )
     finally:
         for writer in writers:
             outputs.extend(writer.close())
@@ -255,6 +263,7 @@ def _run(
     max_frames: int | None,
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
+    detection: FrameDetector | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
@@ -272,7 +281,8 @@ def _run(
     source.start()
     frames = 0
     try:
-        while (frame := source.slot.get()) is not END_OF_STREAM:
+        # Without a timeout `get` waits: a frame, or END_OF_STREAM once the source has ended.
+        while isinstance(frame := source.slot.get(), VideoFrame):
             try:
                 result = session.add_frame(frame.image, pts=frame.pts)
             except FrameSizeError as exc:
@@ -280,6 +290,8 @@ def _run(
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]
             if edited:
                 result = session.current_result()
+            if detection is not None:
+                result = detection.apply(session, frame.image) or result
             for writer in writers:
                 writer.write(frame, result, edited=edited)
             frames += 1

@@ -1,7 +1,8 @@
 """`sam2-stream` command line: argument parsing only; each command's logic lives in its module.
 
 Adding a command: write its logic in its package, then a module here with an
-`add_<command>_parser` that defines its options and sets `handler` to a function mapping the parsed args to an exit code.
+`add_<command>_parser` that defines its options and sets `handler` to a function mapping the
+parsed args to an exit code.
 Command modules are imported inside their handler so `sam2-stream --help` stays fast.
 
 Exit codes: 0 success; 1 runtime failure (a download that broke off, unwritable output);
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from streamer.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from streamer.cli.detect import add_annotate_parser
 from streamer.cli.segment import add_segment_parser
 from streamer.cli.serve import add_serve_parser
 from streamer.cli.track import _SEED_VALUE_OPTIONS, add_track_many_parser, add_track_parser
@@ -31,6 +33,7 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sam2-stream` argument parser with every command's sub-parser."""
     parser = argparse.ArgumentParser(
         prog="sam2-stream", description="SAM 2 segmentation from the command line."
     )
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_track_parser(commands)
     add_track_many_parser(commands)
+    add_annotate_parser(commands)
     return parser
 
 

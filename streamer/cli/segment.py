@@ -10,6 +10,7 @@ from streamer.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_model_options,
+    model_arg,
     report_error,
 )
 
@@ -32,6 +33,7 @@ _AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
 
 
 def add_segment_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `segment` command and its options to `commands`."""
     parser = commands.add_parser(
         "segment",
         help="automatic masks for one image (COCO-style JSON + overlay PNG)",
@@ -79,7 +81,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         result = segment.segment_image(
             args.image,
             out_dir=args.out,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,

@@ -10,8 +10,10 @@ from streamer.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_model_options,
+    model_arg,
     report_error,
 )
+from streamer.cli.detect import add_detector_options, detect_plan
 
 # (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
 # AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
@@ -26,6 +28,7 @@ _SEED_VALUE_OPTIONS: tuple[tuple[str, type, float | int | None, str], ...] = (
 
 
 def add_track_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track` command and its options to `commands`."""
     parser = commands.add_parser(
         "track",
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
@@ -40,6 +43,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
     seeds.add_argument(
         "--auto-seed", action="store_true", help="track what the mask generator finds on frame 0"
     )
+    add_detector_options(parser, seeds)
     parser.add_argument(
         "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
     )
@@ -48,7 +52,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         dest="formats",
         action="append",
         metavar="FMT",
-        help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
+        help="coco, sav, png, mp4 or yolo; repeat or comma-separate for several (default: coco)",
     )
     add_model_options(parser)
     parser.add_argument(
@@ -89,14 +93,18 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_track(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
+    from sam2_video.detect import DetectorError
     from streamer.batch import segment, track
 
     names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
     seed_options = {name: getattr(args, name) for name in names}
     try:
+        detect = detect_plan(args)
         summary = track.track_video(
             args.video,
             out_dir=args.out,
@@ -105,15 +113,18 @@ def _run_track(args: argparse.Namespace) -> int:
             auto_seed=args.auto_seed,
             seed_options=seed_options,
             max_objects=args.max_objects,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            detect=detect,
             memory=args.memory,
         )
     except (
+        DetectorError,
+        ValidationError,
         track.VideoInputError,
         track.PromptsFileError,
         track.TrackOptionError,
@@ -140,6 +151,7 @@ def _run_track(args: argparse.Namespace) -> int:
 
 
 def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track-many` command and its options to `commands`."""
     parser = commands.add_parser(
         "track-many",
         help="track many videos (one output folder each) on this machine or a Ray cluster",
@@ -158,6 +170,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
         "--prompts-dir", type=Path, metavar="DIR", help="prompts file DIR/<video stem>.json"
     )
     seeds.add_argument("--auto-seed", action="store_true", help="auto-seed on frame 0")
+    add_detector_options(parser, seeds)
     parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
     parser.add_argument("--manifest", type=Path, default=None, metavar="FILE",
                         help="default: OUT/manifest.jsonl")  # fmt: skip
@@ -172,9 +185,9 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     add_memory_option(parser)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
+                        help="local: a worker per device; ray: a Ray Data actor pool")  # fmt: skip
     engine.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="local engine: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
+                        help="local: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
     engine.add_argument("--address", default=None,
                         help="ray: cluster address (default: a new local cluster)")  # fmt: skip
     engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")
@@ -191,6 +204,8 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_track_many(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointNotFoundError
     from sam2_video.config import ConfigError
@@ -205,13 +220,14 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            detect=detect_plan(args),
             memory=args.memory,
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(
             plan=plan,
             prompts_dir=args.prompts_dir.resolve() if args.prompts_dir else None,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
             threads=args.threads,
         )
@@ -224,6 +240,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             ray_options=ray_options if args.engine == "ray" else None,
         )  # fmt: skip
     except (
+        ValidationError,
         track.TrackOptionError,
         track_many.TrackManyInputError,
         segment.DeviceUnavailableError,

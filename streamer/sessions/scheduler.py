@@ -10,8 +10,8 @@ Each step of the loop:
    the most owed one. If that is a task, one slice runs (one image embedding or one point batch
    of the mask generator) and its cost is charged to its session. Otherwise the step takes the
    ready frames of up to `max_batch` sessions, most owed first, and tracks them in one batched
-   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split among them by
-   their rows (1 + objects each).
+   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split
+   among them by their rows (1 + objects each).
 A session with a sliced task in progress waits for it (its frames and later commands queue);
 every other session's frames are held up by at most one slice. Live sources hand over their
 newest frame (latest-frame-wins), batch sources every frame in order.
@@ -28,17 +28,18 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import torch
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import FrameResult, SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
-from sam2_video.predictors.streaming import FrameResult
-from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
-from streamer.protocol import ProtocolError
+from streamer.ingest import SourceState, VideoFrame
+from streamer.protocol import Detect, ProtocolError, RemoveObject, Reset
+from streamer.sessions.detection import DetectorPool, detect_command_steps, detect_steps
 from streamer.sessions.devices import DeviceSpec
 from streamer.sessions.fairness import FairShare
 from streamer.sessions.messages import (
@@ -48,7 +49,7 @@ from streamer.sessions.messages import (
     publish_frame,
     tracker_view,
 )
-from streamer.sessions.prompts import apply_prompt, auto_seed_steps, is_expensive
+from streamer.sessions.prompts import PromptOutcome, apply_prompt, auto_seed_steps, is_expensive
 from streamer.sessions.session import Command, Session, SessionState
 from streamer.settings import Settings
 
@@ -73,7 +74,7 @@ class SlicedTask:
     """
 
     name: str
-    steps: Generator
+    steps: Generator[None, None, Any]
     finish: Callable[[object], None]
     fail: Callable[[Exception], None]
     cancel: Callable[[], None] = lambda: None  # the session ended before the task did
@@ -101,13 +102,14 @@ class DeviceScheduler:
         self._sessions = sessions
         self.settings = settings
         self.max_batch = settings.max_batch or DEFAULT_MAX_BATCH.get(spec.kind, 1)
-        self.fair = FairShare()
+        self.fair: FairShare[str] = FairShare()
         self.wake_event = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tasks: dict[str, SlicedTask] = {}
+        self.detectors = DetectorPool(settings.detector, str(spec.torch_device))
         # Counters (written by the scheduler thread, read by /metrics).
         self.frames_processed = 0
         self.busy_seconds = 0.0
@@ -118,11 +120,13 @@ class DeviceScheduler:
 
     @property
     def label(self) -> str:
+        """The device's label (`cuda:0`, `cpu:0`)."""
         return self.spec.label
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the scheduler thread (once)."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._thread = threading.Thread(
@@ -132,12 +136,15 @@ class DeviceScheduler:
 
     @property
     def alive(self) -> bool:
+        """True while the thread runs and has not been asked to stop."""
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def wake(self) -> None:
+        """Wake the thread now (new frame, command or subscriber)."""
         self.wake_event.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop after its current step; join it for at most `timeout` s."""
         self._stop.set()
         self.wake_event.set()
         if self._thread is not None:
@@ -228,7 +235,7 @@ class DeviceScheduler:
             item = session.source.slot.get_nowait()
             if item is None:
                 continue
-            if item is END_OF_STREAM:
+            if not isinstance(item, VideoFrame):  # END_OF_STREAM
                 stats = session.source.stats
                 if stats.state is SourceState.FAILED:
                     session.finish(SessionState.FAILED, stats.error or "source failed")
@@ -255,13 +262,17 @@ class DeviceScheduler:
             session.promotions += len(result.promoted)
             session.inference.observe(elapsed)
             session.view = tracker_view(session.stream)
+            session.detection.image = frame.image
             if session.stream.seeding_due:
                 # Auto-seeding of this frame runs sliced; the frame is published after it.
                 self._start_seeding(session, frame, result)
                 continue
+            if session.detection.due(result.frame_idx):
+                self._start_detection(session, frame, result)
+                continue
             self._deliver(session, frame, result)
 
-    def _track(self, items: list[tuple[Session, VideoFrame]]) -> list[FrameResult | Exception]:
+    def _track(self, items: list[tuple[Session, VideoFrame]]) -> Sequence[FrameResult | Exception]:
         streams = [s.stream for s, _ in items]
         frames = [f.image for _, f in items]
         pts = [f.pts for _, f in items]
@@ -306,6 +317,37 @@ class DeviceScheduler:
 
         steps = session.stream.auto_seed_steps(lost=result.lost)
         self._tasks[session.id] = SlicedTask("auto_seed", steps, finish, fail)
+
+    def _start_detection(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
+        """Periodic detector seeding of this frame, sliced; the frame is published after it.
+        A failing detector (or a full session) costs this frame its new objects, nothing more."""
+        state = session.detection
+        options = state.options
+        if options is None:  # `due` said otherwise: nothing to detect
+            self._deliver(session, frame, result)
+            return
+
+        def finish(outcome: object) -> None:
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(outcome.result, result))  # type: ignore[attr-defined]
+
+        def fail(exc: Exception) -> None:
+            state.failures += 1
+            logger.warning(
+                "session %s: detection on frame %d: %s", session.id, result.frame_idx, exc
+            )
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(session.stream.current_result(), result))
+
+        try:
+            detector = self.detectors.get(options)
+        except ProtocolError as exc:
+            state.options = None  # no detector: stop trying on every frame
+            fail(exc)
+            return
+        state.runs += 1
+        steps = detect_steps(session.stream, detector, frame.image, options, state.labels)
+        self._tasks[session.id] = SlicedTask("detect", steps, finish, fail)
 
     def _run_slice(self, session: Session) -> None:
         task = self._tasks[session.id]
@@ -354,6 +396,7 @@ class DeviceScheduler:
         message = command.message
 
         def finish(outcome: object) -> None:
+            assert isinstance(outcome, PromptOutcome)  # what auto_seed_steps returns
             session.view = tracker_view(session.stream)
             Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 
@@ -366,7 +409,16 @@ class DeviceScheduler:
         def cancel() -> None:
             Session.reply(command, ended_error(session, message))
 
-        steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
+        if isinstance(message, Detect):
+            try:
+                steps = detect_command_steps(
+                    session.detection, self.detectors, session.stream, message
+                )
+            except ProtocolError as exc:
+                fail(exc)
+                return
+        else:
+            steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
 
     def _execute(self, session: Session, command: Command) -> None:
@@ -381,7 +433,14 @@ class DeviceScheduler:
             Session.reply(command, internal_error(message, exc))
             return
         session.view = tracker_view(session.stream)
+        if isinstance(message, (RemoveObject, Reset)):
+            session.detection.forget(getattr(message, "obj_id", None))
         Session.reply(command, ack_message(message, outcome, session, command.reply_to))
+
+
+def _with_lost(seeded: FrameResult, tracked: FrameResult) -> FrameResult:
+    """The seeded result reports the objects lost on the tracked frame."""
+    return dataclasses.replace(seeded, lost=list(tracked.lost))
 
 
 def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:

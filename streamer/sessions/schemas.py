@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamer.protocol import DetectOptions
+
 
 class SessionCreate(BaseModel):
     """Request to open a session.
@@ -20,6 +22,8 @@ class SessionCreate(BaseModel):
     max_objects: objects tracked at most (capped by the server's max_objects_per_session).
     max_frames: files only: stop after this many frames.
     non_overlapping: each pixel belongs to at most one object.
+    detect: seed objects with the server's detector on the first frame and every
+        `every_n_frames` frames (`DetectOptions`; needs `serve --detector`).
     memory: which past frames each object remembers: "sam2" (default) or "dam4sam"
         (distractor-aware memory: keeps frames that revealed look-alikes; `SessionOptions`).
     """
@@ -33,6 +37,7 @@ class SessionCreate(BaseModel):
     max_objects: int | None = Field(default=None, ge=1)
     max_frames: int | None = Field(default=None, ge=1)
     non_overlapping: bool = False
+    detect: DetectOptions | None = None
     memory: Literal["sam2", "dam4sam"] = "sam2"
 
 

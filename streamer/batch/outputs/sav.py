@@ -13,6 +13,7 @@
   `masklet_edited_frame_count` (frames with a prompt from the user), `masklet_type` ("manual"
   when the user prompted it at least once, "auto" for auto-seeded objects).
 * `masklet_num`.
+* with a detector (`--detector`): `masklet_label`, `masklet_class_id`, `masklet_det_score`.
 
 Unlike SA-V (annotated at 6 fps), every frame is annotated. Per-frame masks go to a temporary
 file as frames arrive and are assembled on `close`, so memory stays flat on long videos.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 from streamer.ingest.base import VideoFrame
 
@@ -77,6 +78,7 @@ class SavWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Record the frame's RLE mask and area per object (empty RLE when absent)."""
         rles = {}
         for k, obj_id in enumerate(result.obj_ids):
             obj_id = int(obj_id)
@@ -90,6 +92,7 @@ class SavWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write the SA-V JSON (per-masklet RLEs and stats) once."""
         if self._closed:
             return [self.path]
         self._closed = True
@@ -120,6 +123,11 @@ class SavWriter(MaskWriter):
             "masklet_type": ["manual" if s.edited_frames else "auto" for s in stats],
             "masklet_num": len(ids),
         }
+        if self.labels:  # detector-seeded: each masklet's class (None where none was found)
+            found = [self.labels.get(obj_id) for obj_id in ids]
+            per_masklet["masklet_label"] = [x.label if x else None for x in found]
+            per_masklet["masklet_class_id"] = [x.class_id if x else None for x in found]
+            per_masklet["masklet_det_score"] = [x.det_score if x else None for x in found]
         self._frames.seek(0)
         with self.path.open("w") as out:
             out.write(json.dumps(header)[:-1] + ', "masklet": [')
