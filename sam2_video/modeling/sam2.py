@@ -303,10 +303,10 @@ class SAM2Model(nn.Module):
             return offsets.new_zeros(offsets.shape[0], self.mem_dim, dtype=torch.float32)
         dim = self.hidden_dim if self.config.proj_tpos_enc_in_obj_ptrs else self.mem_dim
         if isinstance(max_ptrs, Tensor):
-            scale = (max_ptrs - 1).clamp(min=1).float()
+            positions = offsets.float() / (max_ptrs - 1).clamp(min=1).float()
         else:
-            scale = max(max_ptrs - 1, 1)
-        encoding = temporal_sine_encoding(offsets.float() / scale, dim)
+            positions = offsets.float() / max(max_ptrs - 1, 1)
+        encoding = temporal_sine_encoding(positions, dim)
         return self.obj_ptr_tpos_proj(encoding)
 
     def pointer_tokens(self, obj_ptrs: Tensor) -> Tensor:

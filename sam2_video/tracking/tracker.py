@@ -213,9 +213,10 @@ class FrameTracker:
         dam = [i for i, (_, obj, _, _) in enumerate(rows) if isinstance(obj, Dam4SamMemory)]
         if not dam:
             return
+        objects = [obj for _, obj, _, _ in rows if isinstance(obj, Dam4SamMemory)]
         index = torch.tensor(dam, device=self.device)
         promoted = apply_promotions(
-            [rows[i][1] for i in dam],
+            objects,
             [rows[i][2] for i in dam],
             heads.low_res_multimasks[index],
             heads.ious[index],
