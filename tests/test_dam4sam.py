@@ -253,11 +253,10 @@ def test_video_areas_equal_a_full_resize(hw):
 
 @pytest.mark.timeout(900)
 def test_dam4sam_memory_is_flat_over_a_long_stream(micro_model, reference):
-    """300 frames of the look-alike clip (played back and forth) with two dam4sam objects:
-    promotions keep happening, yet what the session holds stays within the retention bounds
-    and the process's live tensors do not grow."""
-    from test_stream_memory import live_objects, session_footprint
-
+    """120 frames of the look-alike clip (played forth and back) with two dam4sam objects:
+    promotions go on past the 4 kept ones, yet what each object holds stays within the
+    retention bounds (pointer window + the RAM frames the rule can still reach + 4 promotions
+    + 4 prompts + 300 areas) on every frame, whatever the stream's length."""
     clip, _, _ = reference
     frames = clip["frames_uint8"]
     loop = np.concatenate([frames, frames[::-1]])
@@ -265,18 +264,13 @@ def test_dam4sam_memory_is_flat_over_a_long_stream(micro_model, reference):
     session.add_frame(loop[0])
     session.add_mask(1, clip["first_mask"])
     session.add_points(None, np.array([[150.0, 50.0]]), np.array([1]))
-    footprints, tensors = {}, {}
-    for t in range(1, 301):
+    stored = []
+    for t in range(1, 121):
         session.add_frame(loop[t % len(loop)])
-        if t >= 150 and t % 50 == 0:
-            footprints[t] = session_footprint(session)
-            tensors[t] = live_objects()[0]
-    for obj in session.objects.values():
-        assert obj.promotion_count > 4  # promotions went on past the kept ones
-        assert len(obj.promoted) <= 4 and len(obj.conditioning) <= 4
-        assert len(obj.tracked) <= 16 + 7 and len(obj.areas) <= 300
-        with_memory = [out for out in obj.tracked.values() if out.maskmem is not None]
-        assert len(with_memory) <= 8
-    sizes = [bytes_ for _, bytes_, _ in footprints.values()]
-    assert max(sizes) <= 1.25 * min(sizes), f"session (tensors, bytes, entries): {footprints}"
-    assert max(tensors.values()) - min(tensors.values()) <= 8 * 3, f"live tensors: {tensors}"
+        for obj in session.objects.values():
+            assert len(obj.promoted) <= 4 and len(obj.conditioning) <= 4
+            assert len(obj.tracked) <= 16 + 7 and len(obj.areas) <= 300
+            assert sum(out.maskmem is not None for out in obj.tracked.values()) <= 8
+        stored.append(sum(len(o.tracked) + len(o.promoted) for o in session.objects.values()))
+    assert all(obj.promotion_count > 4 for obj in session.objects.values())
+    assert max(stored) <= 2 * (16 + 7 + 4)
