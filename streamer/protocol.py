@@ -261,7 +261,8 @@ class FrameMessage(_Message):
     number in the source (gaps are frames dropped before inference). pts / time_base: the
     source's timestamp (seconds = pts * time_base), time_base as "num/den". capture_time:
     wall clock (Unix seconds) when the frame was decoded/received. latency: seconds from
-    capture to the end of inference.
+    capture to the end of inference. promoted: objects (dam4sam memory) for which this frame
+    joined the distractor-resolving memory.
     """
 
     type: Literal["frame"] = "frame"
@@ -276,6 +277,7 @@ class FrameMessage(_Message):
     mask_downscale: int
     objects: list[ObjectMasklet]
     lost: list[int] = Field(default_factory=list)
+    promoted: list[int] = Field(default_factory=list)
 
 
 class Ack(_Message):

@@ -119,3 +119,35 @@ def test_limits_and_worker_end(manager):
     assert all(s.ended.wait(TIMEOUT) for s in manager.schedulers.values())
     assert not manager.ready
     assert manager.list() == []
+
+
+def test_dam4sam_session_reports_memory_and_promotions(manager):
+    """A session created with memory="dam4sam" tracks with it: its info says so, and the
+    frames promoted to the distractor-resolving memory are reported per frame and counted."""
+    from pathlib import Path
+
+    clip = np.load(Path(__file__).parent / "fixtures" / "dam4sam" / "clip.npz")["frames_uint8"]
+    session = manager.create(SessionCreate(source="webrtc", memory="dam4sam"))
+    assert session.info().memory == "dam4sam" and session.info().promotions == 0
+
+    async def body():
+        subscriber = session.subscribe()
+        promoted = []
+        session.push_source.push(clip[0])
+        await _next(subscriber, "frame")
+        session.submit(
+            AddPoints(type="add_points", points=[(40, 90)], labels=[1]), reply_to=subscriber
+        )
+        await _next(subscriber, "ack")
+        for t in range(1, 16):
+            session.push_source.push(clip[t])
+            message = await _next(subscriber, "frame")
+            assert message.frame_idx == t
+            promoted += [(t, obj_id) for obj_id in message.promoted]
+        return promoted
+
+    promoted = asyncio.run(asyncio.wait_for(body(), 8 * TIMEOUT))
+    assert promoted, "the look-alike discs should promote frames"
+    assert session.info().promotions == len(promoted)
+    gaps = [b[0] - a[0] for a, b in zip(promoted, promoted[1:])]
+    assert all(gap > 5 for gap in gaps)  # never within 5 frames of the last promotion

@@ -293,12 +293,20 @@ class SAM2Model(nn.Module):
             )
         return features, pos
 
-    def pointer_temporal_encoding(self, offsets: Tensor, max_ptrs: int) -> Tensor:
-        """Temporal encoding of object pointers `offsets` frames away (N,) -> (N, mem_dim)."""
+    def pointer_temporal_encoding(self, offsets: Tensor, max_ptrs: int | Tensor) -> Tensor:
+        """Temporal encoding of object pointers `offsets` frames away (N,) -> (N, mem_dim).
+
+        max_ptrs: the pointer window; offsets are divided by max_ptrs - 1. A (N,) tensor gives
+        each pointer its own window (objects of one batch that have seen different histories).
+        """
         if not self.config.add_tpos_enc_to_obj_ptrs:
             return offsets.new_zeros(offsets.shape[0], self.mem_dim, dtype=torch.float32)
         dim = self.hidden_dim if self.config.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-        encoding = temporal_sine_encoding(offsets.float() / max(max_ptrs - 1, 1), dim)
+        if isinstance(max_ptrs, Tensor):
+            positions = offsets.float() / (max_ptrs - 1).clamp(min=1).float()
+        else:
+            positions = offsets.float() / max(max_ptrs - 1, 1)
+        encoding = temporal_sine_encoding(positions, dim)
         return self.obj_ptr_tpos_proj(encoding)
 
     def pointer_tokens(self, obj_ptrs: Tensor) -> Tensor:

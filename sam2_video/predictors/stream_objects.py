@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from sam2_video.predictors.stream_types import TooManyObjectsError
+from sam2_video.tracking.dam4sam import new_object_memory
 from sam2_video.tracking.memory_bank import FrameOutput, ObjectMemory
 from sam2_video.tracking.prompts import UnknownObjectError
 
@@ -16,8 +17,9 @@ class StreamObjects:
     first prompt has succeeded, so a failed prompt leaves nothing half-made and uses up no id.
     """
 
-    def __init__(self, max_objects: int) -> None:
+    def __init__(self, max_objects: int, memory: str = "sam2") -> None:
         self.max_objects = max_objects
+        self.memory = memory  # the kind of memory new objects get ("sam2" / "dam4sam")
         self.memories: OrderedDict[int, ObjectMemory] = OrderedDict()
         self._next_id = 1
         self._absent_for: dict[int, int] = {}  # id -> consecutive frames with score <= 0
@@ -39,9 +41,10 @@ class StreamObjects:
             candidate += 1
         return candidate
 
-    def for_prompt(self, obj_id: int | None) -> ObjectMemory:
+    def for_prompt(self, obj_id: int | None, frame_hw: tuple[int, int]) -> ObjectMemory:
         """The memory a prompt is for: the object's own, or a new one not yet registered
-        (None: with a fresh id). Raises TooManyObjectsError at `max_objects`."""
+        (None: with a fresh id) for a stream of frame_hw (H, W). Raises TooManyObjectsError at
+        `max_objects`."""
         obj = None if obj_id is None else self.memories.get(obj_id)
         if obj is not None:
             return obj
@@ -49,7 +52,8 @@ class StreamObjects:
             raise TooManyObjectsError(
                 f"session already tracks {len(self.memories)} objects (max_objects)"
             )
-        return ObjectMemory(self.peek_id() if obj_id is None else obj_id)
+        obj_id = self.peek_id() if obj_id is None else obj_id
+        return new_object_memory(obj_id, self.memory, frame_hw)
 
     def prompted(self, obj: ObjectMemory) -> None:
         """A prompt for `obj` succeeded: it counts as present, and joins if it is new."""

@@ -7,6 +7,7 @@ import torch
 
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.predictors.stream_types import FrameResult, SessionOptions, masks_to_boxes
+from sam2_video.tracking.dam4sam import Dam4SamMemory
 from sam2_video.tracking.memory_bank import ObjectMemory
 from sam2_video.tracking.tracker import FrameTracker
 from sam2_video.utils.postprocess import non_overlapping
@@ -68,5 +69,10 @@ def frame_result(
         boxes=masks_to_boxes(masks).cpu().numpy(),
         logits=logits.float().cpu().numpy() if options.return_logits else None,
         lost=lost,
+        promoted=[
+            obj.obj_id
+            for obj in objects
+            if isinstance(obj, Dam4SamMemory) and obj.last_promoted == frame_idx
+        ],
         low_res_logits=None if options.non_overlapping else low_res[:, 0].float().cpu().numpy(),
     )

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.predictors.auto_seed import AutoSeedOptions
+from sam2_video.tracking.dam4sam import check_memory_kind
 
 
 class NoFrameError(RuntimeError):
@@ -45,6 +46,10 @@ class SessionOptions:
         every `auto_seed.reseed_every` frames); None: objects come from prompts only.
     seed_on_demand: keep the current frame (one full-resolution copy) so that `auto_seed()`
         can run on any frame; with False and no `auto_seed`, no copy is made.
+    memory: which past frames each object remembers: "sam2" (its prompts and last 6 frames) or
+        "dam4sam" (distractor-aware memory, `sam2_video.tracking.dam4sam`: recent frames on a
+        stride plus frames that revealed look-alikes). dam4sam objects fill no holes, as the
+        official DAM4SAM tracker.
     """
 
     max_objects: int = 64
@@ -58,6 +63,10 @@ class SessionOptions:
     static_shapes: bool = False
     auto_seed: AutoSeedOptions | None = None
     seed_on_demand: bool = True
+    memory: str = "sam2"
+
+    def __post_init__(self) -> None:
+        check_memory_kind(self.memory)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class FrameResult:
     low_res_logits: (N, S/4, S/4) float32, the model's own output, from which `masks_at` makes
         masks at any other size without going through H x W; None when the session makes
         masks non-overlapping (that rule is applied at frame size).
+    promoted: ids of the objects (dam4sam memory) whose memory this frame joined as a
+        distractor-resolving frame.
     """
 
     frame_idx: int
@@ -85,6 +96,7 @@ class FrameResult:
     logits: np.ndarray | None = None
     lost: list[int] = field(default_factory=list)
     low_res_logits: np.ndarray | None = None
+    promoted: list[int] = field(default_factory=list)
 
     def masks_at(self, hw: tuple[int, int]) -> np.ndarray:
         """(N, h, w) bool masks at another size, e.g. for a client that asks for smaller masks.

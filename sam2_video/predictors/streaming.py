@@ -73,14 +73,16 @@ class StreamingSession:
         opts = self.options
         static = StaticShapes(opts.max_conditioning_frames) if opts.static_shapes else None
         self.tracker = FrameTracker(
-            model, TrackerOptions(fill_hole_area=self.options.fill_hole_area), static_shapes=static
+            model,
+            TrackerOptions.for_memory(self.options.memory, self.options.fill_hole_area),
+            static_shapes=static,
         )
         window = max(model.num_maskmem - 1, model.config.max_obj_ptrs_in_encoder - 1)
         self.retention = RetentionPolicy(
             max_conditioning_frames=self.options.max_conditioning_frames,
             max_frame_distance=window,
         )
-        self._objects = StreamObjects(self.options.max_objects)
+        self._objects = StreamObjects(self.options.max_objects, self.options.memory)
         self.frame_idx = -1
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
@@ -247,7 +249,7 @@ class StreamingSession:
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
-        obj = self._objects.for_prompt(obj_id)
+        obj = self._objects.for_prompt(obj_id, self._current_hw())
         coords, point_labels = merge_points(
             obj, self.frame_idx, coords, point_labels, clear_old_points
         )
@@ -273,7 +275,7 @@ class StreamingSession:
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         check_mask_size(tuple(mask_t.shape), self.frame_hw)
         model_mask = prepare_mask_prompt(mask_t, self.model.image_size, self.tracker.device)
-        obj = self._objects.for_prompt(obj_id)
+        obj = self._objects.for_prompt(obj_id, self._current_hw())
         output, is_init = self.tracker.prompt_mask(features, obj, self.frame_idx, model_mask)
         obj.points.pop(self.frame_idx, None)
         self._store_prompt(obj, output, is_init)

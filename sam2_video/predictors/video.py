@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.tracking.dam4sam import check_memory_kind, new_object_memory
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
     ObjectMemory,
@@ -82,6 +83,8 @@ class SAM2VideoPredictor:
         conditioning frame (default False, as official: it is a correction seen only by the
         next few frames' memory).
     non_overlap_masks: each pixel goes to at most one object in the returned masks.
+    memory: "sam2" or "dam4sam" (distractor-aware memory, `sam2_video.tracking.dam4sam`;
+        forward propagation only, no hole filling).
     """
 
     def __init__(
@@ -91,9 +94,11 @@ class SAM2VideoPredictor:
         fill_hole_area: int = 0,
         non_overlap_masks: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
+        memory: str = "sam2",
     ) -> None:
         self.model = model
-        self.tracker = FrameTracker(model, TrackerOptions(fill_hole_area=fill_hole_area))
+        self.memory = check_memory_kind(memory)
+        self.tracker = FrameTracker(model, TrackerOptions.for_memory(memory, fill_hole_area))
         self.non_overlap_masks = non_overlap_masks
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         # Offline: keep every frame's result, as the official predictor (it is offline).
@@ -174,7 +179,7 @@ class SAM2VideoPredictor:
         if obj is None:
             if not create:
                 raise UnknownObjectError(f"unknown object id {obj_id}; known: {state.obj_ids}")
-            obj = ObjectMemory(obj_id)
+            obj = new_object_memory(obj_id, self.memory, state.video_hw)
         return obj
 
     def _check_frame(self, state: VideoInferenceState, frame_idx: int) -> None:

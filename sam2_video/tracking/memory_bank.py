@@ -28,6 +28,8 @@ class FrameOutput:
         are encoded when tracking moves on, like the official `propagate_in_video` preflight).
     ious: (M,) predicted IoU of the returned mask token(s), for reporting.
     from_prompt: the mask came from user prompts (its memory is encoded from a binarised mask).
+    visible: the mask has a positive low-res logit; filled in by memory policies that ask
+        (`sam2_video.tracking.dam4sam`), None until then.
     """
 
     low_res_logits: Tensor
@@ -36,6 +38,7 @@ class FrameOutput:
     maskmem: Tensor | None = None
     ious: Tensor | None = None
     from_prompt: bool = False
+    visible: bool | None = None
 
 
 @dataclass
@@ -67,10 +70,13 @@ class MemorySelection:
     spatial: (slot, output) pairs; slot indexes `maskmem_tpos_enc` (num_maskmem-1 for
         conditioning frames, 0 for the previous frame, 5 for six frames back).
     pointers: (signed temporal offset, output) pairs.
+    pointer_span: offsets are divided by pointer_span - 1 before their sine encoding; None:
+        the tracker's pointer window for the step (SAM 2). DAM4SAM uses the frames seen so far.
     """
 
     spatial: list[tuple[int, FrameOutput]]
     pointers: list[tuple[int, FrameOutput]]
+    pointer_span: int | None = None
 
 
 @dataclass
@@ -86,6 +92,9 @@ class ObjectMemory:
     mask_prompt_frames: set[int] = field(default_factory=set)
     # Frames this object has an answer for -> whether they were reached tracking in reverse.
     frames_tracked: dict[int, bool] = field(default_factory=dict)
+
+    # Which memory rule this object follows ("sam2" here; subclasses name theirs).
+    memory_kind = "sam2"
 
     def output_at(self, frame_idx: int) -> FrameOutput | None:
         """The latest result on a frame: pending prompt, then conditioning, then tracked."""
@@ -131,18 +140,24 @@ class ObjectMemory:
         if policy.max_frame_distance is not None:
             for t in [t for t in self.tracked if abs(t - frame_idx) > policy.max_frame_distance]:
                 del self.tracked[t]
-            for t in [t for t in self.points if abs(t - frame_idx) > policy.max_frame_distance]:
-                if t not in self.conditioning and t not in self.pending:
-                    del self.points[t]
-            for t in [
-                t for t in self.frames_tracked if abs(t - frame_idx) > policy.max_frame_distance
-            ]:
-                if t not in self.conditioning:
-                    del self.frames_tracked[t]
+            self._forget_frame_bookkeeping(frame_idx, policy.max_frame_distance)
             # Spatial memory of frames beyond the memory window is never read again.
             for t, out in self.tracked.items():
                 if abs(t - frame_idx) >= num_maskmem and out.maskmem is not None:
                     out.maskmem = None
+        self._cap_conditioning(policy)
+
+    def _forget_frame_bookkeeping(self, frame_idx: int, distance: int) -> None:
+        """Forget points and tracked-frame flags of frames farther than `distance`."""
+        for t in [t for t in self.points if abs(t - frame_idx) > distance]:
+            if t not in self.conditioning and t not in self.pending:
+                del self.points[t]
+        for t in [t for t in self.frames_tracked if abs(t - frame_idx) > distance]:
+            if t not in self.conditioning:
+                del self.frames_tracked[t]
+
+    def _cap_conditioning(self, policy: RetentionPolicy) -> None:
+        """Keep the first and the most recent conditioning frames (`max_conditioning_frames`)."""
         cap = policy.max_conditioning_frames
         if cap is not None and len(self.conditioning) > cap:
             frames = sorted(self.conditioning)

@@ -44,8 +44,9 @@ class MemoryLayout:
         # Gather (row, place, ...) of every memory frame and pointer first, then write each
         # kind with one indexed copy instead of ~30 small copies per object.
         frame_rows, frame_places, frame_slots, frame_mems = [], [], [], []
-        ptr_rows, ptr_places, ptr_offsets, ptr_values = [], [], [], []
+        ptr_rows, ptr_places, ptr_offsets, ptr_values, ptr_spans = [], [], [], [], []
         for row, selection in enumerate(selections):
+            span = max_ptrs if selection.pointer_span is None else selection.pointer_span
             for place, (slot, out) in enumerate(selection.spatial):
                 frame_rows.append(row)
                 frame_places.append(place)
@@ -56,6 +57,7 @@ class MemoryLayout:
                 ptr_places.append(place)
                 ptr_offsets.append(offset)
                 ptr_values.append(out.obj_ptr)
+                ptr_spans.append(span)
 
         spatial = torch.zeros(batch, num_slots, hw, mem_dim, device=device)
         spatial_pos = torch.zeros_like(spatial)
@@ -83,7 +85,10 @@ class MemoryLayout:
             ptrs = torch.stack(ptr_values)  # (K, C)
             offsets = torch.tensor(ptr_offsets, device=device)
             tokens[index] = model.pointer_tokens(ptrs[None])[0].unflatten(0, (-1, split))
-            tokens_pos[index] = model.pointer_temporal_encoding(offsets, max_ptrs)  # (K, mem_dim)
+            spans = (
+                torch.tensor(ptr_spans, device=device) if len(set(ptr_spans)) > 1 else ptr_spans[0]
+            )
+            tokens_pos[index] = model.pointer_temporal_encoding(offsets, spans)  # (K, mem_dim)
             tokens_pad[index] = False
 
         memory = torch.cat([spatial.flatten(1, 2), tokens.flatten(1, 2)], dim=1)  # (B, M, mem_dim)

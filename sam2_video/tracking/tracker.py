@@ -24,6 +24,7 @@ from torch import Tensor
 
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model, SamHeadOutput
+from sam2_video.tracking.dam4sam import Dam4SamMemory, apply_promotions
 from sam2_video.tracking.memory_bank import FrameOutput, MemorySelection, ObjectMemory
 from sam2_video.tracking.memory_layout import MemoryLayout
 from sam2_video.tracking.object_chunks import chunk_slices, object_chunks
@@ -45,6 +46,14 @@ class TrackerOptions:
 
     fill_hole_area: int = 0
     multimask_max_points: int = 1
+
+    @classmethod
+    def for_memory(cls, memory: str, fill_hole_area: int = 0) -> TrackerOptions:
+        """Options for objects with `memory` ("sam2" / "dam4sam"). The official DAM4SAM fork
+        fills no holes and picks the best of 3 masks for prompts of up to 3 points."""
+        if memory == "dam4sam":
+            return cls(fill_hole_area=0, multimask_max_points=3)
+        return cls(fill_hole_area=fill_hole_area)
 
 
 @dataclass(frozen=True)
@@ -184,11 +193,46 @@ class FrameTracker:
         )
         heads = _first_rows(heads, batch)
         outputs = self._split_outputs(heads, maskmem[:batch].to(torch.bfloat16), from_prompt=False)
+        self._promote_distractor_frames(rows, heads, outputs, frame_embed, encoder_chunk)
         grouped, start = [], 0
         for group in groups:
             grouped.append(outputs[start : start + len(group.objects)])
             start += len(group.objects)
         return grouped
+
+    def _promote_distractor_frames(
+        self,
+        rows: list[tuple[int, ObjectMemory, int, bool]],
+        heads: SamHeadOutput,
+        outputs: list[FrameOutput],
+        frame_embed: Tensor,
+        encoder_chunk: int | None,
+    ) -> None:
+        """DAM4SAM objects: promote frames that reveal look-alikes to their DRM, with memory
+        encoded again from the binarised mask (`sam2_video.tracking.dam4sam`)."""
+        dam = [i for i, (_, obj, _, _) in enumerate(rows) if isinstance(obj, Dam4SamMemory)]
+        if not dam:
+            return
+        objects = [obj for _, obj, _, _ in rows if isinstance(obj, Dam4SamMemory)]
+        index = torch.tensor(dam, device=self.device)
+        promoted = apply_promotions(
+            objects,
+            [rows[i][2] for i in dam],
+            heads.low_res_multimasks[index],
+            heads.ious[index],
+            heads.low_res_masks[index],
+            [outputs[i] for i in dam],
+        )
+        if not promoted:
+            return
+        rows_promoted = [dam[i] for i in promoted]
+        at = torch.tensor(rows_promoted, device=self.device)
+        embed = frame_embed if frame_embed.shape[0] == 1 else frame_embed[at]
+        maskmem = self._encode_memory(
+            embed, heads.high_res_masks[at], heads.object_score_logits[at], True, encoder_chunk
+        )
+        for i, mem in zip(rows_promoted, maskmem.to(torch.bfloat16)):
+            outputs[i].maskmem = mem
 
     def max_pointers(self, num_frames: int | None) -> int:
         limit = self.model.config.max_obj_ptrs_in_encoder

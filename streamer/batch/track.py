@@ -28,6 +28,7 @@ from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
+from sam2_video.tracking.dam4sam import check_memory_kind
 from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
@@ -104,6 +105,8 @@ class TrackPlan:
     formats: output format names; seeding: auto-seed options (None: prompts only);
     detect: detector seeding (None: none); max_objects: objects tracked at most;
     max_frames: stop after this many frames (None: all).
+    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    memory: "sam2" or "dam4sam" (distractor-aware memory, `SessionOptions.memory`).
     """
 
     formats: list[str]
@@ -111,6 +114,7 @@ class TrackPlan:
     max_objects: int = 64
     max_frames: int | None = None
     detect: BatchDetect | None = None  # detector seeding (`--detector`)
+    memory: str = "sam2"
 
 
 def plan_track(
@@ -122,6 +126,7 @@ def plan_track(
     max_objects: int = 64,
     max_frames: int | None = None,
     detect: BatchDetect | None = None,
+    memory: str = "sam2",
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
@@ -136,9 +141,10 @@ def plan_track(
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
+        check_memory_kind(memory)
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames, detect)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, detect, memory)
 
 
 def load_track_model(
@@ -171,6 +177,7 @@ def track_video(
     max_frames: int | None = None,
     progress: bool = True,
     detect: BatchDetect | None = None,
+    memory: str = "sam2",
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -192,6 +199,7 @@ def track_video(
         max_objects=max_objects,
         max_frames=max_frames,
         detect=detect,
+        memory=memory,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -220,7 +228,9 @@ def track_with_model(
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
-    options = SessionOptions(max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding)
+    options = SessionOptions(
+        max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding, memory=plan.memory
+    )
     logger.info("%s: %dx%d at %s fps on %s", video, info.width, info.height, info.fps, sam.device)
     session = StreamingSession(sam, options)
     by_frame: dict[int, list[Prompt]] = defaultdict(list)

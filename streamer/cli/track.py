@@ -69,6 +69,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         help="track at most N objects (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_memory_option(parser)
     seed = parser.add_argument_group("auto-seed (mask generator on the seeding frame)")
     for flag, kind, default, text in _SEED_VALUE_OPTIONS:
         seed.add_argument(
@@ -79,6 +80,16 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
             help=text if default is None else f"{text} (default: %(default).4g)",
         )
     parser.set_defaults(handler=_run_track)
+
+
+def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory",
+        choices=("sam2", "dam4sam"),
+        default="sam2",
+        help="which past frames each object remembers: sam2 (default) or dam4sam "
+        "(distractor-aware memory, for look-alike objects)",
+    )
 
 
 def _run_track(args: argparse.Namespace) -> int:
@@ -109,6 +120,7 @@ def _run_track(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
             progress=not args.no_progress,
             detect=detect,
+            memory=args.memory,
         )
     except (
         DetectorError,
@@ -170,6 +182,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_memory_option(parser)
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: a worker per device; ray: a Ray Data actor pool")  # fmt: skip
@@ -208,6 +221,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             max_objects=args.max_objects,
             max_frames=args.max_frames,
             detect=detect_plan(args),
+            memory=args.memory,
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(

@@ -210,6 +210,11 @@ def _session_metrics(manager: SessionManager) -> Iterator[Metric]:
         ),
         ("sam2_stream_frames_processed", "frames tracked", lambda s: s.processed),
         (
+            "sam2_stream_drm_promotions",
+            "frames promoted to a dam4sam object's distractor-resolving memory",
+            lambda s: s.promotions,
+        ),
+        (
             "sam2_stream_frames_dropped",
             "frames dropped before inference",
             lambda s: stats[s.id].dropped,

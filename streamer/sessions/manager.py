@@ -196,6 +196,7 @@ class SessionManager:
                 SessionOptions(
                     max_objects=max_objects,
                     non_overlapping=request.non_overlapping,
+                    memory=request.memory,
                     auto_seed=seeding,
                     # Fixed shapes keep the compiled graphs from recompiling frame to frame.
                     static_shapes=self.settings.vos_optimized,

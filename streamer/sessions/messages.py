@@ -53,6 +53,7 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
                     labels=session.detection.labels,
                 ),
                 lost=list(result.lost),
+                promoted=list(result.promoted),
             )
             encoded[key] = message
         subscriber.last_frame_time = now

@@ -264,6 +264,7 @@ class DeviceScheduler:
                 continue
             self.frames_processed += 1
             session.processed += 1
+            session.promotions += len(result.promoted)
             session.inference.observe(elapsed)
             session.view = tracker_view(session.stream)
             session.detection.image = frame.image

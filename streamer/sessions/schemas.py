@@ -24,6 +24,8 @@ class SessionCreate(BaseModel):
     non_overlapping: each pixel belongs to at most one object.
     detect: seed objects with the server's detector on the first frame and every
         `every_n_frames` frames (`DetectOptions`; needs `serve --detector`).
+    memory: which past frames each object remembers: "sam2" (default) or "dam4sam"
+        (distractor-aware memory: keeps frames that revealed look-alikes; `SessionOptions`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -36,6 +38,7 @@ class SessionCreate(BaseModel):
     max_frames: int | None = Field(default=None, ge=1)
     non_overlapping: bool = False
     detect: DetectOptions | None = None
+    memory: Literal["sam2", "dam4sam"] = "sam2"
 
 
 class SessionInfo(BaseModel):
@@ -63,6 +66,10 @@ class SessionInfo(BaseModel):
     # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
     # applies); see `streamer.sessions.lifecycle`.
     expires_in: float | None = None
+    # Which memory its objects use, and how many frames dam4sam promoted to their
+    # distractor-resolving memory so far (0 with sam2).
+    memory: str = "sam2"
+    promotions: int = 0
     # The session's capability tokens (docs/protocol.md, "Authorization"): only in the
     # response to the request that created it, never in info or listings.
     token: str | None = None

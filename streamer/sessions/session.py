@@ -148,6 +148,7 @@ class Session:
         self.detection = SessionDetection(options=request.detect)
         # Counters (written by the worker thread).
         self.processed = 0
+        self.promotions = 0  # frames promoted to a dam4sam object's DRM
         self.inference = Histogram()
         self.end_to_end = Histogram()
         self.rates = RateMeter(("captured", "processed", "dropped"))
@@ -409,4 +410,6 @@ class Session:
             inference_latency_mean=self.inference.mean,
             device=self.device,
             device_seconds=round(self.device_seconds, 6),
+            memory=self.stream.options.memory,
+            promotions=self.promotions,
         )

@@ -139,7 +139,8 @@ async function startCamera() {
     const video = $("local-video");
     video.srcObject = stream;
     await video.play().catch(() => {});
-    const session = await api("POST", "/sessions", { source: "webrtc" });
+    const memory = $("memory-select").value;
+    const session = await api("POST", "/sessions", { source: "webrtc", memory });
     rememberSession(session); // its capability token, for its paths and websocket
     state.ownsSession = true;
     await attach(session, { camera: stream });
@@ -676,6 +677,9 @@ function renderStats() {
   $("stat-objects").textContent = String(state.objects.size);
   $("stat-frames").textContent = String(counters.frames);
   $("stat-frame-idx").textContent = display ? String(display.frame_idx) : "-";
+  const info = state.session;
+  $("stat-memory").textContent = info && info.memory ? info.memory : "-";
+  $("stat-promotions").textContent = info && info.promotions != null ? String(info.promotions) : "-";
 }
 
 // --- export ---------------------------------------------------------------------------------
