@@ -48,6 +48,7 @@ from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions.lifecycle import LifecyclePolicy, SessionReaper
 from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
 from streamer.settings import Settings
+from streamer.webrtc.failures import PeerFailureCollector
 from streamer.webrtc.routes import webrtc_router
 from streamer.webrtc.whip import whip_router
 
@@ -180,11 +181,13 @@ def _info(request: Request, session: Session) -> SessionInfo:
     """The session's info with its lifecycle deadline (`expires_in`)."""
     info = session.info()
     reaper: SessionReaper | None = request.app.state.reaper
-    return (
-        info
-        if reaper is None
-        else info.model_copy(update={"expires_in": reaper.expires_in(session)})
-    )
+    update: dict[str, Any] = {}
+    if reaper is not None:
+        update["expires_in"] = reaper.expires_in(session)
+    webrtc = getattr(request.app.state, "webrtc", None)
+    if webrtc is not None:
+        update["peer_failures"] = [f.public() for f in webrtc.failures.for_session(session.id)]
+    return info.model_copy(update=update) if update else info
 
 
 def _manager(request: Request | WebSocket) -> SessionManager:
@@ -213,7 +216,11 @@ def _http_routes() -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
-        text = render_service_metrics(_manager(request), DrainCollector(request.app.state.drain))
+        collectors = [DrainCollector(request.app.state.drain)]
+        webrtc = getattr(request.app.state, "webrtc", None)
+        if webrtc is not None:
+            collectors.append(PeerFailureCollector(webrtc.failures))
+        text = render_service_metrics(_manager(request), *collectors)
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @router.post("/sessions", status_code=201)

@@ -33,6 +33,16 @@ class SessionCreate(BaseModel):
     non_overlapping: bool = False
 
 
+class PeerFailureInfo(BaseModel):
+    """A WebRTC peer of the session that failed (`streamer.webrtc.failures`)."""
+
+    peer_id: str
+    role: str  # "offer" | "whip"
+    stage: str  # "ice" | "dtls" | "timeout"
+    reason: str
+    at: float  # Unix time
+
+
 class SessionInfo(BaseModel):
     """Public view of a session (the HTTP API's session resource)."""
 
@@ -58,3 +68,5 @@ class SessionInfo(BaseModel):
     # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
     # applies); see `streamer.sessions.lifecycle`.
     expires_in: float | None = None
+    # Its WebRTC peers that failed (ICE, DTLS, never connected), most recent last.
+    peer_failures: list[PeerFailureInfo] = []
