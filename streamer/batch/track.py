@@ -34,7 +34,14 @@ from sam2_video.predictors.streaming import (
     StreamingSession,
     TooManyObjectsError,
 )
-from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
+from streamer.batch.outputs import (
+    MaskWriter,
+    OutputOptions,
+    VideoInfo,
+    make_writers,
+    parse_formats,
+)
+from streamer.batch.outputs.png import PNG_LAYOUTS
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
 from streamer.ingest.base import END_OF_STREAM, SourceState
@@ -102,13 +109,15 @@ class TrackPlan:
     """Checked options of a tracking run, shared by every video of a `track-many` run.
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
-    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all);
+    outputs: how the writers lay out their files (PNG layout, frames as JPEGs).
     """
 
     formats: list[str]
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    outputs: OutputOptions = OutputOptions()
 
 
 def plan_track(
@@ -119,9 +128,11 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    outputs: OutputOptions | None = None,
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
+    outputs = outputs or OutputOptions()
     try:
         chosen = parse_formats(list(formats) if formats else None)
         if not has_prompts and not auto_seed:
@@ -131,9 +142,11 @@ def plan_track(
         if max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
+        if outputs.png_layout not in PNG_LAYOUTS:
+            raise ValueError(f"png layout must be one of {', '.join(PNG_LAYOUTS)}")
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, outputs)
 
 
 def load_track_model(
@@ -165,6 +178,7 @@ def track_video(
     device: str | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    outputs: OutputOptions | None = None,
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -172,6 +186,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    outputs: PNG layout, frames as JPEGs (`OutputOptions`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -184,6 +199,7 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        outputs=outputs,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -221,8 +237,7 @@ def track_with_model(
     writers = []
     outputs: list[Path] = []
     try:
-        for fmt in plan.formats:
-            writers.append(make_writer(fmt, out_dir, info))
+        writers.extend(make_writers(plan.formats, out_dir, info, plan.outputs))
         frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
     finally:
         for writer in writers:

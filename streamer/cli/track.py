@@ -31,8 +31,9 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
         description="Track objects through every frame of VIDEO, seeded from a prompts file "
         "(docs/prompts_format.md) or automatically on the first frame, and write the results "
-        "to OUT in the chosen formats: coco (<stem>_coco.json), sav (<stem>_sav.json), png "
-        "(<stem>_png/NNNNN.png palette images) and mp4 (<stem>_overlay.mp4).",
+        "to OUT in the chosen formats: coco (<stem>_coco.json), sav (<stem>_manual.json and "
+        "<stem>_auto.json), png (png/<stem>/NNNNN.png palette images, value = object id) and "
+        "mp4 (<stem>_overlay.mp4).",
     )
     parser.add_argument("video", type=Path, metavar="VIDEO")
     seeds = parser.add_mutually_exclusive_group(required=True)
@@ -50,6 +51,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FMT",
         help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
     )
+    add_output_layout_options(parser)
     add_model_options(parser)
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
@@ -77,6 +79,28 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_track)
 
 
+def add_output_layout_options(parser: argparse.ArgumentParser) -> None:
+    """--png-layout and --write-frames (streamer.batch.outputs.OutputOptions)."""
+    parser.add_argument(
+        "--png-layout",
+        choices=("indexed", "per-object"),
+        default="indexed",
+        help="png: indexed = png/<video>/NNNNN.png, value = object id (ids up to 255); "
+        "per-object = png/<video>/<obj:03d>/NNNNN.png, SA-V val/test (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write-frames",
+        action="store_true",
+        help="also write the frames as frames/<video>/NNNNN.jpg (the COCO file_names)",
+    )
+
+
+def output_options(args: argparse.Namespace):
+    from streamer.batch.outputs import OutputOptions
+
+    return OutputOptions(png_layout=args.png_layout, write_frames=args.write_frames)
+
+
 def _run_track(args: argparse.Namespace) -> int:
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
@@ -100,6 +124,7 @@ def _run_track(args: argparse.Namespace) -> int:
             device=args.device,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            outputs=output_options(args),
         )
     except (
         track.VideoInputError,
@@ -151,6 +176,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
                         help="default: OUT/manifest.jsonl")  # fmt: skip
     parser.add_argument("--format", dest="formats", action="append", metavar="FMT",
                         help="as for track (default: coco)")  # fmt: skip
+    add_output_layout_options(parser)
     add_model_options(parser)
     parser.add_argument("--max-frames", type=int, default=None, metavar="N")
     parser.add_argument("--max-objects", type=int, default=64, metavar="N")
@@ -192,6 +218,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            outputs=output_options(args),
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(
