@@ -35,6 +35,7 @@ class ManifestRow:
     status: "done" (every output written) or "failed" (`error` says why).
     frames: frames processed; objects: objects tracked; seconds: wall time of the video.
     worker: who ran it ("host:pid device"). finished_at: Unix time the row was written.
+    options: what it was tracked with (`streamer.batch.run_options`; None in older rows).
     """
 
     video: str
@@ -46,6 +47,7 @@ class ManifestRow:
     worker: str = ""
     error: str | None = None
     finished_at: float = field(default_factory=time.time)
+    options: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:

@@ -158,8 +158,10 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
         help="track many videos (one output folder each) on this machine or a Ray cluster",
         description="Track every video in INPUTS (files, folders, glob patterns) and --list "
         "files into OUT/<name>/ (the files `track` writes), recording one row per video in "
-        "OUT/manifest.jsonl. A rerun skips videos done and complete. Exit 0 when every video "
-        "is done, 1 when some failed (see the manifest), 2 for bad input.",
+        "OUT/manifest.jsonl with the options it was tracked with. A rerun skips videos done "
+        "and complete with the same options and tracks again those whose options changed "
+        "(--force: every video). Exit 0 when every video is done, 1 when some failed (see the "
+        "manifest), 2 for bad input.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT")
     parser.add_argument(
@@ -183,6 +185,8 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--force", action="store_true",
+                        help="track every video again, even those done with the same options")  # fmt: skip
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
@@ -191,8 +195,9 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     engine.add_argument("--address", default=None,
                         help="ray: cluster address (default: a new local cluster)")  # fmt: skip
     engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")
-    engine.add_argument("--num-gpus", type=float, default=0.0, metavar="X",
-                        help="ray: GPUs per actor (0: CPU actors)")  # fmt: skip
+    engine.add_argument("--num-gpus", type=float, default=None, metavar="X",
+                        help="ray: GPUs per actor (0: CPU actors; default: 1 when the cluster "
+                        "has GPUs, else 0)")  # fmt: skip
     engine.add_argument("--num-cpus", type=float, default=1.0, metavar="X",
                         help="ray: CPUs per actor")  # fmt: skip
     engine.add_argument("--max-retries", type=int, default=3, metavar="N",
@@ -234,7 +239,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
         report = track_many.run_track_many(
             videos, out=args.out, job=job, engine=args.engine, device=args.device,
             manifest_path=args.manifest, progress=not args.no_progress,
-            ray_options=ray_options if args.engine == "ray" else None,
+            ray_options=ray_options if args.engine == "ray" else None, force=args.force,
         )  # fmt: skip
     except (
         track.TrackOptionError,
@@ -250,7 +255,11 @@ def _run_track_many(args: argparse.Namespace) -> int:
         report_error("track-many", exc)
         return EXIT_FAILURE
     done = len(report.rows) - len(report.failed)
-    print(f"{done} done, {len(report.failed)} failed, {report.skipped} skipped -> {args.out}")
+    again = f" ({report.redone} tracked again: options changed or --force)" if report.redone else ""
+    print(
+        f"{done} done{again}, {len(report.failed)} failed, {report.skipped} skipped "
+        f"(done with the same options) -> {args.out}"
+    )
     for row in report.failed:
         report_error("track-many", f"{row.video}: {row.error}")
     return EXIT_FAILURE if report.failed else EXIT_OK
