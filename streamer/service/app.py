@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from sam2_video.modeling.sam2 import SAM2Model
 from streamer.protocol import Error, ErrorCode
-from streamer.service.api_docs import mount_api_docs
+from streamer.service.api_docs import offline_docs_app
 from streamer.service.auth import BearerAuthMiddleware
 from streamer.service.connection import handle_client_message, hello_message
 from streamer.service.drain import DrainCollector, Drainer, drain_router
@@ -35,6 +35,7 @@ from streamer.service.limits import (
 from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.service.metrics import render_service_metrics
 from streamer.service.redact import install_log_redaction
+from streamer.service.startup import startup_line
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -120,7 +121,7 @@ def create_app(
         install_log_redaction()  # uvicorn has configured its handlers by now
         app.state.reaper = _reaper(app, manager, settings)
         reaping = asyncio.create_task(app.state.reaper.run(REAPER_INTERVAL_S))
-        logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
+        logger.info("%s", startup_line(settings, manager))
         try:
             yield
         finally:
@@ -128,11 +129,8 @@ def create_app(
             await asyncio.gather(reaping, return_exceptions=True)
             await asyncio.to_thread(manager.shutdown)
 
-    # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
-    app = FastAPI(
-        title="sam2-stream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
-    mount_api_docs(app)
+    # /docs and /redoc are served with local assets (api_docs.py), not from a CDN.
+    app = offline_docs_app(title="sam2-stream", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.manager = None
     app.state.drain = Drainer(

@@ -127,7 +127,27 @@ function reportApiError(error) {
   }
 }
 
+/** Why this page cannot have a camera, or null: browsers give one only to secure pages. */
+function cameraBlocker() {
+  if (window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    return null;
+  }
+  if (!window.isSecureContext) {
+    return (
+      `The camera needs HTTPS: this page came over plain HTTP from ${location.host}, and ` +
+      "browsers allow cameras only on https:// pages (or http://localhost). Start the " +
+      "server with --tls-cert/--tls-key (docs/https.md) and open https://" + location.host + "/."
+    );
+  }
+  return "This browser offers no camera (navigator.mediaDevices is missing).";
+}
+
 async function startCamera() {
+  const blocker = cameraBlocker();
+  if (blocker) {
+    say(blocker, "error");
+    return;
+  }
   setBusy(true);
   try {
     say("Opening the camera...");
@@ -734,6 +754,8 @@ function setup() {
   setBusy(false);
   updateView();
   refreshSessions();
+  const blocker = cameraBlocker();
+  if (blocker) say(blocker, "error"); // said at once, not after a click that cannot work
   requestAnimationFrame(render);
 }
 
