@@ -261,3 +261,30 @@ def test_serve_refuses_a_bad_tls_pair_before_loading_the_model(tmp_path: Path, c
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
     assert main(["serve", "--tls-cert", str(cert), "--tls-key", str(cert)]) == EXIT_BAD_INPUT
     assert "cannot use" in capsys.readouterr().err
+
+
+def test_page_opens_a_file_source(tls_service, browser) -> None:
+    """The page's "Open" form: a video file on the server, watched and clicked like a camera."""
+    base, _ = tls_service
+    clip = Path(__file__).parent / "data" / "bedroom.mp4"
+    context = _context(browser)
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/")
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.fill("#source-input", str(clip))
+        page.click("#open-source")
+        wait_for(page, "s.sessionId !== null && s.socket === 'open' && s.frameIdx >= 1")
+        session_id = summary(page)["sessionId"]
+        click_source_pixel(page, *CLICK)
+        wait_for(page, "s.objects.length === 1")
+        trust = ssl.create_default_context(cafile=str(tls_service[1].state.settings.tls_cert))
+        url = f"{base}/sessions/{session_id}"
+        info = httpx.get(url, headers=AUTH, timeout=10, verify=trust).json()
+    finally:
+        context.close()  # the page deletes the session it opened
+    assert info["source"] == str(clip) and info["kind"] == "file"
+    assert errors == [], f"uncaught errors in the page: {errors}"

@@ -5,13 +5,17 @@
 // here (overlay.js), aligned with the camera frames by pts (sync.js); everything received is
 // kept for the SA-V export (sav.js). docs/client.md describes the page.
 
-import { ApiError, api, getToken, setToken, socketUrl } from "./api.js";
+import { ApiError, getToken, setToken } from "./api.js";
+import { Sam2StreamClient } from "./client.js";
 import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
 import { PointerGestures } from "./pointer.js";
 import { Peer } from "./rtc.js";
 import { MaskletRecorder } from "./sav.js";
-import { SessionSocket } from "./socket.js";
 import { CameraFrames, PtsClock } from "./sync.js";
+
+// The page talks to the server through the same module other pages import.
+const client = new Sam2StreamClient({ token: getToken });
+const api = (...args) => client.request(...args);
 
 const POLL_MS = 1000; // session stats (GET /sessions/{id})
 const PING_MS = 5000; // websocket round trip (an empty set_options), for the latency estimate
@@ -98,6 +102,7 @@ function markDirty() {
 function setBusy(active) {
   $("start-camera").disabled = active;
   $("join-session").disabled = active;
+  $("open-source").disabled = active;
   $("stop").disabled = !active;
   $("export").disabled = !active;
 }
@@ -159,9 +164,29 @@ async function startCamera() {
     const video = $("local-video");
     video.srcObject = stream;
     await video.play().catch(() => {});
-    const session = await api("POST", "/sessions", { source: "webrtc" });
+    const session = await client.openSession("webrtc");
     state.ownsSession = true;
     await attach(session, { camera: stream });
+  } catch (error) {
+    reportApiError(error);
+    await stop();
+  }
+}
+
+/** Open a session on a file path (on the server) or a stream URL (rtsp://...) and watch it. */
+async function openSource(event) {
+  event.preventDefault();
+  const source = $("source-input").value.trim();
+  if (!source) {
+    say("Enter a video path on the server or an rtsp:// URL.");
+    return;
+  }
+  setBusy(true);
+  try {
+    say(`Opening ${source}...`);
+    const session = await client.openSession(source);
+    state.ownsSession = true;
+    await attach(session, { camera: null });
   } catch (error) {
     reportApiError(error);
     await stop();
@@ -194,7 +219,7 @@ async function attach(session, { camera }) {
   $("sync-video").disabled = !camera;
   updateView();
 
-  state.socket = new SessionSocket(() => socketUrl(session.id), {
+  state.socket = client.connect(session.id, {
     onMessage: onMessage,
     onState: (value, detail) => {
       setBadge("ws-state", "socket", detail ? `${value} ${detail}` : value);
@@ -202,7 +227,6 @@ async function attach(session, { camera }) {
       if (value === "closed" && detail && state.session) say(`Socket closed: ${detail}`);
     },
   });
-  state.socket.connect();
 
   if (camera) {
     state.frames = new CameraFrames($("local-video"));
@@ -721,6 +745,7 @@ function setup() {
   });
   $("start-camera").onclick = startCamera;
   $("join-session").onclick = joinSession;
+  $("open-form").addEventListener("submit", openSource);
   $("refresh-sessions").onclick = refreshSessions;
   $("stop").onclick = stop;
   $("new-object").onclick = () => {
