@@ -43,6 +43,7 @@ from streamer.batch.outputs import (
 )
 from streamer.batch.outputs.png import PNG_LAYOUTS
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
+from streamer.batch.seed_progress import track_frame
 from streamer.batch.segment import resolve_device
 from streamer.ingest.base import END_OF_STREAM, SourceState
 from streamer.ingest.file import FileSource
@@ -280,7 +281,9 @@ def _run(
     try:
         while (frame := source.slot.get()) is not END_OF_STREAM:
             try:
-                result = session.add_frame(frame.image, pts=frame.pts)
+                result = track_frame(
+                    session, frame.image, frame.pts, name=info.name, progress=progress
+                )
             except FrameSizeError as exc:
                 raise VideoInputError(f"{video}, frame {frame.index}: {exc}") from exc
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]
