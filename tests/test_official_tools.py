@@ -31,7 +31,7 @@ from PIL import Image
 from pycocotools import mask as mask_api
 from test_track_cli import FRAMES, HEIGHT, MICRO, WIDTH, _decode, _rle
 
-from streamer.cli import main
+from streamer.cli import EXIT_BAD_INPUT, main
 
 clip = test_track_cli.clip  # the 8-frame 320x180 clip fixture, used here by name
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -213,3 +213,19 @@ def test_coco_file_names_exist_with_write_frames(clip: Path, prompts: Path, tmp_
     for image in images:
         with Image.open(out / image["file_name"]) as jpeg:
             assert jpeg.size == (image["width"], image["height"]) == (WIDTH, HEIGHT)
+
+
+def test_ids_above_255_need_the_per_object_layout(clip: Path, tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(
+        json.dumps({"prompts": [{"frame": 0, "obj_id": 300, "box": [10, 10, 90, 90]}]})
+    )
+    args = ["track", str(clip), "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+            *MICRO, "--no-progress", "--format", "png", "--max-frames", "2"]  # fmt: skip
+    assert main(args) == EXIT_BAD_INPUT
+    assert "--png-layout per-object" in capsys.readouterr().err
+    assert main([*args, "--png-layout", "per-object"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "png" / "room" / "300").iterdir()) == [
+        "00000.png",
+        "00001.png",
+    ]

@@ -41,7 +41,7 @@ from streamer.batch.outputs import (
     make_writers,
     parse_formats,
 )
-from streamer.batch.outputs.png import PNG_LAYOUTS
+from streamer.batch.outputs.png import MAX_INDEXED_ID, PNG_LAYOUTS
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.seed_progress import track_frame
 from streamer.batch.segment import resolve_device
@@ -204,7 +204,7 @@ def track_video(
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
-        load_prompts(prompts, width=info.width, height=info.height)
+        _check_png_ids(plan, load_prompts(prompts, width=info.width, height=info.height))
     sam = load_track_model(model, checkpoint, download, device)
     summary = track_with_model(
         sam, video, out_dir=out_dir, plan=plan, prompts=prompts, progress=progress
@@ -228,6 +228,7 @@ def track_with_model(
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
+    _check_png_ids(plan, pending)
     options = SessionOptions(max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding)
     logger.info("%s: %dx%d at %s fps on %s", video, info.width, info.height, info.fps, sam.device)
     session = StreamingSession(sam, options)
@@ -251,6 +252,18 @@ def track_with_model(
             frames - 1,
         )
     return TrackSummary(frames, session.obj_ids, outputs, time.monotonic() - started, unused)
+
+
+def _check_png_ids(plan: TrackPlan, prompts: Sequence[Prompt]) -> None:
+    """Indexed PNGs store the object id in a byte: refuse larger ids before tracking."""
+    if "png" not in plan.formats or plan.outputs.png_layout != "indexed":
+        return
+    ids = sorted({p.obj_id for p in prompts if p.obj_id is not None and p.obj_id > MAX_INDEXED_ID})
+    if ids:
+        raise TrackOptionError(
+            f"object ids {ids} do not fit indexed PNGs (ids 1..{MAX_INDEXED_ID}, the pixel "
+            "value); use --png-layout per-object"
+        )
 
 
 def _run(

@@ -104,6 +104,10 @@ class Session:
     def end(self) -> dict[str, Any] | None:
         return self._session.end
 
+    @property
+    def frames_dropped(self) -> int:
+        return self._session.frames_dropped
+
     def add_points(
         self,
         points: Sequence[Sequence[float]],
