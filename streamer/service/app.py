@@ -47,6 +47,7 @@ from streamer.sessions import (
 )
 from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions.lifecycle import LifecyclePolicy, SessionReaper
+from streamer.sessions.schemas import PeerFailureInfo
 from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
 from streamer.settings import Settings
 from streamer.webrtc.failures import PeerFailureCollector
@@ -184,7 +185,8 @@ def _info(request: Request, session: Session) -> SessionInfo:
         update["expires_in"] = reaper.expires_in(session)
     webrtc = getattr(request.app.state, "webrtc", None)
     if webrtc is not None:
-        update["peer_failures"] = [f.public() for f in webrtc.failures.for_session(session.id)]
+        failures = webrtc.failures.for_session(session.id)
+        update["peer_failures"] = [PeerFailureInfo(**f.public()) for f in failures]
     return info.model_copy(update=update) if update else info
 
 
