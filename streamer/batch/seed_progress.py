@@ -9,6 +9,7 @@ scheduler does), then the seeding slices run one by one under their own bar.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -25,9 +26,11 @@ def track_frame(
     *,
     name: str,
     progress: bool,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> FrameResult:
     """`session.add_frame(image, pts)`; a seeding frame shows a "seeding" bar (stderr) when
-    `progress`. image: (H, W, 3) uint8 RGB. Raises like `add_frame`."""
+    `progress`, and calls on_step(done, total) after each seeding slice (track-many shows it
+    on its own bar). image: (H, W, 3) uint8 RGB. Raises like `add_frame`."""
     seeding = session.options.auto_seed
     if seeding is None:
         return session.add_frame(image, pts=pts)
@@ -49,3 +52,5 @@ def track_frame(
             except StopIteration as done:
                 return done.value
             bar.update()
+            if on_step is not None:
+                on_step(bar.n, total)

@@ -221,9 +221,11 @@ def track_with_model(
     prompts: Path | None = None,
     progress: bool = True,
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
 ) -> TrackSummary:
     """Track `video` with an already loaded model (a `track-many` worker holds one for many
-    videos). on_frame(frame_idx) is called after each frame is written. Raises like
+    videos). on_frame(frame_idx) is called after each frame is written, on_seed(done, total)
+    after each slice of a first-frame auto-seeding. Raises like
     `track_video`, less the model-loading errors."""
     started = time.monotonic()
     info = probe_video(video)
@@ -240,7 +242,9 @@ def track_with_model(
     outputs: list[Path] = []
     try:
         writers.extend(make_writers(plan.formats, out_dir, info, plan.outputs))
-        frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
+        frames = _run(
+            session, video, info, by_frame, writers, plan.max_frames, progress, on_frame, on_seed
+        )
     finally:
         for writer in writers:
             outputs.extend(writer.close())
@@ -275,6 +279,7 @@ def _run(
     max_frames: int | None,
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
@@ -295,7 +300,12 @@ def _run(
         while (frame := source.slot.get()) is not END_OF_STREAM:
             try:
                 result = track_frame(
-                    session, frame.image, frame.pts, name=info.name, progress=progress
+                    session,
+                    frame.image,
+                    frame.pts,
+                    name=info.name,
+                    progress=progress,
+                    on_step=on_seed,
                 )
             except FrameSizeError as exc:
                 raise VideoInputError(f"{video}, frame {frame.index}: {exc}") from exc

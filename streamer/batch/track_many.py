@@ -126,6 +126,7 @@ def run_local(
     *,
     devices: Sequence[str],
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
 ) -> Iterator[ManifestRow]:
     """Track `items` on one worker thread per device; yields rows as videos end.
     A worker whose model fails to load ends the run (the error is raised here)."""
@@ -138,7 +139,7 @@ def run_local(
         try:
             worker = VideoWorker(job, device=device)
             while (item := _next(todo)) is not None:
-                results.put(worker.process(item, on_frame))
+                results.put(worker.process(item, on_frame, on_seed))
         except BaseException as exc:  # noqa: BLE001 - re-raised by the driver thread
             results.put(exc)
         finally:
@@ -263,7 +264,14 @@ def run_track_many(
     try:
         if engine == "local":
             rows = run_local(
-                job, items, devices=local_devices(device), on_frame=lambda _: frames_bar.update(1)
+                job,
+                items,
+                devices=local_devices(device),
+                on_frame=lambda _: frames_bar.update(1),
+                # First-frame auto-seeding (seconds to minutes on a CPU) shows on the frame bar.
+                on_seed=lambda done, total: frames_bar.set_postfix_str(
+                    f"seeding {done}/{total}" if done < total else ""
+                ),
             )
         elif engine == "ray":
             from streamer.batch.ray_engine import run_ray
