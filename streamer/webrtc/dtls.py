@@ -2,13 +2,18 @@
 
 aiortc offers only ECDHE-ECDSA cipher suites. That is enough when aiortc is the DTLS server
 (the suite follows the server's certificate, and ours is ECDSA P-256), but when aiortc is the
-DTLS client of a peer whose certificate is RSA (FFmpeg's `whip` muxer, GStreamer's
-`webrtcbin` and the WHIP clients built on it, all with their default certificates), the peer
-finds no suite it can sign with and the handshake fails ("no shared cipher").
-`InteropCertificate` keeps aiortc's ECDSA certificate and suites, and adds the ECDHE-RSA
-suites that browsers offer too (RFC 8827 mandates the ECDSA one; it forbids nothing else).
-The list stays short so that a ClientHello fits one datagram (aiortc PR #1011: some DTLS
-stacks cannot reassemble a fragmented one).
+DTLS client of a peer whose certificate is RSA (GStreamer's `webrtcbin` and the WHIP clients
+built on it, with their default certificates), the peer finds no suite it can sign with and
+the handshake fails ("no shared cipher"). `InteropCertificate` keeps aiortc's ECDSA certificate
+and suites, and adds the ECDHE-RSA suites that browsers offer too (RFC 8827 mandates the ECDSA
+one; it forbids nothing else). The list stays short so that a ClientHello fits one datagram
+(aiortc PR #1011: some DTLS stacks cannot reassemble a fragmented one).
+
+Not fixable here: FFmpeg's `whip` muxer built with GnuTLS (PyAV's wheels) makes an ECDSA
+certificate on P-224 by default and insists on being the DTLS server; OpenSSL 3.5+ (the one in
+`cryptography`) no longer has P-224 as a TLS group, so as its client we must refuse it ("wrong
+curve"). The failure is reported with that reason; FFmpeg works given a P-256 certificate
+(`cert_file` / `key_file`, docs/protocol.md).
 
 aiortc has no option for its cipher list (upstream: aiortc issue #956, PRs #1392 / #1421, open),
 so `configure_dtls()` replaces the certificate class that `RTCPeerConnection` instantiates,
@@ -19,8 +24,8 @@ certificate, and `RTCCertificate._create_ssl_context()` builds its OpenSSL conte
 grows an option for this, use it and delete this module.
 
 The certificate also records the DTLS alerts of its connection (OpenSSL's info callback), so
-that a failed handshake can be reported with a reason (`dtls_alert`) rather than aiortc's
-debug-level "DTLS handshake failed".
+that a failed handshake can be reported with a reason (`transport_failure`) rather than
+aiortc's debug-level "DTLS handshake failed".
 """
 
 from __future__ import annotations
