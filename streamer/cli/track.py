@@ -186,7 +186,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--force", action="store_true",
-                        help="track every video again, even those done with the same options")  # fmt: skip
+                        help="track every video again, even if done with the same options")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
