@@ -185,8 +185,11 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--force", action="store_true",
-                        help="track every video again, even if done with the same options")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="track every video again, even if done with the same options",
+    )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
