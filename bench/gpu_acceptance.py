@@ -38,9 +38,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MICRO_CHECKPOINT, REPO, box_masks, machine_info, rss_mib  # noqa: E402
 
+from sam2_video import SessionOptions, StreamingSession  # noqa: E402
 from sam2_video.build import build_sam2  # noqa: E402
 from sam2_video.predictors.image import SAM2ImagePredictor  # noqa: E402
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession  # noqa: E402
 from sam2_video.predictors.video import SAM2VideoPredictor  # noqa: E402
 
 REFERENCE = REPO / "tests" / "fixtures" / "reference" / "micro"
@@ -368,7 +368,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {key} | `{json.dumps(results[key])}` |")
     for row in results.get("compiled", []):
         lines.append(
-            f"| compiled ({results['args']['backend']}), {row['objects']} objects | eager {row['eager_fps']} fps, "
+            f"| compiled ({results['args']['backend']}), {row['objects']} objects "
+            f"| eager {row['eager_fps']} fps, "
             f"compiled {row['compiled_fps']} fps, warm-up {row['compile_warmup_s']} s, "
             f"recompiles {row['recompiles_after_warmup']} |"
         )

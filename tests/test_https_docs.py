@@ -16,13 +16,13 @@ import ipaddress
 import json
 import ssl
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from conftest import MICRO_CHECKPOINT
+from waiting import poll
 
 from streamer.service.app import create_app
 from streamer.service.startup import startup_line
@@ -104,11 +104,8 @@ def tls_service(micro_model, tmp_path_factory):
     thread.start()
     base = f"https://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                pytest.fail("the TLS server did not start in 60 s")
-            thread.join(timeout=0.1)  # the poll step
+        poll(lambda: server.started or not thread.is_alive(), 60, "the TLS server to start")
+        assert server.started, "the TLS server's thread ended before it started"
         trust = ssl.create_default_context(cafile=str(cert))
         ready = httpx.get(f"{base}/readyz", headers=AUTH, timeout=10, verify=trust)
         assert ready.status_code == 200

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_track_cli
+from coco_rle import decode_rle
 from PIL import Image
 from pycocotools import mask as mask_api
-from test_track_cli import FRAMES, HEIGHT, MICRO, WIDTH, _decode, _rle
+from test_track_cli import FRAMES, HEIGHT, MICRO, WIDTH, _rle
 
 from streamer.cli import EXIT_BAD_INPUT, main
 
@@ -154,7 +155,7 @@ def test_indexed_pngs_equal_the_official_rendering(
     record = json.loads((runs[0] / "room_coco.json").read_text())
     per_frame: dict[int, dict[int, np.ndarray]] = {}
     for a in record["annotations"]:
-        per_frame.setdefault(a["image_id"], {})[a["track_id"]] = _decode(a["segmentation"])
+        per_frame.setdefault(a["image_id"], {})[a["track_id"]] = decode_rle(a["segmentation"])
     overlaps = 0
     for frame in range(FRAMES):
         masks = per_frame.get(frame, {})
@@ -201,7 +202,7 @@ def test_sav_dataset_reader_reads_the_json(
         for obj_id, rle in zip(manual["masklet_id"], row):
             got = mask_api.decode(rle) > 0  # as the reader's visualisation decodes them
             want = by_key.get((frame, obj_id))
-            expected = _decode(want) if want else np.zeros((HEIGHT, WIDTH), bool)
+            expected = decode_rle(want) if want else np.zeros((HEIGHT, WIDTH), bool)
             np.testing.assert_array_equal(got, expected)
 
 

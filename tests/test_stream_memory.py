@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from torch import Tensor
 
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video import SessionOptions, StreamingSession
 
 MICRO = Path(__file__).parent / "fixtures" / "reference" / "micro"
 
@@ -63,7 +63,7 @@ def _tensors(root: object) -> Iterator[Tensor]:
 
 def session_footprint(session: StreamingSession) -> tuple[int, int, int]:
     """(tensors, bytes of their distinct storages, frame entries) held by the session."""
-    roots = [session.objects, session._features, session._frame, session._absent_for]
+    roots = [session.objects, session._features, session._frame, session._objects._absent_for]
     tensors = list(_tensors(roots))
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     entries = sum(

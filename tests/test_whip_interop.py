@@ -32,7 +32,8 @@ from conftest import DATA
 from gst_whip_publisher import SCRIPT, SYSTEM_PYTHON, unavailable_reason
 from OpenSSL import SSL
 from serve_process import running_server
-from test_webrtc import TIMEOUT, run, wait_until
+from test_webrtc import TIMEOUT, run
+from waiting import poll_async
 from websockets.asyncio.client import connect
 
 from streamer.webrtc.dtls import CIPHER_LIST, InteropCertificate, configure_dtls
@@ -268,7 +269,7 @@ def test_ffmpeg_default_certificate_failure_is_reported(server):
             info = (await http.get(f"{base}/sessions/{session_id}", headers=AUTH)).json()
             return info["peer_failures"]
 
-    [failure] = run(wait_until(failures))
+    [failure] = run(poll_async(failures, TIMEOUT, "the DTLS failure in the session info"))
     assert failure["role"] == "whip" and failure["stage"] == "dtls"
     assert "DTLS handshake failed" in failure["reason"], failure
     assert "the peer's certificate key is" in failure["reason"], failure  # e.g. ECDSA secp224r1
@@ -313,7 +314,9 @@ def test_whip_client_that_never_connects_is_reported(server, loopback_ice):
                 info = (await http.get(f"{base}/sessions/{session_id}", headers=AUTH)).json()
                 return info if info.get("state") == "failed" else None
 
-            return await wait_until(failed, timeout=CONNECT_TIMEOUT_S + TIMEOUT)
+            return await poll_async(
+                failed, CONNECT_TIMEOUT_S + TIMEOUT, "the WHIP session to end failed"
+            )
 
     info = run(body())
     [failure] = info["peer_failures"]

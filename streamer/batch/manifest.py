@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,12 @@ class ManifestRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        """A row from its JSON object; keys this version does not know are ignored."""
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> str:
+        """The row as one JSON line (sorted keys, no newline)."""
         return json.dumps(asdict(self), sort_keys=True)
 
 
@@ -90,6 +92,7 @@ class Manifest:
         return rows
 
     def append(self, row: ManifestRow) -> None:
+        """Append `row` as one line (thread-safe; a torn last line is left behind, not joined)."""
         line = row.to_json() + "\n"
         with self._lock:
             try:
@@ -106,6 +109,6 @@ class Manifest:
                 raise ManifestError(f"cannot write manifest {self.path}: {exc}") from exc
 
 
-def is_complete(row: ManifestRow | None) -> bool:
+def is_complete(row: ManifestRow | None) -> TypeGuard[ManifestRow]:
     """True when a rerun may skip the row's video: done, and its output folder is in place."""
     return row is not None and row.status == "done" and Path(row.output).is_dir()

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import numpy as np
 from tqdm import tqdm
 
+from sam2_video import FrameResult, StreamingSession
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from sam2_video.predictors.multi_stream import track_streams
-from sam2_video.predictors.streaming import FrameResult, StreamingSession
 
 
 def track_frame(

@@ -32,4 +32,5 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def report_error(command: str, message: object) -> None:
+    """Print `sam2-stream <command>: error: <message>` to stderr (the user's terminal)."""
     print(f"sam2-stream {command}: error: {message}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamer.cli.common import (
     EXIT_BAD_INPUT,
@@ -12,6 +13,9 @@ from streamer.cli.common import (
     add_model_options,
     report_error,
 )
+
+if TYPE_CHECKING:
+    from streamer.batch.outputs import OutputOptions
 
 # (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
 # AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
@@ -26,6 +30,7 @@ _SEED_VALUE_OPTIONS: tuple[tuple[str, type, float | int | None, str], ...] = (
 
 
 def add_track_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track` command and its options to `commands`."""
     parser = commands.add_parser(
         "track",
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
@@ -95,7 +100,8 @@ def add_output_layout_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def output_options(args: argparse.Namespace):
+def output_options(args: argparse.Namespace) -> OutputOptions:
+    """The `OutputOptions` of the parsed --png-layout / --write-frames options."""
     from streamer.batch.outputs import OutputOptions
 
     return OutputOptions(png_layout=args.png_layout, write_frames=args.write_frames)
@@ -153,6 +159,7 @@ def _run_track(args: argparse.Namespace) -> int:
 
 
 def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track-many` command and its options to `commands`."""
     parser = commands.add_parser(
         "track-many",
         help="track many videos (one output folder each) on this machine or a Ray cluster",
@@ -192,9 +199,9 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
+                        help="local: a worker per device; ray: a Ray Data actor pool")  # fmt: skip
     engine.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="local engine: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
+                        help="local: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
     engine.add_argument("--address", default=None,
                         help="ray: cluster address (default: a new local cluster)")  # fmt: skip
     engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")

@@ -63,6 +63,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the HTTP connection pool (sessions close their own websockets)."""
         await self._http.aclose()
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -77,9 +78,11 @@ class AsyncClient:
         return response
 
     async def sessions(self) -> list[dict[str, Any]]:
+        """The server's sessions (`GET /sessions`: one info dict each)."""
         return (await self.request("GET", "/sessions")).json()["sessions"]
 
     async def limits(self) -> dict[str, Any]:
+        """The server's limits (`GET /limits`)."""
         return (await self.request("GET", "/limits")).json()
 
     async def open_session(self, source: str, **options: Any) -> AsyncSession:
@@ -96,6 +99,7 @@ class AsyncClient:
         return await AsyncSession.connect(self, info)
 
     def websocket_url(self, path: str) -> str:
+        """The ws:// (or wss://) URL of `path` on this server."""
         return "ws" + self.base_url[len("http") :] + path
 
 
@@ -118,6 +122,8 @@ class AsyncSession:
 
     @classmethod
     async def connect(cls, client: AsyncClient, info: dict[str, Any]) -> AsyncSession:
+        """Open the websocket of the session `info` describes (TLS as the client's
+        `verify`), wait for its hello and start reading."""
         ssl = None
         if client.base_url.startswith("https"):
             import ssl as ssl_module
@@ -209,12 +215,15 @@ class AsyncSession:
         return await self.request({"type": "detect", **fields})
 
     async def remove_object(self, obj_id: int) -> messages.Reply:
+        """Stop tracking `obj_id`."""
         return await self.request({"type": "remove_object", "obj_id": obj_id})
 
     async def reset(self) -> messages.Reply:
+        """Forget every object and the session's memory."""
         return await self.request({"type": "reset"})
 
     async def set_options(self, **fields: Any) -> messages.Reply:
+        """Change session options (fields as docs/protocol.md gives them)."""
         return await self.request({"type": "set_options", **fields})
 
     # --- masklets --------------------------------------------------------------------------
@@ -314,8 +323,8 @@ class AsyncSession:
 
 def _closed_error(exc: ConnectionClosed, session_id: str) -> ClientError:
     code = exc.rcvd.code if exc.rcvd is not None else None
-    cls = _WS_CLOSE_ERRORS.get(code)
+    cls = _WS_CLOSE_ERRORS.get(code) if code is not None else None
     reason = exc.rcvd.reason if exc.rcvd is not None else ""
-    if cls is not None:
+    if cls is not None and code is not None:
         return cls(code, reason or "refused", f"session {session_id}: websocket closed {code}")
     return SessionEndedError(f"session {session_id}: websocket closed ({code} {reason})")

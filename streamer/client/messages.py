@@ -66,6 +66,7 @@ def decode_mask(rle: dict[str, Any]) -> np.ndarray:
 
 
 def masklet(data: dict[str, Any]) -> Masklet:
+    """A masklet message's dict -> `Masklet` (its RLE decoded to an (H, W) bool mask)."""
     return Masklet(
         obj_id=int(data["obj_id"]),
         mask=decode_mask(data["rle"]),
@@ -78,6 +79,7 @@ def masklet(data: dict[str, Any]) -> Masklet:
 
 
 def frame(data: dict[str, Any]) -> Frame:
+    """A `frame` message's dict -> `Frame`."""
     time_base = data.get("time_base")
     return Frame(
         frame_idx=int(data["frame_idx"]),
@@ -93,6 +95,7 @@ def frame(data: dict[str, Any]) -> Frame:
 
 
 def reply(data: dict[str, Any]) -> Reply:
+    """An `ack` message's dict -> `Reply`."""
     return Reply(
         request=str(data.get("request")),
         frame_idx=int(data.get("frame_idx", -1)),

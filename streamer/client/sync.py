@@ -71,9 +71,11 @@ class Client:
         self._loop.stop()
 
     def sessions(self) -> list[dict[str, Any]]:
+        """As `AsyncClient.sessions`."""
         return self._loop.run(self._async.sessions())
 
     def limits(self) -> dict[str, Any]:
+        """As `AsyncClient.limits`."""
         return self._loop.run(self._async.limits())
 
     def open_session(self, source: str, **options: Any) -> Session:
@@ -81,6 +83,7 @@ class Client:
         return self._wrap(self._loop.run(self._async.open_session(source, **options)))
 
     def session(self, session_id: str) -> Session:
+        """As `AsyncClient.session`."""
         return self._wrap(self._loop.run(self._async.session(session_id)))
 
     def _wrap(self, session: AsyncSession) -> Session:
@@ -102,10 +105,12 @@ class Session:
 
     @property
     def end(self) -> dict[str, Any] | None:
+        """The session's `end` message, once it came (else None)."""
         return self._session.end
 
     @property
     def frames_dropped(self) -> int:
+        """Frames this client dropped because nobody read them."""
         return self._session.frames_dropped
 
     def add_points(
@@ -117,29 +122,37 @@ class Session:
         box: Sequence[float] | None = None,
         frame_idx: int | None = None,
     ) -> messages.Reply:
+        """As `AsyncSession.add_points`."""
         return self._loop.run(
             self._session.add_points(points, labels, obj_id=obj_id, box=box, frame_idx=frame_idx)
         )
 
     def add_box(self, box: Sequence[float], *, obj_id: int | None = None) -> messages.Reply:
+        """As `AsyncSession.add_box`."""
         return self._loop.run(self._session.add_box(box, obj_id=obj_id))
 
     def add_mask(self, mask: np.ndarray, *, obj_id: int | None = None) -> messages.Reply:
+        """As `AsyncSession.add_mask`."""
         return self._loop.run(self._session.add_mask(mask, obj_id=obj_id))
 
     def auto_seed(self) -> messages.Reply:
+        """As `AsyncSession.auto_seed`."""
         return self._loop.run(self._session.auto_seed())
 
     def detect(self, **fields: Any) -> messages.Reply:
+        """As `AsyncSession.detect`."""
         return self._loop.run(self._session.detect(**fields))
 
     def remove_object(self, obj_id: int) -> messages.Reply:
+        """As `AsyncSession.remove_object`."""
         return self._loop.run(self._session.remove_object(obj_id))
 
     def reset(self) -> messages.Reply:
+        """As `AsyncSession.reset`."""
         return self._loop.run(self._session.reset())
 
     def set_options(self, **fields: Any) -> messages.Reply:
+        """As `AsyncSession.set_options`."""
         return self._loop.run(self._session.set_options(**fields))
 
     def publish(self, track: Any) -> None:
@@ -162,11 +175,13 @@ class Session:
                 return
 
     def close(self) -> None:
+        """Close the session's connection (idempotent); the session stays on the server."""
         if not self._closed:
             self._closed = True
             self._loop.run(self._session.close())
 
     def delete(self) -> None:
+        """Delete the session on the server (`AsyncSession.delete`)."""
         self._closed = True
         self._loop.run(self._session.delete())
 

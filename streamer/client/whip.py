@@ -21,6 +21,8 @@ class WhipPublisher:
         self.pc: Any = None
 
     async def start(self, track: Any) -> None:
+        """Offer `track` to the session's WHIP endpoint and apply the answer; raises the
+        typed `ClientError` of a refusal (the peer is closed then)."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         self.pc = RTCPeerConnection()
@@ -40,6 +42,7 @@ class WhipPublisher:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
 
     async def close(self) -> None:
+        """DELETE the WHIP resource (errors ignored) and close the peer connection."""
         if self.location is not None:
             with contextlib.suppress(ClientError):
                 await self.client.request("DELETE", self.location)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
+    import torch
+
     from streamer.sessions import SessionManager
 
 
@@ -37,6 +39,6 @@ def startup_line(settings: Settings, manager: SessionManager) -> str:
     )
 
 
-def _dtype(model) -> object:
+def _dtype(model: torch.nn.Module) -> object:
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else "?"

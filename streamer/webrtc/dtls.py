@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import aiortc.rtcpeerconnection
 from aiortc import RTCCertificate, RTCPeerConnection
@@ -125,13 +126,13 @@ class InteropCertificate(RTCCertificate):
         weakref.WeakValueDictionary()
     )
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.alerts: list[DtlsAlert] = []  # fatal ones end the handshake; bounded below
         for fingerprint in self.getFingerprints():
             InteropCertificate._by_fingerprint[fingerprint.value] = self
 
-    def _create_ssl_context(self, srtp_profiles) -> SSL.Context:
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
         ctx = super()._create_ssl_context(srtp_profiles)
         ctx.set_cipher_list(CIPHER_LIST)
         ctx.set_info_callback(self._on_ssl_info)
@@ -174,7 +175,8 @@ def configure_dtls() -> None:
             "aiortc.rtcpeerconnection.RTCCertificate is gone: streamer.webrtc.dtls needs "
             "updating for this aiortc version"
         )
-    aiortc.rtcpeerconnection.RTCCertificate = InteropCertificate
+    # setattr: mypy forbids assigning to a class name, but replacing it is the point here.
+    setattr(aiortc.rtcpeerconnection, "RTCCertificate", InteropCertificate)  # noqa: B010
 
 
 def _dtls_transports(pc: RTCPeerConnection) -> list:

@@ -68,6 +68,7 @@ class PeerFailureLog:
     def record(
         self, *, peer_id: str, session_id: str, role: str, stage: FailureStage, reason: str
     ) -> PeerFailure:
+        """Log one peer failure (WARNING), count it and keep it for the session; returns it."""
         failure = PeerFailure(peer_id, session_id, role, stage, reason, time.time())
         logger.warning(
             "peer %s (%s, session %s) failed at %s: %s",
@@ -106,6 +107,7 @@ class PeerFailureCollector:
         self.log = log
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        """The failure counter, one sample per (role, stage), zeros included."""
         family = CounterMetricFamily(
             "sam2_stream_webrtc_peer_failures",
             "WebRTC peers whose ICE or DTLS failed, or that never connected",

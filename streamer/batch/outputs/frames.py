@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
 
@@ -31,6 +31,7 @@ class FrameWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Write the frame's (H, W, 3) RGB image as `frames/<video>/<frame_idx:05d>.jpg`."""
         path = self.out_dir / frame_file_name(self.info.name, result.frame_idx)
         bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)  # (H, W, 3) uint8
         ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -40,4 +41,5 @@ class FrameWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Nothing to flush; returns the frames folder."""
         return [self.folder]

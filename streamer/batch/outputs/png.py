@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, OutputOptions, VideoInfo
 from streamer.ingest.base import VideoFrame
 
@@ -85,6 +85,9 @@ class PaletteWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Save the frame's PNG(s) in the writer's layout: (H, W) uint8, value = object id
+        (`indexed`) or 0/1 (`per-object`, one PNG per object); raises ValueError for an id
+        that does not fit `indexed`."""
         obj_ids = [int(i) for i in result.obj_ids]
         self._obj_ids.update(dict.fromkeys(obj_ids))
         name = f"{result.frame_idx:05d}.png"
@@ -107,6 +110,7 @@ class PaletteWriter(MaskWriter):
         image.save(path, optimize=False)
 
     def close(self) -> list[Path]:
+        """Write `<video>_png.json` once; returns the PNG folder and that file."""
         if not self._closed:
             self._closed = True
             record = {

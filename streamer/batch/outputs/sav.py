@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 from streamer.ingest.base import VideoFrame
 
@@ -85,6 +85,7 @@ class SavWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Record the frame's RLE mask and area per object (empty RLE when absent)."""
         rles = {}
         for k, obj_id in enumerate(result.obj_ids):
             obj_id = int(obj_id)
@@ -98,6 +99,7 @@ class SavWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write the SA-V JSON file(s) (per-masklet RLEs and stats) once; returns them."""
         paths = list(self.paths.values())
         if self._closed:
             return paths
