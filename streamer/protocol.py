@@ -60,6 +60,8 @@ class ErrorCode(str, enum.Enum):
     SESSION_ENDED = "session_ended"  # the session was deleted or failed
     INTERNAL = "internal"  # an unexpected server error; the connection stays usable
     RATE_LIMITED = "rate_limited"  # too many expensive commands; retry after `retry_after` s
+    NO_DETECTOR = "no_detector"  # `detect` on a server started without --detector
+    DETECTION_FAILED = "detection_failed"  # the detector raised; the stream goes on
 
 
 class _Message(BaseModel):
@@ -147,6 +149,40 @@ class AutoSeed(_Request):
     type: Literal["auto_seed"]
 
 
+class DetectOptions(BaseModel):
+    """Detector seeding: what to look for, how often, and when a detection is a tracked object.
+
+    classes: class names to keep (YOLO) or look for (text detectors); text: a text prompt
+    such as "person. car." (text detectors). every_n_frames: run again on every frame whose
+    index is a multiple of it; 0 = the current (or first) frame only. min_score: detections
+    below it are ignored. iou: a detection whose box overlaps a tracked object's box with at
+    least this IoU is that object (it keeps its id); the others become new objects.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classes: list[Annotated[StrictStr, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=256
+    )
+    text: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    every_n_frames: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
+    min_score: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.25
+    iou: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] = 0.5
+
+    @model_validator(mode="after")
+    def _text_not_blank(self) -> DetectOptions:
+        if self.text is not None and not any(c.isalnum() for c in self.text):
+            raise ValueError("text names no class (e.g. 'person. car.')")
+        return self
+
+
+class Detect(_Request, DetectOptions):
+    """Run the server's detector on the current frame and track what it finds; with
+    `every_n_frames` > 0, also on later frames (replacing earlier `detect` settings)."""
+
+    type: Literal["detect"]
+
+
 class SetOptions(_Request):
     """Change this connection's output; fields left out keep their value."""
 
@@ -160,10 +196,10 @@ class SetOptions(_Request):
 
 
 ClientMessage = Annotated[
-    AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | SetOptions,
+    AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | Detect | SetOptions,
     Field(discriminator="type"),
 ]
-PromptMessage = AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed
+PromptMessage = AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | Detect
 CLIENT_TYPES = (
     "add_points",
     "add_box",
@@ -171,6 +207,7 @@ CLIENT_TYPES = (
     "remove_object",
     "reset",
     "auto_seed",
+    "detect",
     "set_options",
 )
 
@@ -186,6 +223,8 @@ class ObjectMasklet(BaseModel):
     rle: the mask (at 1/mask_downscale of the frame). bbox: [x, y, w, h] pixels of the full
     frame (zeros when empty). area: mask pixels at full resolution. score: presence
     probability (sigmoid of the object score logit). iou: the decoder's predicted IoU.
+    label, class_id, det_score: the class name, class id and score of the detection that
+    seeded the object (or last matched it); None for objects no detector found.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -196,6 +235,9 @@ class ObjectMasklet(BaseModel):
     area: int
     score: float
     iou: float
+    label: str | None = None
+    class_id: int | None = None
+    det_score: float | None = None
 
 
 class Hello(_Message):

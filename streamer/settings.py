@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # Automatic seeding (`auto_seed`): prompt grid density and objects added at most.
     auto_seed_points_per_side: int = Field(default=16, ge=1)
     auto_seed_max_objects: int = Field(default=8, ge=1)
+    # Detector for `detect` (see sam2_video.detect.load_detector): a YOLO .pt (Ultralytics,
+    # AGPL-3.0), a transformers model id or folder (Grounding DINO, OWLv2), or
+    # "package.module:function"; None: `detect` answers `no_detector`.
+    detector: str | None = None
 
     static_dir: Path = Path(__file__).parent / "static"
 

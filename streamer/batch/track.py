@@ -24,11 +24,10 @@ import av
 from tqdm import tqdm
 
 from sam2_video import SAM2Model, SessionOptions, StreamingSession
-from sam2_video.build import build_sam2
-from sam2_video.checkpoints import ensure_checkpoint
-from sam2_video.config import load_config
+from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
+from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.batch.outputs import (
     MaskWriter,
     OutputOptions,
@@ -105,7 +104,8 @@ class TrackPlan:
     """Checked options of a tracking run, shared by every video of a `track-many` run.
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
-    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all);
+    detect: detector seeding (None: none); max_objects: objects tracked at most;
+    max_frames: stop after this many frames (None: all);
     outputs: how the writers lay out their files (PNG layout, frames as JPEGs).
     """
 
@@ -114,6 +114,7 @@ class TrackPlan:
     max_objects: int = 64
     max_frames: int | None = None
     outputs: OutputOptions = OutputOptions()
+    detect: BatchDetect | None = None  # detector seeding (`--detector`)
 
 
 def plan_track(
@@ -125,14 +126,17 @@ def plan_track(
     max_objects: int = 64,
     max_frames: int | None = None,
     outputs: OutputOptions | None = None,
+    detect: BatchDetect | None = None,
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
     outputs = outputs or OutputOptions()
     try:
         chosen = parse_formats(list(formats) if formats else None)
-        if not has_prompts and not auto_seed:
-            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
+        if not has_prompts and not auto_seed and detect is None:
+            raise ValueError(
+                "nothing to track: give a prompts file, a detector or ask for auto-seeding"
+            )
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if max_objects < 1:
@@ -142,7 +146,7 @@ def plan_track(
             raise ValueError(f"png layout must be one of {', '.join(PNG_LAYOUTS)}")
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames, outputs)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, outputs=outputs, detect=detect)
 
 
 def load_track_model(
@@ -153,9 +157,9 @@ def load_track_model(
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
-    config = load_config(model)
+    check_model(model)
     torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
     return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
 
 
@@ -175,6 +179,7 @@ def track_video(
     max_frames: int | None = None,
     progress: bool = True,
     outputs: OutputOptions | None = None,
+    detect: BatchDetect | None = None,
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -183,6 +188,7 @@ def track_video(
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
     outputs: PNG layout, frames as JPEGs (`OutputOptions`).
+    detect: seed (and label) objects with a detector (`BatchDetect`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -196,6 +202,7 @@ def track_video(
         max_objects=max_objects,
         max_frames=max_frames,
         outputs=outputs,
+        detect=detect,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -235,10 +242,23 @@ def track_with_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = []
     outputs: list[Path] = []
+    detection = FrameDetector(plan.detect, str(sam.device)) if plan.detect else None
     try:
         writers.extend(make_writers(plan.formats, out_dir, info, plan.outputs))
+        if detection is not None:
+            for writer in writers:
+                writer.labels = detection.labels
         frames = _run(
-            session, video, info, by_frame, writers, plan.max_frames, progress, on_frame, on_seed
+            session,
+            video,
+            info,
+            by_frame,
+            writers,
+            plan.max_frames,
+            progress,
+            on_frame,
+            on_seed,
+            detection,
         )
     finally:
         for writer in writers:
@@ -275,6 +295,7 @@ def _run(
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
     on_seed: Callable[[int, int], None] | None = None,
+    detection: FrameDetector | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
@@ -308,6 +329,8 @@ def _run(
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]
             if edited:
                 result = session.current_result()
+            if detection is not None:
+                result = detection.apply(session, frame.image) or result
             for writer in writers:
                 writer.write(frame, result, edited=edited)
             frames += 1

@@ -16,7 +16,10 @@ DEFAULT_MODEL = "sam2.1_hiera_t"
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --checkpoint, --download: shared by the commands that load a model."""
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+        "--model",
+        default=DEFAULT_MODEL,
+        help="config name (default: %(default)s), Ultralytics' name (sam2_b.pt, sam2.1_t.pt, "
+        "...), a YAML path, or a checkpoint file whose model is inferred",
     )
     parser.add_argument(
         "--checkpoint",
@@ -29,6 +32,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--download", action="store_true", help="download the official checkpoint if missing"
     )
+
+
+def model_arg(args: argparse.Namespace) -> str:
+    """--model; with the default model and a --checkpoint, the checkpoint file itself (its
+    model is inferred from its keys and shapes, so `--checkpoint sam2_b.pt` alone works)."""
+    if args.model == DEFAULT_MODEL and args.checkpoint is not None:
+        return str(args.checkpoint)
+    return args.model
 
 
 def report_error(command: str, message: object) -> None:

@@ -38,7 +38,8 @@ import torch
 from sam2_video import FrameResult, SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
 from streamer.ingest import SourceState, VideoFrame
-from streamer.protocol import ProtocolError
+from streamer.protocol import Detect, ProtocolError, RemoveObject, Reset
+from streamer.sessions.detection import DetectorPool, detect_command_steps, detect_steps
 from streamer.sessions.devices import DeviceSpec
 from streamer.sessions.fairness import FairShare
 from streamer.sessions.messages import (
@@ -108,6 +109,7 @@ class DeviceScheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tasks: dict[str, SlicedTask] = {}
+        self.detectors = DetectorPool(settings.detector, str(spec.torch_device))
         # Counters (written by the scheduler thread, read by /metrics).
         self.frames_processed = 0
         self.busy_seconds = 0.0
@@ -259,9 +261,13 @@ class DeviceScheduler:
             session.processed += 1
             session.inference.observe(elapsed)
             session.view = tracker_view(session.stream)
+            session.detection.image = frame.image
             if session.stream.seeding_due:
                 # Auto-seeding of this frame runs sliced; the frame is published after it.
                 self._start_seeding(session, frame, result)
+                continue
+            if session.detection.due(result.frame_idx):
+                self._start_detection(session, frame, result)
                 continue
             self._deliver(session, frame, result)
 
@@ -310,6 +316,37 @@ class DeviceScheduler:
 
         steps = session.stream.auto_seed_steps(lost=result.lost)
         self._tasks[session.id] = SlicedTask("auto_seed", steps, finish, fail)
+
+    def _start_detection(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
+        """Periodic detector seeding of this frame, sliced; the frame is published after it.
+        A failing detector (or a full session) costs this frame its new objects, nothing more."""
+        state = session.detection
+        options = state.options
+        if options is None:  # `due` said otherwise: nothing to detect
+            self._deliver(session, frame, result)
+            return
+
+        def finish(outcome: object) -> None:
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(outcome.result, result))  # type: ignore[attr-defined]
+
+        def fail(exc: Exception) -> None:
+            state.failures += 1
+            logger.warning(
+                "session %s: detection on frame %d: %s", session.id, result.frame_idx, exc
+            )
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(session.stream.current_result(), result))
+
+        try:
+            detector = self.detectors.get(options)
+        except ProtocolError as exc:
+            state.options = None  # no detector: stop trying on every frame
+            fail(exc)
+            return
+        state.runs += 1
+        steps = detect_steps(session.stream, detector, frame.image, options, state.labels)
+        self._tasks[session.id] = SlicedTask("detect", steps, finish, fail)
 
     def _run_slice(self, session: Session) -> None:
         task = self._tasks[session.id]
@@ -371,7 +408,16 @@ class DeviceScheduler:
         def cancel() -> None:
             Session.reply(command, ended_error(session, message))
 
-        steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
+        if isinstance(message, Detect):
+            try:
+                steps = detect_command_steps(
+                    session.detection, self.detectors, session.stream, message
+                )
+            except ProtocolError as exc:
+                fail(exc)
+                return
+        else:
+            steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
 
     def _execute(self, session: Session, command: Command) -> None:
@@ -386,7 +432,14 @@ class DeviceScheduler:
             Session.reply(command, internal_error(message, exc))
             return
         session.view = tracker_view(session.stream)
+        if isinstance(message, (RemoveObject, Reset)):
+            session.detection.forget(getattr(message, "obj_id", None))
         Session.reply(command, ack_message(message, outcome, session, command.reply_to))
+
+
+def _with_lost(seeded: FrameResult, tracked: FrameResult) -> FrameResult:
+    """The seeded result reports the objects lost on the tracked frame."""
+    return dataclasses.replace(seeded, lost=list(tracked.lost))
 
 
 def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:

@@ -25,6 +25,7 @@ from sam2_video import FrameResult, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
+from streamer.sessions.detection import SessionDetection
 from streamer.sessions.errors import SessionEndedError
 from streamer.sessions.fairness import TokenBucket
 from streamer.sessions.prompts import is_expensive
@@ -133,6 +134,8 @@ class Session:
         self._listeners: list[ResultListener] = []
         self._commands: deque[Command] = deque()
         self.view = TrackerView()
+        # Detector seeding and the labels it gives objects (scheduler thread only).
+        self.detection = SessionDetection(options=request.detect)
         # Counters (written by the worker thread).
         self.processed = 0
         self.inference = Histogram()

@@ -6,8 +6,8 @@
     paths = writer.close()
 
 Formats: `coco` (COCO-style JSON), `sav` (SA-V masklet JSON), `png` (DAVIS index PNGs),
-`mp4` (overlay video), and the decoded frames as JPEGs when `OutputOptions.write_frames`.
-Each module's docstring gives its exact layout.
+`mp4` (overlay video), `yolo` (YOLO segmentation labels), and the decoded frames as JPEGs
+when `OutputOptions.write_frames`. Each module's docstring gives its exact layout.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = [
     "parse_formats",
 ]
 
-FORMATS = ("coco", "sav", "png", "mp4")
+FORMATS = ("coco", "sav", "png", "mp4", "yolo")
 
 
 def parse_formats(values: list[str] | None) -> list[str]:
@@ -85,4 +85,8 @@ def make_writer(
         from streamer.batch.outputs.mp4 import OverlayVideoWriter
 
         return OverlayVideoWriter(out_dir, info)
+    if fmt == "yolo":
+        from streamer.batch.outputs.yolo import YoloWriter
+
+        return YoloWriter(out_dir, info)
     raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -19,6 +19,7 @@ train annotations (sav_dataset/README.md):
 * `annot_sample_rate`: 1 (not an SA-V field). SA-V annotates every 4th frame of its 24 fps
   videos, and `SAVDataset` drops 3 frames in 4 by default to match; for these files, which
   annotate every frame, build it with `SAVDataset(folder, annot_sample_rate=1)`.
+* with a detector (`--detector`): `masklet_label`, `masklet_class_id`, `masklet_det_score`.
 
 Per-frame masks go to a temporary file as frames arrive and are assembled on `close`, so
 memory stays flat on long videos.
@@ -142,6 +143,11 @@ class SavWriter(MaskWriter):
             "masklet_type": [kind] * len(ids),
             "masklet_num": len(ids),
         }
+        if self.labels:  # detector-seeded: each masklet's class (None where none was found)
+            found = [self.labels.get(obj_id) for obj_id in ids]
+            per_masklet["masklet_label"] = [x.label if x else None for x in found]
+            per_masklet["masklet_class_id"] = [x.class_id if x else None for x in found]
+            per_masklet["masklet_det_score"] = [x.det_score if x else None for x in found]
         self._frames.seek(0)
         with path.open("w") as out:
             out.write(json.dumps(header)[:-1] + ', "masklet": [')
