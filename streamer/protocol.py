@@ -12,6 +12,7 @@ by `mask_downscale` when a client asks for it (the RLE's `size` says which).
 from __future__ import annotations
 
 import enum
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -62,6 +63,7 @@ class ErrorCode(str, enum.Enum):
     RATE_LIMITED = "rate_limited"  # too many expensive commands; retry after `retry_after` s
     NO_DETECTOR = "no_detector"  # `detect` on a server started without --detector
     DETECTION_FAILED = "detection_failed"  # the detector raised; the stream goes on
+    FORBIDDEN = "forbidden"  # a viewer token sent a prompt (it may only watch)
 
 
 class _Message(BaseModel):
@@ -338,6 +340,15 @@ def _problems(kind: str, exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _encodable(data: object) -> bool:
+    """True when every string of the decoded JSON `data` encodes as UTF-8."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_client_message(
     text: str | bytes, *, max_bytes: int, max_mask_pixels: int = DEFAULT_MAX_MASK_PIXELS
 ) -> ClientMessage:
@@ -348,7 +359,7 @@ def parse_client_message(
     (size at most `max_mask_pixels`, well-formed counts covering the size) without being
     decoded, and error messages quote at most ~100 bytes of the input.
     """
-    size = len(text.encode() if isinstance(text, str) else text)
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > max_bytes:
         raise ProtocolError(
             ErrorCode.MESSAGE_TOO_LARGE, f"message is {size} bytes; the limit is {max_bytes}"
@@ -359,6 +370,12 @@ def parse_client_message(
         raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
+    if not _encodable(data):
+        # JSON escapes can spell lone surrogates ("\\ud800"), which no reply could carry.
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, "the message holds text that is not valid Unicode (a lone "
+            "surrogate); its id cannot be echoed"
+        )  # fmt: skip
     request_id = data.get("id")
     if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
         request_id = None

@@ -19,6 +19,7 @@ from streamer.client import (
     AsyncClient,
     AuthError,
     Client,
+    ForbiddenError,
     HTTPError,
     NotFoundError,
     RequestError,
@@ -123,6 +124,33 @@ def test_publish_webrtc_into_a_session(server, clip_frames, loopback_ice):
     first, reply, tracked = asyncio.run(asyncio.wait_for(body(), 300))
     assert (first.width, first.height) == test_webrtc.CLIP_SIZE
     assert reply.objects and all(f.objects[0].obj_id == reply.obj_id for f in tracked)
+
+
+def test_per_session_tokens_drive_and_watch(server):
+    """A created session's own token (docs/protocol.md, "Authorization") drives it from a
+    client whose service token is useless; its viewer token watches but may not prompt."""
+    with Client(server, token=TOKEN, timeout=TIMEOUT) as owner:
+        created = owner.open_session(CLIP, max_frames=40)
+        assert created.token and created.viewer_token and created.token != TOKEN
+        try:
+            with Client(server, token="not-the-service-token", timeout=TIMEOUT) as other:
+                with pytest.raises(AuthError):
+                    other.session(created.id)  # its own token is unknown
+                driver = other.session(created.id, token=created.token)
+                [first] = driver.frames(limit=1)
+                reply = driver.add_points([[200, 117]], [1])
+                assert reply.objects and reply.objects[0].mask.shape == (first.height, first.width)
+            with Client(server, timeout=TIMEOUT) as viewer_client:
+                viewer = viewer_client.session(created.id, token=created.viewer_token)
+                assert viewer.hello["type"] == "hello"
+                with pytest.raises(RequestError) as refused:
+                    viewer.add_points([[200, 117]], [1])
+                assert refused.value.code == "forbidden"
+                with pytest.raises(ForbiddenError) as error:
+                    viewer.delete()
+                assert error.value.status == 403
+        finally:
+            created.delete()
 
 
 def test_typed_errors_for_token_and_source(server):

@@ -42,6 +42,9 @@ pytestmark = pytest.mark.skipif(
 
 TOKEN = "https-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# The operator's token (lists and reads any session); the page holds only the service token,
+# so it must drive the sessions it opens with their own tokens (docs/protocol.md).
+ADMIN_AUTH = {"Authorization": "Bearer https-test-admin-token"}
 STATIC = Path(__file__).resolve().parents[1] / "streamer" / "static"
 
 
@@ -90,6 +93,7 @@ def tls_service(micro_model, tmp_path_factory):
         checkpoint=MICRO_CHECKPOINT,
         device="cpu",
         auth_token=TOKEN,
+        admin_token="https-test-admin-token",
         ice_hosts=["127.0.0.1"],
         port=port,
         tls_cert=cert,
@@ -280,7 +284,7 @@ def test_page_opens_a_file_source(tls_service, browser) -> None:
         wait_for(page, "s.objects.length === 1")
         trust = ssl.create_default_context(cafile=str(tls_service[1].state.settings.tls_cert))
         url = f"{base}/sessions/{session_id}"
-        info = httpx.get(url, headers=AUTH, timeout=10, verify=trust).json()
+        info = httpx.get(url, headers=ADMIN_AUTH, timeout=10, verify=trust).json()
     finally:
         context.close()  # the page deletes the session it opened
     assert info["source"] == str(clip) and info["kind"] == "file"

@@ -9,6 +9,7 @@ Input problems are found before the model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -39,10 +40,15 @@ from streamer.batch.outputs.png import MAX_INDEXED_ID, PNG_LAYOUTS
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.seed_progress import track_frame
 from streamer.batch.segment import resolve_device
+from streamer.batch.staging import final_path, named_error, publish, staging_folder
 from streamer.ingest.base import SourceState, VideoFrame
 from streamer.ingest.file import FileSource
+from streamer.ingest.limits import FrameLimits
 
 logger = logging.getLogger(__name__)
+
+# Offline tracking of the user's own files: 8K and panoramas pass (the service is stricter).
+BATCH_FRAME_LIMITS = FrameLimits(max_pixels=8192 * 8192, max_side=16384)
 
 
 class VideoInputError(ValueError):
@@ -227,8 +233,9 @@ def track_with_model(
 ) -> TrackSummary:
     """Track `video` with an already loaded model (a `track-many` worker holds one for many
     videos). on_frame(frame_idx) is called after each frame is written, on_seed(done, total)
-    after each slice of a first-frame auto-seeding. Raises like
-    `track_video`, less the model-loading errors."""
+    after each slice of a first-frame auto-seeding. Raises like `track_video`, less the
+    model-loading errors. Outputs appear under their final names only once complete
+    (`streamer.batch.staging`); write errors name the output."""
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
@@ -239,30 +246,38 @@ def track_with_model(
     by_frame: dict[int, list[Prompt]] = defaultdict(list)
     for prompt in pending:
         by_frame[prompt.frame].append(prompt)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers = []
-    outputs: list[Path] = []
     detection = FrameDetector(plan.detect, str(sam.device)) if plan.detect else None
-    try:
-        writers.extend(make_writers(plan.formats, out_dir, info, plan.outputs))
-        if detection is not None:
-            for writer in writers:
-                writer.labels = detection.labels
-        frames = _run(
-            session,
-            video,
-            info,
-            by_frame,
-            writers,
-            plan.max_frames,
-            progress,
-            on_frame,
-            on_seed,
-            detection,
-        )
-    finally:
+    with staging_folder(out_dir, info.name) as staging:
+        writers: list[MaskWriter] = []
+        outputs: list[Path] = []
+        try:
+            writers.extend(make_writers(plan.formats, staging, info, plan.outputs))
+            if detection is not None:
+                for writer in writers:
+                    writer.labels = detection.labels
+            frames = _run(
+                session,
+                video,
+                info,
+                by_frame,
+                writers,
+                plan.max_frames,
+                progress,
+                on_frame,
+                on_seed,
+                detection,
+            )
+        except BaseException:
+            for writer in writers:  # free files and encoders; the partial folder goes
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
         for writer in writers:
-            outputs.extend(writer.close())
+            try:
+                outputs.extend(writer.close())
+            except OSError as exc:
+                raise named_error(exc, final_path(_target(writer), staging, out_dir)) from exc
+        outputs = publish(outputs, staging, out_dir)
     unused = sum(len(p) for f, p in by_frame.items() if f >= frames)
     if unused:
         logger.warning(
@@ -301,7 +316,7 @@ def _run(
     expected = info.frame_count
     if max_frames is not None:
         expected = min(expected, max_frames) if expected else max_frames
-    source = FileSource(video, max_frames=max_frames)
+    source = FileSource(video, max_frames=max_frames, frame_limits=BATCH_FRAME_LIMITS)
     bar = tqdm(
         total=expected,
         unit="frame",
@@ -332,7 +347,10 @@ def _run(
             if detection is not None:
                 result = detection.apply(session, frame.image) or result
             for writer in writers:
-                writer.write(frame, result, edited=edited)
+                try:
+                    writer.write(frame, result, edited=edited)
+                except OSError as exc:
+                    raise named_error(exc, _target(writer)) from exc
             frames += 1
             bar.set_postfix(objects=len(result.obj_ids), refresh=False)
             bar.update(1)
@@ -344,6 +362,11 @@ def _run(
     if source.state is SourceState.FAILED:
         raise VideoInputError(source.error or f"cannot decode {video}")
     return frames
+
+
+def _target(writer: MaskWriter) -> Path:
+    """The file or folder a writer writes (for error messages)."""
+    return Path(getattr(writer, "path", None) or getattr(writer, "folder", None) or writer.out_dir)
 
 
 def _apply(session: StreamingSession, prompt: Prompt) -> int:

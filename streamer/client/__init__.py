@@ -11,6 +11,11 @@
 `AsyncClient` / `AsyncSession` are the same in `async` form; `AsyncSession.publish(track)`
 sends an aiortc video track over WHIP into a "webrtc" session. Errors are typed
 (`streamer.client.errors`).
+
+Authorization (docs/protocol.md): `token` is the service token, which creates sessions; a
+session opened here is driven with its own capability token (kept from the creation answer,
+`session.token`). To join a session opened elsewhere, pass its control or viewer token:
+`client.session(session_id, token=...)`.
 """
 
 from streamer.client.aio import AsyncClient, AsyncSession
@@ -18,6 +23,7 @@ from streamer.client.errors import (
     AuthError,
     ClientError,
     ConflictError,
+    ForbiddenError,
     HTTPError,
     LimitError,
     NotFoundError,
@@ -34,6 +40,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConflictError",
+    "ForbiddenError",
     "Frame",
     "HTTPError",
     "LimitError",

@@ -8,8 +8,10 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -21,6 +23,7 @@ from streamer.client import messages
 from streamer.client.errors import (
     AuthError,
     ClientError,
+    ForbiddenError,
     NotFoundError,
     RequestError,
     SessionEndedError,
@@ -32,12 +35,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0  # one reply; a prompt waits behind the model's current step
 MAX_QUEUED_FRAMES = 256  # frames kept for a slow reader; older ones are dropped (counted)
 _END = object()
-_WS_CLOSE_ERRORS = {4401: AuthError, 4404: NotFoundError}
+_WS_CLOSE_ERRORS = {4401: AuthError, 4403: ForbiddenError, 4404: NotFoundError}
+_SESSION_PATH = re.compile(r"^/sessions/([^/]+)")
 
 
 class AsyncClient:
-    """A sam2-stream server at `base_url` ("http://host:8000"); `token`: its bearer token.
-    verify: TLS verification for https (True, False, or an `ssl.SSLContext`)."""
+    """A sam2-stream server at `base_url` ("http://host:8000"); `token`: its service (or
+    admin) bearer token. verify: TLS verification for https (True, False, or an
+    `ssl.SSLContext`). Requests on a session's paths carry that session's own capability
+    token when the client has one (docs/protocol.md, "Authorization")."""
 
     def __init__(
         self,
@@ -51,10 +57,8 @@ class AsyncClient:
         self.token = token
         self.timeout = timeout
         self.verify = verify
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, verify=verify
-        )
+        self._session_tokens: dict[str, str] = {}  # session id -> its capability token
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=verify)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -66,9 +70,32 @@ class AsyncClient:
         """Close the HTTP connection pool (sessions close their own websockets)."""
         await self._http.aclose()
 
+    def use_session_token(self, session_id: str, token: str | None) -> None:
+        """Use `token` (the session's control or viewer token) for session `session_id` from
+        now on; None forgets it (the service token is used again)."""
+        if token:
+            self._session_tokens[session_id] = token
+        else:
+            self._session_tokens.pop(session_id, None)
+
+    def token_for(self, path: str) -> str | None:
+        """The credential for `path` (or a URL): the session's own token on its paths, else
+        the client's token."""
+        match = _SESSION_PATH.match(urlsplit(path).path)
+        if match is not None and match.group(1) in self._session_tokens:
+            return self._session_tokens[match.group(1)]
+        return self.token
+
+    def auth_headers(self, path: str) -> dict[str, str]:
+        """The Authorization header for `path` ({} without a credential)."""
+        token = self.token_for(path)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One HTTP request; raises the typed `HTTPError` of an error answer."""
-        response = await self._http.request(method, path, **kwargs)
+        """One HTTP request with the credential for `path`; raises the typed `HTTPError` of
+        an error answer."""
+        headers = {**self.auth_headers(path), **kwargs.pop("headers", {})}
+        response = await self._http.request(method, path, headers=headers, **kwargs)
         if response.status_code >= 400:
             try:
                 body: Any = response.json()
@@ -89,12 +116,18 @@ class AsyncClient:
         """Open a session on `source` (a file path the server can read, "rtsp://...",
         "webrtc", a camera) and connect to it. options: `SessionCreate` fields (paced,
         auto_seed, max_objects, max_frames, non_overlapping; start defaults to
-        "on_connect" so that no frame is missed)."""
+        "on_connect" so that no frame is missed). The session's capability tokens come back
+        in `info["token"]` / `info["viewer_token"]`; the client keeps `token` for it."""
         info = (await self.request("POST", "/sessions", json={"source": source, **options})).json()
+        self.use_session_token(info["id"], info.get("token"))
         return await AsyncSession.connect(self, info)
 
-    async def session(self, session_id: str) -> AsyncSession:
-        """Connect to an existing session."""
+    async def session(self, session_id: str, *, token: str | None = None) -> AsyncSession:
+        """Connect to an existing session; token: its control or viewer token (a viewer's
+        prompts are refused with `RequestError` "forbidden"). Without one, the token the
+        client holds for it (or its own token) is used."""
+        if token is not None:
+            self.use_session_token(session_id, token)
         info = (await self.request("GET", f"/sessions/{session_id}")).json()
         return await AsyncSession.connect(self, info)
 
@@ -110,6 +143,9 @@ class AsyncSession:
         self.client = client
         self.info = info
         self.id: str = info["id"]
+        # Its capability tokens: only when this client created it (docs/protocol.md).
+        self.token: str | None = info.get("token")
+        self.viewer_token: str | None = info.get("viewer_token")
         self.hello: dict[str, Any] = {}
         self.frames_dropped = 0  # frames this client dropped because nobody read them
         self.end: dict[str, Any] | None = None  # the session's `end` message, once it came
@@ -135,8 +171,9 @@ class AsyncSession:
                 ssl = ssl_module.create_default_context()
                 if verify is False:
                     ssl.check_hostname, ssl.verify_mode = False, ssl_module.CERT_NONE
-        headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
-        url = client.websocket_url(f"/sessions/{info['id']}/ws")
+        path = f"/sessions/{info['id']}/ws"
+        headers = client.auth_headers(path)
+        url = client.websocket_url(path)
         ws = await connect(url, additional_headers=headers, max_size=None, ssl=ssl)
         session = cls(client, info, ws)
         try:
@@ -269,10 +306,12 @@ class AsyncSession:
         await self._ws.close()
 
     async def delete(self) -> None:
-        """Close, then delete the session on the server."""
+        """Close, then delete the session on the server (its tokens die with it: the client
+        forgets them)."""
         await self.close()
         with contextlib.suppress(NotFoundError):
             await self.client.request("DELETE", f"/sessions/{self.id}")
+        self.client.use_session_token(self.id, None)
 
     async def __aenter__(self) -> AsyncSession:
         return self

@@ -19,6 +19,11 @@ class AuthError(HTTPError):
     """401: no token, or the wrong one (also a websocket closed with 4401)."""
 
 
+class ForbiddenError(HTTPError):
+    """403: the token is known but may not do this (a viewer token prompting, a session token
+    on another session, a non-admin listing sessions); also a websocket closed with 4403."""
+
+
 class NotFoundError(HTTPError):
     """404: no such session (or peer)."""
 
@@ -44,7 +49,13 @@ class SessionEndedError(ClientError):
     """The session ended (its `end` message came, or the websocket closed) before a reply."""
 
 
-_BY_STATUS = {401: AuthError, 404: NotFoundError, 409: ConflictError, 413: LimitError}
+_BY_STATUS = {
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: LimitError,
+}
 
 
 def http_error(status: int, body: object) -> HTTPError:

@@ -82,9 +82,9 @@ class Client:
         """As `AsyncClient.open_session`."""
         return self._wrap(self._loop.run(self._async.open_session(source, **options)))
 
-    def session(self, session_id: str) -> Session:
+    def session(self, session_id: str, *, token: str | None = None) -> Session:
         """As `AsyncClient.session`."""
-        return self._wrap(self._loop.run(self._async.session(session_id)))
+        return self._wrap(self._loop.run(self._async.session(session_id, token=token)))
 
     def _wrap(self, session: AsyncSession) -> Session:
         wrapped = Session(session, self._loop)
@@ -101,6 +101,8 @@ class Session:
         self._closed = False
         self.id = session.id
         self.info = session.info
+        self.token = session.token
+        self.viewer_token = session.viewer_token
         self.hello = session.hello
 
     @property

@@ -41,7 +41,7 @@ from streamer.ingest import SourceState, VideoFrame
 from streamer.protocol import Detect, ProtocolError, RemoveObject, Reset
 from streamer.sessions.detection import DetectorPool, detect_command_steps, detect_steps
 from streamer.sessions.devices import DeviceSpec
-from streamer.sessions.fairness import FairShare
+from streamer.sessions.fairness import FairShare, by_client
 from streamer.sessions.messages import (
     ack_message,
     ended_error,
@@ -103,6 +103,7 @@ class DeviceScheduler:
         self.settings = settings
         self.max_batch = settings.max_batch or DEFAULT_MAX_BATCH.get(spec.kind, 1)
         self.fair: FairShare[str] = FairShare()
+        self.client_fair: FairShare[str] = FairShare()  # the same over session owners (clients)
         self.wake_event = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
@@ -189,6 +190,7 @@ class DeviceScheduler:
             return did_work
         by_id = {s.id: s for s in tasks + ready}
         order = [by_id[key] for key in self.fair.order(by_id)]
+        order = by_client(order, lambda s: s.owner, self.client_fair)  # per client, then session
         first = order[0]
         if first.id in self._tasks:
             self._run_slice(first)
@@ -210,9 +212,12 @@ class DeviceScheduler:
         known = {s.id for s in sessions}
         for session_id in self.fair.keys() - known:
             self.fair.forget(session_id)
+        for owner in self.client_fair.keys() - {s.owner for s in sessions}:
+            self.client_fair.forget(owner)
 
     def _charge(self, session: Session, seconds: float) -> None:
         self.fair.charge(session.id, seconds)
+        self.client_fair.charge(session.owner, seconds)
         session.charge(seconds)
         self.busy_seconds += seconds
 

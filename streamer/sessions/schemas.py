@@ -75,3 +75,7 @@ class SessionInfo(BaseModel):
     expires_in: float | None = None
     # Its WebRTC peers that failed (ICE, DTLS, never connected), most recent last.
     peer_failures: list[PeerFailureInfo] = []
+    # The session's capability tokens (docs/protocol.md, "Authorization"): only in the
+    # response to the request that created it, never in info or listings.
+    token: str | None = None
+    viewer_token: str | None = None

@@ -5,7 +5,7 @@
 // here (overlay.js), aligned with the camera frames by pts (sync.js); everything received is
 // kept for the SA-V export (sav.js). docs/client.md describes the page.
 
-import { ApiError, getToken, setToken } from "./api.js";
+import { ApiError, getToken, rememberSession, setToken } from "./api.js";
 import { Sam2StreamClient } from "./client.js";
 import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
 import { PointerGestures } from "./pointer.js";
@@ -164,7 +164,8 @@ async function startCamera() {
     const video = $("local-video");
     video.srcObject = stream;
     await video.play().catch(() => {});
-    const session = await client.openSession("webrtc");
+    const session = await client.openSession("webrtc"); // the client keeps its token
+    rememberSession(session); // and rtc.js's requests (the offer) use it too
     state.ownsSession = true;
     await attach(session, { camera: stream });
   } catch (error) {
@@ -184,7 +185,8 @@ async function openSource(event) {
   setBusy(true);
   try {
     say(`Opening ${source}...`);
-    const session = await client.openSession(source);
+    const session = await client.openSession(source); // the client keeps its token
+    rememberSession(session);
     state.ownsSession = true;
     await attach(session, { camera: null });
   } catch (error) {
