@@ -86,7 +86,16 @@ def test_a_failed_run_leaves_nothing_under_final_names_and_names_the_file(
 
 
 @pytest.mark.parametrize(
-    "corrupt", [b"[1, 2]", b"null", b"42", b"\xff\xfe not utf-8", b'{"video": 5}', b'"x"']
+    "corrupt",
+    [
+        b"[1, 2]",
+        b"null",
+        b"42",
+        b"\xff\xfe not utf-8",
+        b'{"video": 5}',
+        b'"x"',
+        b'{"video": "/v/x.mp4", "output": "/o", "status": "done", "options": 5}',
+    ],
 )
 def test_corrupt_manifest_rows_are_skipped_with_a_warning(corrupt, tmp_path, caplog):
     out = tmp_path / "out"
