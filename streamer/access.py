@@ -50,7 +50,7 @@ FULL_ACCESS_CLIENT = "local"
 _SESSION_PATH = re.compile(r"^/sessions/([^/]+)(/.*)?$")
 _ADMIN_ONLY = ("/metrics", "/admin/")
 _SERVICE_POSTS = frozenset({"/sessions", "/whip"})
-_ANY_CREDENTIAL = frozenset({"/limits", "/readyz", "/docs", "/openapi.json"})
+_ANY_CREDENTIAL = frozenset({"/limits", "/readyz", "/docs", "/redoc", "/openapi.json"})
 
 
 def session_of(path: str) -> str | None:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # HTTPS (browsers allow the camera only on https or localhost): PEM certificate and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     # Model: config name or YAML path, checkpoint file, device ("cpu", "cuda", None = auto).
     model: str = "sam2.1_hiera_t"

@@ -37,21 +37,33 @@ def _track(model, clip: Path, out: Path, prompts: Path):
 
 def test_a_rerun_replaces_stale_outputs_whole(micro_model, clip, prompts, tmp_path):
     out = tmp_path / "out"
-    stale = out / "clip_png"
+    stale = out / "png" / "clip"  # the nested PNG layout: png/<video>/
     stale.mkdir(parents=True)
     for i in range(10):  # a longer earlier run
         (stale / f"{i:05d}.png").write_bytes(b"stale")
+    other = out / "png" / "other"  # another video's PNGs share png/ and stay
+    other.mkdir()
+    (other / "00000.png").write_bytes(b"other video")
     (out / "clip_coco.json").write_text("{")  # a killed run's torn file
     (out / "unrelated.txt").write_text("keep me")
     summary = _track(micro_model, clip, out, prompts)
     assert summary.frames == 4
     assert sorted(p.name for p in stale.iterdir()) == [
-        "00000.png", "00001.png", "00002.png", "00003.png", "objects.json"
+        "00000.png", "00001.png", "00002.png", "00003.png"
     ]  # fmt: skip
+    assert json.loads((out / "clip_png.json").read_text())["frames"] == 4
     assert len(json.loads((out / "clip_coco.json").read_text())["images"]) == 4
+    assert (other / "00000.png").read_bytes() == b"other video"
     assert (out / "unrelated.txt").read_text() == "keep me"
     assert not list(out.glob(f".*{PARTIAL_MARK}*"))
-    assert sorted(summary.outputs) == [out / "clip_coco.json", out / "clip_png"]
+    assert sorted(summary.outputs) == [out / "clip_coco.json", out / "clip_png.json", stale]
+
+
+def test_nested_outputs_are_published_into_a_fresh_folder(micro_model, clip, prompts, tmp_path):
+    out = tmp_path / "fresh"  # no png/ yet: publishing creates it
+    summary = _track(micro_model, clip, out, prompts)
+    assert len(list((out / "png" / "clip").glob("*.png"))) == summary.frames == 4
+    assert not list(out.glob(f".*{PARTIAL_MARK}*"))
 
 
 def test_a_failed_run_leaves_nothing_under_final_names_and_names_the_file(
@@ -74,7 +86,16 @@ def test_a_failed_run_leaves_nothing_under_final_names_and_names_the_file(
 
 
 @pytest.mark.parametrize(
-    "corrupt", [b"[1, 2]", b"null", b"42", b"\xff\xfe not utf-8", b'{"video": 5}', b'"x"']
+    "corrupt",
+    [
+        b"[1, 2]",
+        b"null",
+        b"42",
+        b"\xff\xfe not utf-8",
+        b'{"video": 5}',
+        b'"x"',
+        b'{"video": "/v/x.mp4", "output": "/o", "status": "done", "options": 5}',
+    ],
 )
 def test_corrupt_manifest_rows_are_skipped_with_a_warning(corrupt, tmp_path, caplog):
     out = tmp_path / "out"
@@ -107,5 +128,5 @@ def test_a_video_whose_row_is_corrupt_is_redone(tmp_path):
     good = ManifestRow(video=str(videos[0]), output=str(out / "a"), status="done")
     # b's row was overwritten with garbage: b is redone, a is skipped.
     manifest.path.write_bytes(good.to_json().encode() + b"\n\xff" + str(videos[1]).encode())
-    items, skipped = plan_items(videos, out, manifest)
-    assert skipped == 1 and [Path(item.video).name for item in items] == ["b.mp4"]
+    items, skipped, redone = plan_items(videos, out, manifest)
+    assert skipped == 1 and redone == 0 and [Path(item.video).name for item in items] == ["b.mp4"]

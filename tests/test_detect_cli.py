@@ -56,8 +56,10 @@ def test_track_with_a_detector_writes_labels(clip: Path, tmp_path: Path) -> None
     assert [len(r) for r in rows] == [1] * GREEN_FROM + [2] * (FRAMES - GREEN_FROM)
     assert sorted(r.split()[0] for r in rows[-1]) == ["0", "1"]
 
-    sav = json.loads((tmp_path / "walk_in_sav.json").read_text())
+    # Detector-seeded masklets were never prompted by a user: SA-V's "auto" file holds them.
+    sav = json.loads((tmp_path / "walk_in_auto.json").read_text())
     assert sav["masklet_label"] == ["red", "green"] and sav["masklet_class_id"] == [0, 1]
+    assert json.loads((tmp_path / "walk_in_manual.json").read_text())["masklet_num"] == 0
 
 
 def test_track_detector_errors_are_bad_input(clip: Path, tmp_path: Path, capsys) -> None:

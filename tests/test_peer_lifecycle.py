@@ -101,14 +101,22 @@ def test_peers_that_never_connect_are_closed_after_connect_timeout(server, clip_
             async def peers_gone() -> bool:
                 return not (await http.get(peers_url, headers=AUTH)).json()["peers"]
 
-            async def whip_session_gone() -> bool:
+            async def whip_session_failed() -> dict | None:
+                # It stays, failed with the reason, until finished_ttl (streamer.webrtc.failures).
                 url = f"{server}/sessions/{whip_session}"
-                return (await http.get(url, headers=AUTH)).status_code == 404
+                info = (await http.get(url, headers=AUTH)).json()
+                return info if info["state"] == "failed" else None
 
-            await poll_async(peers_gone, CONNECT_TIMEOUT + 10)
-            await poll_async(whip_session_gone, CONNECT_TIMEOUT + 10)
+            await poll_async(peers_gone, CONNECT_TIMEOUT + 10, "the peers to be closed")
+            failed = await poll_async(
+                whip_session_failed, CONNECT_TIMEOUT + 10, "the WHIP session to fail"
+            )
             assert time.monotonic() - started >= CONNECT_TIMEOUT - 1.0  # not before the timeout
-            await http.delete(f"{server}/sessions/{session['id']}", headers=AUTH)
+            assert [f["stage"] for f in failed["peer_failures"]] == ["timeout"]
+            info = (await http.get(f"{server}/sessions/{session['id']}", headers=AUTH)).json()
+            assert [f["stage"] for f in info["peer_failures"]] == ["timeout"] * 3
+            for session_id in (session["id"], whip_session):
+                await http.delete(f"{server}/sessions/{session_id}", headers=AUTH)
         for client in [*clients, publisher]:
             await client.close()
 

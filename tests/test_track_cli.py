@@ -134,7 +134,10 @@ def test_mask_prompt_is_taken_on_its_frame(coco_masks: dict) -> None:
 
 
 def test_sav_output(tracked: Path, coco_masks: dict) -> None:
-    record = json.loads((tracked / "room_sav.json").read_text())
+    record = json.loads((tracked / "room_manual.json").read_text())
+    auto = json.loads((tracked / "room_auto.json").read_text())  # nothing was auto-seeded
+    assert auto["masklet_num"] == 0 and auto["masklet"] == [[]] * FRAMES
+    assert record["annot_sample_rate"] == auto["annot_sample_rate"] == 1
     assert record["video_id"] == "room"
     assert record["video_frame_count"] == float(FRAMES)
     assert (record["video_height"], record["video_width"]) == (float(HEIGHT), float(WIDTH))
@@ -168,10 +171,13 @@ def test_sav_output(tracked: Path, coco_masks: dict) -> None:
 
 
 def test_png_output(tracked: Path, coco_masks: dict) -> None:
-    folder = tracked / "room_png"
-    index_to_id = {int(k): v for k, v in json.loads((folder / "objects.json").read_text()).items()}
-    assert index_to_id == {1: 1, 2: 2, 3: 5, 4: NEW_OBJECT}
-    assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:05d}.png" for i in range(FRAMES)]
+    folder = tracked / "png" / "room"  # named after the video, nothing but the frames inside
+    metadata = json.loads((tracked / "room_png.json").read_text())
+    assert metadata == {
+        "video": "room", "layout": "indexed", "folder": "png/room", "frames": FRAMES,
+        "obj_ids": [1, 2, 5, NEW_OBJECT],
+    }  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(FRAMES)]
     for frame in range(FRAMES):
         with Image.open(folder / f"{frame:05d}.png") as image:
             assert image.mode == "P"
@@ -182,10 +188,10 @@ def test_png_output(tracked: Path, coco_masks: dict) -> None:
             )
             labels = np.array(image)
         expected = np.zeros((HEIGHT, WIDTH), np.uint8)
-        for index, obj_id in sorted(index_to_id.items()):  # later objects win overlaps
+        for obj_id in sorted(metadata["obj_ids"], reverse=True):  # the smallest id wins overlaps
             mask = coco_masks.get((frame, obj_id))
             if mask is not None:
-                expected[mask] = index
+                expected[mask] = obj_id  # the pixel value is the object id
         np.testing.assert_array_equal(labels, expected)
 
 
@@ -211,7 +217,8 @@ def test_auto_seed(clip: Path, tmp_path: Path) -> None:
          "--format", "sav", "--no-progress"]
     )  # fmt: skip
     assert code == 0
-    record = json.loads((tmp_path / "room_sav.json").read_text())
+    record = json.loads((tmp_path / "room_auto.json").read_text())
+    assert json.loads((tmp_path / "room_manual.json").read_text())["masklet_num"] == 0
     assert record["video_frame_count"] == 2.0 and len(record["masklet"]) == 2
     assert record["masklet_num"] >= 1
     assert record["masklet_type"] == ["auto"] * record["masklet_num"]

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class ManifestRow:
     status: "done" (every output written) or "failed" (`error` says why).
     frames: frames processed; objects: objects tracked; seconds: wall time of the video.
     worker: who ran it ("host:pid device"). finished_at: Unix time the row was written.
+    options: what it was tracked with (`streamer.batch.run_options`; None in older rows).
     """
 
     video: str
@@ -46,6 +47,7 @@ class ManifestRow:
     worker: str = ""
     error: str | None = None
     finished_at: float = field(default_factory=time.time)
+    options: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
@@ -122,11 +124,13 @@ def _parse_row(line: bytes) -> ManifestRow | str:
         return str(exc)
     if not isinstance(row.video, str) or not isinstance(row.output, str):
         return "video and output must be strings"
+    if row.options is not None and not isinstance(row.options, dict):
+        return "options must be a JSON object"
     if row.status not in ("done", "failed"):
         return f"unknown status {str(row.status)[:40]!r}"
     return row
 
 
-def is_complete(row: ManifestRow | None) -> bool:
+def is_complete(row: ManifestRow | None) -> TypeGuard[ManifestRow]:
     """True when a rerun may skip the row's video: done, and its output folder is in place."""
     return row is not None and row.status == "done" and Path(row.output).is_dir()

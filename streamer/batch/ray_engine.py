@@ -52,7 +52,7 @@ def run_ray(
     *,
     address: str | None = None,
     pool_size: int = 1,
-    num_gpus: float = 0.0,
+    num_gpus: float | None = None,
     num_cpus: float = 1.0,
     max_retries: int = 3,
 ) -> Iterator[ManifestRow]:
@@ -61,7 +61,9 @@ def run_ray(
     address: the cluster to join ("auto", "ray://host:10001", ...); None: the one this
     process is connected to, else a new local one. pool_size: actors (one model each).
     num_gpus / num_cpus: resources per actor (num_gpus > 0 puts the model on the actor's
-    GPU). max_retries: restarts of a dead actor and retries of its video.
+    GPU; None: 1 when the cluster has GPUs, else 0). max_retries: restarts of a dead actor and
+    retries of its video. Raises RayEngineError at once when the cluster lacks the GPUs or CPUs
+    one actor asks for (Ray would wait for them forever).
     """
     try:
         import ray
@@ -75,6 +77,7 @@ def run_ray(
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayEngineError(f"cannot connect to the Ray cluster {address!r}: {exc}") from exc
+    num_gpus = _check_resources(ray.cluster_resources(), num_gpus, num_cpus)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver shows videos and frames instead
     dataset = ray.data.from_items(
@@ -103,6 +106,25 @@ def run_ray(
             yield ManifestRow.from_dict(_plain(record))
     except ray.exceptions.RayError as exc:  # e.g. every actor failed to load its model
         raise RayEngineError(f"the Ray run failed: {exc}") from exc
+
+
+def _check_resources(cluster: dict[str, float], num_gpus: float | None, num_cpus: float) -> float:
+    """GPUs per actor for this cluster (`num_gpus`, or its default); raises RayEngineError when
+    no node could ever hold one actor."""
+    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
+    if num_gpus is None:
+        num_gpus = 1.0 if gpus >= 1 else 0.0
+        logger.info("ray: %g GPU(s) per actor (the cluster has %g GPUs)", num_gpus, gpus)
+    if num_gpus > gpus:
+        raise RayEngineError(
+            f"each actor asks for {num_gpus:g} GPU(s) but the Ray cluster has {gpus:g}: "
+            "use --num-gpus 0 for CPU actors, or add GPU nodes"
+        )
+    if num_cpus > cpus:
+        raise RayEngineError(
+            f"each actor asks for {num_cpus:g} CPU(s) but the Ray cluster has {cpus:g}"
+        )
+    return num_gpus
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

@@ -67,14 +67,17 @@ def staging_folder(out_dir: Path, name: str) -> Iterator[Path]:
 
 def publish(outputs: Sequence[Path], staging: Path, out_dir: Path) -> list[Path]:
     """Move finished `outputs` (files or folders inside `staging`) into `out_dir`, each
-    replacing the previous run's output of the same name; removes `staging`. Returns the
-    final paths."""
+    replacing the previous run's output of the same name (parent folders are created);
+    removes `staging`. Returns the final paths."""
     published = []
     for path in outputs:
         target = final_path(path, staging, out_dir)
         try:
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)  # a stale frame sequence: never merged with the new one
+            # Nested outputs (`png/<video>/`, `frames/<video>/`) share a parent folder with
+            # other videos' outputs: only the video's own folder is replaced.
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
         except OSError as exc:
             raise named_error(exc, target) from exc

@@ -30,8 +30,16 @@ from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
 from sam2_video.tracking.dam4sam import check_memory_kind
 from streamer.batch.detecting import BatchDetect, FrameDetector
-from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
+from streamer.batch.outputs import (
+    MaskWriter,
+    OutputOptions,
+    VideoInfo,
+    make_writers,
+    parse_formats,
+)
+from streamer.batch.outputs.png import MAX_INDEXED_ID, PNG_LAYOUTS
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
+from streamer.batch.seed_progress import track_frame
 from streamer.batch.segment import resolve_device
 from streamer.batch.staging import final_path, named_error, publish, staging_folder
 from streamer.ingest.base import SourceState, VideoFrame
@@ -104,8 +112,8 @@ class TrackPlan:
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
     detect: detector seeding (None: none); max_objects: objects tracked at most;
-    max_frames: stop after this many frames (None: all).
-    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    max_frames: stop after this many frames (None: all);
+    outputs: how the writers lay out their files (PNG layout, frames as JPEGs).
     memory: "sam2" or "dam4sam" (distractor-aware memory, `SessionOptions.memory`).
     """
 
@@ -113,6 +121,7 @@ class TrackPlan:
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    outputs: OutputOptions = OutputOptions()
     detect: BatchDetect | None = None  # detector seeding (`--detector`)
     memory: str = "sam2"
 
@@ -125,11 +134,13 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    outputs: OutputOptions | None = None,
     detect: BatchDetect | None = None,
     memory: str = "sam2",
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
+    outputs = outputs or OutputOptions()
     try:
         chosen = parse_formats(list(formats) if formats else None)
         if not has_prompts and not auto_seed and detect is None:
@@ -142,9 +153,13 @@ def plan_track(
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
         check_memory_kind(memory)
+        if outputs.png_layout not in PNG_LAYOUTS:
+            raise ValueError(f"png layout must be one of {', '.join(PNG_LAYOUTS)}")
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames, detect, memory)
+    return TrackPlan(
+        chosen, seeding, max_objects, max_frames, outputs=outputs, detect=detect, memory=memory
+    )
 
 
 def load_track_model(
@@ -176,6 +191,7 @@ def track_video(
     device: str | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    outputs: OutputOptions | None = None,
     detect: BatchDetect | None = None,
     memory: str = "sam2",
 ) -> TrackSummary:
@@ -185,6 +201,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    outputs: PNG layout, frames as JPEGs (`OutputOptions`).
     detect: seed (and label) objects with a detector (`BatchDetect`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
@@ -198,12 +215,13 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        outputs=outputs,
         detect=detect,
         memory=memory,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
-        load_prompts(prompts, width=info.width, height=info.height)
+        _check_png_ids(plan, load_prompts(prompts, width=info.width, height=info.height))
     sam = load_track_model(model, checkpoint, download, device)
     summary = track_with_model(
         sam, video, out_dir=out_dir, plan=plan, prompts=prompts, progress=progress
@@ -220,14 +238,17 @@ def track_with_model(
     prompts: Path | None = None,
     progress: bool = True,
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
 ) -> TrackSummary:
     """Track `video` with an already loaded model (a `track-many` worker holds one for many
-    videos). on_frame(frame_idx) is called after each frame is written. Raises like
-    `track_video`, less the model-loading errors. Outputs appear under their final names
-    only once complete (`streamer.batch.staging`); write errors name the output."""
+    videos). on_frame(frame_idx) is called after each frame is written, on_seed(done, total)
+    after each slice of a first-frame auto-seeding. Raises like `track_video`, less the
+    model-loading errors. Outputs appear under their final names only once complete
+    (`streamer.batch.staging`); write errors name the output."""
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
+    _check_png_ids(plan, pending)
     options = SessionOptions(
         max_objects=plan.max_objects, lost_after=None, auto_seed=plan.seeding, memory=plan.memory
     )
@@ -241,10 +262,10 @@ def track_with_model(
         writers: list[MaskWriter] = []
         outputs: list[Path] = []
         try:
-            for fmt in plan.formats:
-                writers.append(make_writer(fmt, staging, info))
-                if detection is not None:
-                    writers[-1].labels = detection.labels
+            writers.extend(make_writers(plan.formats, staging, info, plan.outputs))
+            if detection is not None:
+                for writer in writers:
+                    writer.labels = detection.labels
             frames = _run(
                 session,
                 video,
@@ -254,6 +275,7 @@ def track_with_model(
                 plan.max_frames,
                 progress,
                 on_frame,
+                on_seed,
                 detection,
             )
         except BaseException:
@@ -277,6 +299,18 @@ def track_with_model(
     return TrackSummary(frames, session.obj_ids, outputs, time.monotonic() - started, unused)
 
 
+def _check_png_ids(plan: TrackPlan, prompts: Sequence[Prompt]) -> None:
+    """Indexed PNGs store the object id in a byte: refuse larger ids before tracking."""
+    if "png" not in plan.formats or plan.outputs.png_layout != "indexed":
+        return
+    ids = sorted({p.obj_id for p in prompts if p.obj_id is not None and p.obj_id > MAX_INDEXED_ID})
+    if ids:
+        raise TrackOptionError(
+            f"object ids {ids} do not fit indexed PNGs (ids 1..{MAX_INDEXED_ID}, the pixel "
+            "value); use --png-layout per-object"
+        )
+
+
 def _run(
     session: StreamingSession,
     video: Path,
@@ -286,6 +320,7 @@ def _run(
     max_frames: int | None,
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
     detection: FrameDetector | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
@@ -307,7 +342,14 @@ def _run(
         # Without a timeout `get` waits: a frame, or END_OF_STREAM once the source has ended.
         while isinstance(frame := source.slot.get(), VideoFrame):
             try:
-                result = session.add_frame(frame.image, pts=frame.pts)
+                result = track_frame(
+                    session,
+                    frame.image,
+                    frame.pts,
+                    name=info.name,
+                    progress=progress,
+                    on_step=on_seed,
+                )
             except FrameSizeError as exc:
                 raise VideoInputError(f"{video}, frame {frame.index}: {exc}") from exc
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]

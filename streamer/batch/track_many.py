@@ -10,9 +10,11 @@ decides where workers run:
 Every video goes to `<out>/<name>/` with the same files `track --out <out>/<name>` writes. They
 are written to a temporary folder first and renamed into place when complete, so a folder
 that exists is complete. The driver appends one manifest row per video as results arrive
-(`streamer.batch.manifest`); a rerun skips videos done and complete, and redoes the rest
-(partial temporary folders are removed first). A video that fails (corrupt, unreadable, a bad
-prompts file) is recorded as failed and the others go on.
+(`streamer.batch.manifest`, with the options each video was tracked with); a rerun skips
+videos done and complete with the same options, and redoes the rest, saying which option
+changed (partial temporary folders are removed first); `force` redoes every video. A video
+that fails (corrupt, unreadable, a bad prompts file) is recorded as failed and the others go
+on.
 
 Workers read videos from paths that all of them can see: on a cluster, a shared filesystem
 mounted at the same path everywhere (paths are made absolute on the driver).
@@ -20,6 +22,7 @@ mounted at the same path everywhere (paths are made absolute on the driver).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import logging
@@ -35,6 +38,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from streamer.batch.manifest import Manifest, ManifestRow, is_complete
+from streamer.batch.run_options import changed_options, video_options
 from streamer.batch.video_worker import PARTIAL_MARK, TrackJob, VideoWorker, WorkItem
 
 logger = logging.getLogger(__name__)
@@ -122,6 +126,7 @@ def run_local(
     *,
     devices: Sequence[str],
     on_frame: Callable[[int], None] | None = None,
+    on_seed: Callable[[int, int], None] | None = None,
 ) -> Iterator[ManifestRow]:
     """Track `items` on one worker thread per device; yields rows as videos end.
     A worker whose model fails to load ends the run (the error is raised here)."""
@@ -134,7 +139,7 @@ def run_local(
         try:
             worker = VideoWorker(job, device=device)
             while (item := _next(todo)) is not None:
-                results.put(worker.process(item, on_frame))
+                results.put(worker.process(item, on_frame, on_seed))
         except BaseException as exc:  # noqa: BLE001 - re-raised by the driver thread
             results.put(exc)
         finally:
@@ -179,6 +184,7 @@ class RunReport:
 
     rows: list[ManifestRow] = field(default_factory=list)
     skipped: int = 0
+    redone: int = 0  # videos done before, tracked again because options changed (or force)
 
     @property
     def failed(self) -> list[ManifestRow]:
@@ -186,22 +192,41 @@ class RunReport:
         return [r for r in self.rows if r.status == "failed"]
 
 
-def plan_items(videos: Sequence[Path], out: Path, manifest: Manifest) -> tuple[list[WorkItem], int]:
-    """The videos still to do (not done-and-complete in the manifest), and how many are
-    skipped; removes partial folders left by an interrupted run."""
+def plan_items(
+    videos: Sequence[Path],
+    out: Path,
+    manifest: Manifest,
+    options: dict[Path, dict[str, Any]] | None = None,
+    *,
+    force: bool = False,
+) -> tuple[list[WorkItem], int, int]:
+    """The videos still to do, how many are skipped (done and complete with the same
+    `options[video]`, `streamer.batch.run_options`) and how many are redone (done, but with
+    other options, or `force`); removes partial folders left by an interrupted run."""
     for leftover in out.glob(f"*{PARTIAL_MARK}*"):
         if leftover.is_dir():
             logger.info("removing partial output %s", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
     previous = manifest.read()
     names = output_names(videos)
-    items, skipped = [], 0
+    items, skipped, redone = [], 0, 0
     for video in videos:
-        if is_complete(previous.get(str(video))):
-            skipped += 1
-        else:
-            items.append(WorkItem(video=str(video), output=str(out / names[video])))
-    return items, skipped
+        row = previous.get(str(video))
+        if is_complete(row):
+            wanted = (options or {}).get(video)
+            changed = (
+                []
+                if wanted is None or row.options is None
+                else changed_options(row.options, wanted)
+            )
+            if not force and not changed:
+                skipped += 1
+                continue
+            redone += 1
+            reason = "--force" if force else f"options changed: {', '.join(changed)}"
+            logger.info("%s was done; tracking it again (%s)", video, reason)
+        items.append(WorkItem(video=str(video), output=str(out / names[video])))
+    return items, skipped, redone
 
 
 def run_track_many(
@@ -214,19 +239,24 @@ def run_track_many(
     manifest_path: Path | None = None,
     progress: bool = True,
     ray_options: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> RunReport:
     """Track every video not already done into `out/<name>/`; returns the run's report.
 
     engine "local": one worker per device of this machine (`local_devices(device)`);
     engine "ray": `streamer.batch.ray_engine.run_ray(**ray_options)` on the connected (or a
-    new local) Ray cluster. manifest_path: default `out/manifest.jsonl`.
+    new local) Ray cluster. manifest_path: default `out/manifest.jsonl`. force: redo videos
+    done before, even with the same options.
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(manifest_path or out / MANIFEST_NAME)
-    items, skipped = plan_items(videos, out, manifest)
-    report = RunReport(skipped=skipped)
-    logger.info("%d videos to track, %d already done", len(items), skipped)
+    options = {video: video_options(job, video) for video in videos}
+    items, skipped, redone = plan_items(videos, out, manifest, options, force=force)
+    report = RunReport(skipped=skipped, redone=redone)
+    logger.info(
+        "%d videos to track (%d of them again), %d already done", len(items), redone, skipped
+    )
     videos_bar = tqdm(
         total=len(items), unit="video", desc="videos", file=sys.stderr, disable=not progress
     )
@@ -235,7 +265,14 @@ def run_track_many(
     try:
         if engine == "local":
             rows = run_local(
-                job, items, devices=local_devices(device), on_frame=lambda _: frames_bar.update(1)
+                job,
+                items,
+                devices=local_devices(device),
+                on_frame=lambda _: frames_bar.update(1),
+                # First-frame auto-seeding (seconds to minutes on a CPU) shows on the frame bar.
+                on_seed=lambda done, total: frames_bar.set_postfix_str(
+                    f"seeding {done}/{total}" if done < total else ""
+                ),
             )
         elif engine == "ray":
             from streamer.batch.ray_engine import run_ray
@@ -244,6 +281,7 @@ def run_track_many(
         else:
             raise ValueError(f"unknown engine {engine!r}")
         for row in rows:
+            row = dataclasses.replace(row, options=options.get(Path(row.video)))
             manifest.append(row)
             report.rows.append(row)
             videos_bar.update(1)

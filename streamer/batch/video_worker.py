@@ -66,8 +66,14 @@ class VideoWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()} {device}"
         self.model = load_track_model(job.model, job.checkpoint, device=device)
 
-    def process(self, item: WorkItem, on_frame: Callable[[int], None] | None = None) -> ManifestRow:
-        """Track one video; never raises for a bad video (the row says `failed` and why)."""
+    def process(
+        self,
+        item: WorkItem,
+        on_frame: Callable[[int], None] | None = None,
+        on_seed: Callable[[int, int], None] | None = None,
+    ) -> ManifestRow:
+        """Track one video; never raises for a bad video (the row says `failed` and why).
+        on_frame / on_seed: as in `track_with_model`."""
         started = time.monotonic()
         final = Path(item.output)
         partial = final.with_name(f"{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
@@ -83,6 +89,7 @@ class VideoWorker:
                 prompts=prompts,
                 progress=False,
                 on_frame=on_frame,
+                on_seed=on_seed,
             )
             if final.exists():  # complete, but from a run the manifest does not know about
                 shutil.rmtree(final)

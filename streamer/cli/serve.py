@@ -24,6 +24,15 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port to bind (default: 8000)")
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="serve HTTPS with this certificate (with --tls-key); browsers on other machines "
+        "need HTTPS for the camera. Self-signed for a LAN: docs/https.md",
+    )
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="its key")
     parser.add_argument("--model", default=None, help=f"config name (default: {DEFAULT_MODEL})")
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
@@ -62,6 +71,23 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_serve)
 
 
+def check_tls_files(cert: Path | None, key: Path | None) -> None:
+    """Both or neither, and readable PEM files; raises ValueError saying what is wrong (before
+    the model is loaded)."""
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag}: no file {path}")
+    if cert is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot use {cert} / {key} for HTTPS: {exc}") from exc
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -83,8 +109,11 @@ def _run_serve(args: argparse.Namespace) -> int:
             devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
             max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
-    except ValidationError as exc:
+        check_tls_files(settings.tls_cert, settings.tls_key)
+    except (ValidationError, ValueError) as exc:
         report_error("serve", exc)
         return EXIT_BAD_INPUT
     # Load before starting the server so a bad model, checkpoint or device is a clean usage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamer.cli.common import (
     EXIT_BAD_INPUT,
@@ -14,6 +15,9 @@ from streamer.cli.common import (
     report_error,
 )
 from streamer.cli.detect import add_detector_options, detect_plan
+
+if TYPE_CHECKING:
+    from streamer.batch.outputs import OutputOptions
 
 # (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
 # AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
@@ -34,8 +38,9 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
         description="Track objects through every frame of VIDEO, seeded from a prompts file "
         "(docs/prompts_format.md) or automatically on the first frame, and write the results "
-        "to OUT in the chosen formats: coco (<stem>_coco.json), sav (<stem>_sav.json), png "
-        "(<stem>_png/NNNNN.png palette images) and mp4 (<stem>_overlay.mp4).",
+        "to OUT in the chosen formats: coco (<stem>_coco.json), sav (<stem>_manual.json and "
+        "<stem>_auto.json), png (png/<stem>/NNNNN.png palette images, value = object id) and "
+        "mp4 (<stem>_overlay.mp4).",
     )
     parser.add_argument("video", type=Path, metavar="VIDEO")
     seeds = parser.add_mutually_exclusive_group(required=True)
@@ -54,6 +59,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         metavar="FMT",
         help="coco, sav, png, mp4 or yolo; repeat or comma-separate for several (default: coco)",
     )
+    add_output_layout_options(parser)
     add_model_options(parser)
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available"
@@ -92,6 +98,29 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_layout_options(parser: argparse.ArgumentParser) -> None:
+    """--png-layout and --write-frames (streamer.batch.outputs.OutputOptions)."""
+    parser.add_argument(
+        "--png-layout",
+        choices=("indexed", "per-object"),
+        default="indexed",
+        help="png: indexed = png/<video>/NNNNN.png, value = object id (ids up to 255); "
+        "per-object = png/<video>/<obj:03d>/NNNNN.png, SA-V val/test (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write-frames",
+        action="store_true",
+        help="also write the frames as frames/<video>/NNNNN.jpg (the COCO file_names)",
+    )
+
+
+def output_options(args: argparse.Namespace) -> OutputOptions:
+    """The `OutputOptions` of the parsed --png-layout / --write-frames options."""
+    from streamer.batch.outputs import OutputOptions
+
+    return OutputOptions(png_layout=args.png_layout, write_frames=args.write_frames)
+
+
 def _run_track(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -119,6 +148,7 @@ def _run_track(args: argparse.Namespace) -> int:
             device=args.device,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            outputs=output_options(args),
             detect=detect,
             memory=args.memory,
         )
@@ -157,8 +187,10 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
         help="track many videos (one output folder each) on this machine or a Ray cluster",
         description="Track every video in INPUTS (files, folders, glob patterns) and --list "
         "files into OUT/<name>/ (the files `track` writes), recording one row per video in "
-        "OUT/manifest.jsonl. A rerun skips videos done and complete. Exit 0 when every video "
-        "is done, 1 when some failed (see the manifest), 2 for bad input.",
+        "OUT/manifest.jsonl with the options it was tracked with. A rerun skips videos done "
+        "and complete with the same options and tracks again those whose options changed "
+        "(--force: every video). Exit 0 when every video is done, 1 when some failed (see the "
+        "manifest), 2 for bad input.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT")
     parser.add_argument(
@@ -176,6 +208,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
                         help="default: OUT/manifest.jsonl")  # fmt: skip
     parser.add_argument("--format", dest="formats", action="append", metavar="FMT",
                         help="as for track (default: coco)")  # fmt: skip
+    add_output_layout_options(parser)
     add_model_options(parser)
     parser.add_argument("--max-frames", type=int, default=None, metavar="N")
     parser.add_argument("--max-objects", type=int, default=64, metavar="N")
@@ -183,6 +216,11 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
                         help="torch threads per worker (default: torch's)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_memory_option(parser)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="track every video again, even if done with the same options",
+    )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: a worker per device; ray: a Ray Data actor pool")  # fmt: skip
@@ -191,8 +229,9 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     engine.add_argument("--address", default=None,
                         help="ray: cluster address (default: a new local cluster)")  # fmt: skip
     engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")
-    engine.add_argument("--num-gpus", type=float, default=0.0, metavar="X",
-                        help="ray: GPUs per actor (0: CPU actors)")  # fmt: skip
+    engine.add_argument("--num-gpus", type=float, default=None, metavar="X",
+                        help="ray: GPUs per actor (0: CPU actors; default: 1 when the cluster "
+                        "has GPUs, else 0)")  # fmt: skip
     engine.add_argument("--num-cpus", type=float, default=1.0, metavar="X",
                         help="ray: CPUs per actor")  # fmt: skip
     engine.add_argument("--max-retries", type=int, default=3, metavar="N",
@@ -220,6 +259,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            outputs=output_options(args),
             detect=detect_plan(args),
             memory=args.memory,
         )
@@ -237,7 +277,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
         report = track_many.run_track_many(
             videos, out=args.out, job=job, engine=args.engine, device=args.device,
             manifest_path=args.manifest, progress=not args.no_progress,
-            ray_options=ray_options if args.engine == "ray" else None,
+            ray_options=ray_options if args.engine == "ray" else None, force=args.force,
         )  # fmt: skip
     except (
         ValidationError,
@@ -254,7 +294,11 @@ def _run_track_many(args: argparse.Namespace) -> int:
         report_error("track-many", exc)
         return EXIT_FAILURE
     done = len(report.rows) - len(report.failed)
-    print(f"{done} done, {len(report.failed)} failed, {report.skipped} skipped -> {args.out}")
+    again = f" ({report.redone} tracked again: options changed or --force)" if report.redone else ""
+    print(
+        f"{done} done{again}, {len(report.failed)} failed, {report.skipped} skipped "
+        f"(done with the same options) -> {args.out}"
+    )
     for row in report.failed:
         report_error("track-many", f"{row.video}: {row.error}")
     return EXIT_FAILURE if report.failed else EXIT_OK

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sam2_video import SAM2Model
 from streamer.access import access_of
 from streamer.protocol import Error, ErrorCode
-from streamer.service.api_docs import mount_api_docs
+from streamer.service.api_docs import offline_docs_app
 from streamer.service.auth import BearerAuthMiddleware, chosen_subprotocol
 from streamer.service.drain import DrainCollector, Drainer, drain_router
 from streamer.service.limits import (
@@ -36,6 +36,7 @@ from streamer.service.limits import (
 from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.service.metrics import render_service_metrics
 from streamer.service.redact import install_log_redaction
+from streamer.service.startup import startup_line
 from streamer.sessions import (
     ServiceNotReadyError,
     Session,
@@ -48,8 +49,10 @@ from streamer.sessions import (
 from streamer.sessions.connection import handle_client_message, hello_message
 from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions.lifecycle import LifecyclePolicy, SessionReaper
+from streamer.sessions.schemas import PeerFailureInfo
 from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
 from streamer.settings import Settings
+from streamer.webrtc.failures import PeerFailureCollector
 from streamer.webrtc.routes import webrtc_router
 from streamer.webrtc.whip import whip_router
 
@@ -127,7 +130,7 @@ def create_app(
         install_log_redaction()  # uvicorn has configured its handlers by now
         app.state.reaper = _reaper(app, manager, settings)
         reaping = asyncio.create_task(app.state.reaper.run(REAPER_INTERVAL_S))
-        logger.info("model %s ready on %s", settings.model, ", ".join(manager.schedulers))
+        logger.info("%s", startup_line(settings, manager))
         try:
             yield
         finally:
@@ -135,11 +138,8 @@ def create_app(
             await asyncio.gather(reaping, return_exceptions=True)
             await asyncio.to_thread(manager.shutdown)
 
-    # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
-    app = FastAPI(
-        title="sam2-stream", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
-    mount_api_docs(app)
+    # /docs and /redoc are served with local assets (api_docs.py), not from a CDN.
+    app = offline_docs_app(title="sam2-stream", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.manager = None
     app.state.drain = Drainer(
@@ -195,11 +195,14 @@ def _info(request: Request, session: Session) -> SessionInfo:
     """The session's info with its lifecycle deadline (`expires_in`)."""
     info = session.info()
     reaper: SessionReaper | None = request.app.state.reaper
-    return (
-        info
-        if reaper is None
-        else info.model_copy(update={"expires_in": reaper.expires_in(session)})
-    )
+    update: dict[str, Any] = {}
+    if reaper is not None:
+        update["expires_in"] = reaper.expires_in(session)
+    webrtc = getattr(request.app.state, "webrtc", None)
+    if webrtc is not None:
+        failures = webrtc.failures.for_session(session.id)
+        update["peer_failures"] = [PeerFailureInfo(**f.public()) for f in failures]
+    return info.model_copy(update=update) if update else info
 
 
 def _manager(request: Request | WebSocket) -> SessionManager:
@@ -228,7 +231,11 @@ def _http_routes() -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
-        text = render_service_metrics(_manager(request), DrainCollector(request.app.state.drain))
+        collectors: list[Any] = [DrainCollector(request.app.state.drain)]
+        webrtc = getattr(request.app.state, "webrtc", None)
+        if webrtc is not None:
+            collectors.append(PeerFailureCollector(webrtc.failures))
+        text = render_service_metrics(_manager(request), *collectors)
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @router.post("/sessions", status_code=201)

@@ -41,5 +41,8 @@ def serve(
         # Our own `frame` flow has back-pressure; pings detect vanished clients.
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        # HTTPS: browsers give the page a camera only on https (or localhost).
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     draining_server(config, app.state.drain, exit_when_drained=settings.drain_exit).run()

@@ -41,6 +41,16 @@ class SessionCreate(BaseModel):
     memory: Literal["sam2", "dam4sam"] = "sam2"
 
 
+class PeerFailureInfo(BaseModel):
+    """A WebRTC peer of the session that failed (`streamer.webrtc.failures`)."""
+
+    peer_id: str
+    role: str  # "offer" | "whip"
+    stage: str  # "ice" | "dtls" | "timeout"
+    reason: str
+    at: float  # Unix time
+
+
 class SessionInfo(BaseModel):
     """Public view of a session (the HTTP API's session resource)."""
 
@@ -70,6 +80,8 @@ class SessionInfo(BaseModel):
     # distractor-resolving memory so far (0 with sam2).
     memory: str = "sam2"
     promotions: int = 0
+    # Its WebRTC peers that failed (ICE, DTLS, never connected), most recent last.
+    peer_failures: list[PeerFailureInfo] = []
     # The session's capability tokens (docs/protocol.md, "Authorization"): only in the
     # response to the request that created it, never in info or listings.
     token: str | None = None

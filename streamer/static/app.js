@@ -5,13 +5,17 @@
 // here (overlay.js), aligned with the camera frames by pts (sync.js); everything received is
 // kept for the SA-V export (sav.js). docs/client.md describes the page.
 
-import { ApiError, api, getToken, rememberSession, setToken, socketProtocols, socketUrl } from "./api.js";
+import { ApiError, getToken, rememberSession, setToken } from "./api.js";
+import { Sam2StreamClient } from "./client.js";
 import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
 import { PointerGestures } from "./pointer.js";
 import { Peer } from "./rtc.js";
 import { MaskletRecorder } from "./sav.js";
-import { SessionSocket } from "./socket.js";
 import { CameraFrames, PtsClock } from "./sync.js";
+
+// The page talks to the server through the same module other pages import.
+const client = new Sam2StreamClient({ token: getToken });
+const api = (...args) => client.request(...args);
 
 const POLL_MS = 1000; // session stats (GET /sessions/{id})
 const PING_MS = 5000; // websocket round trip (an empty set_options), for the latency estimate
@@ -98,6 +102,7 @@ function markDirty() {
 function setBusy(active) {
   $("start-camera").disabled = active;
   $("join-session").disabled = active;
+  $("open-source").disabled = active;
   $("stop").disabled = !active;
   $("export").disabled = !active;
 }
@@ -127,7 +132,27 @@ function reportApiError(error) {
   }
 }
 
+/** Why this page cannot have a camera, or null: browsers give one only to secure pages. */
+function cameraBlocker() {
+  if (window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    return null;
+  }
+  if (!window.isSecureContext) {
+    return (
+      `The camera needs HTTPS: this page came over plain HTTP from ${location.host}, and ` +
+      "browsers allow cameras only on https:// pages (or http://localhost). Start the " +
+      "server with --tls-cert/--tls-key (docs/https.md) and open https://" + location.host + "/."
+    );
+  }
+  return "This browser offers no camera (navigator.mediaDevices is missing).";
+}
+
 async function startCamera() {
+  const blocker = cameraBlocker();
+  if (blocker) {
+    say(blocker, "error");
+    return;
+  }
   setBusy(true);
   try {
     say("Opening the camera...");
@@ -140,10 +165,31 @@ async function startCamera() {
     video.srcObject = stream;
     await video.play().catch(() => {});
     const memory = $("memory-select").value;
-    const session = await api("POST", "/sessions", { source: "webrtc", memory });
-    rememberSession(session); // its capability token, for its paths and websocket
+    const session = await client.openSession("webrtc", { memory }); // the client keeps its token
+    rememberSession(session); // and rtc.js's requests (the offer) use it too
     state.ownsSession = true;
     await attach(session, { camera: stream });
+  } catch (error) {
+    reportApiError(error);
+    await stop();
+  }
+}
+
+/** Open a session on a file path (on the server) or a stream URL (rtsp://...) and watch it. */
+async function openSource(event) {
+  event.preventDefault();
+  const source = $("source-input").value.trim();
+  if (!source) {
+    say("Enter a video path on the server or an rtsp:// URL.");
+    return;
+  }
+  setBusy(true);
+  try {
+    say(`Opening ${source}...`);
+    const session = await client.openSession(source); // the client keeps its token
+    rememberSession(session);
+    state.ownsSession = true;
+    await attach(session, { camera: null });
   } catch (error) {
     reportApiError(error);
     await stop();
@@ -176,8 +222,7 @@ async function attach(session, { camera }) {
   $("sync-video").disabled = !camera;
   updateView();
 
-  state.socket = new SessionSocket(() => socketUrl(session.id), {
-    protocols: () => socketProtocols(session.id),
+  state.socket = client.connect(session.id, {
     onMessage: onMessage,
     onState: (value, detail) => {
       setBadge("ws-state", "socket", detail ? `${value} ${detail}` : value);
@@ -185,7 +230,6 @@ async function attach(session, { camera }) {
       if (value === "closed" && detail && state.session) say(`Socket closed: ${detail}`);
     },
   });
-  state.socket.connect();
 
   if (camera) {
     state.frames = new CameraFrames($("local-video"));
@@ -707,6 +751,7 @@ function setup() {
   });
   $("start-camera").onclick = startCamera;
   $("join-session").onclick = joinSession;
+  $("open-form").addEventListener("submit", openSource);
   $("refresh-sessions").onclick = refreshSessions;
   $("stop").onclick = stop;
   $("new-object").onclick = () => {
@@ -740,6 +785,8 @@ function setup() {
   setBusy(false);
   updateView();
   refreshSessions();
+  const blocker = cameraBlocker();
+  if (blocker) say(blocker, "error"); // said at once, not after a click that cannot work
   requestAnimationFrame(render);
 }
 

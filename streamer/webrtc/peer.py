@@ -63,6 +63,8 @@ from streamer.sessions import (
 from streamer.sessions.connection import handle_client_message, hello_message
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
+from streamer.webrtc.dtls import transport_failure, transport_states
+from streamer.webrtc.failures import FailureStage
 from streamer.webrtc.media import OverlayTrack
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,8 @@ class WebRTCPeer:
         self._conflict: str | None = None
         self._closing = False
         self._connected = asyncio.Event()  # ICE/DTLS up (connect_timeout watches it)
+        # (stage, reason) when ICE/DTLS failed or it never connected (streamer.webrtc.failures)
+        self.failure: tuple[FailureStage, str] | None = None
         self._last_frame = time.monotonic()  # last video frame in (peer_silence_timeout)
         self._frame_limits = FrameLimits.from_settings(settings)
 
@@ -217,8 +221,11 @@ class WebRTCPeer:
             try:
                 await asyncio.wait_for(self._connected.wait(), connect_timeout)
             except asyncio.TimeoutError:
-                logger.info("peer %s: not connected after %.1f s", self.id, connect_timeout)
-                self._schedule_close()
+                self._fail(
+                    FailureStage.TIMEOUT,
+                    f"not connected {connect_timeout:.0f} s after the answer "
+                    f"({transport_states(self.pc)})",
+                )
                 return
         silence = self.settings.peer_silence_timeout
         if not silence:
@@ -403,10 +410,18 @@ class WebRTCPeer:
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         logger.info("peer %s: connection %s", self.id, state)
+        if state == "failed":
+            self._fail(*transport_failure(self.pc))
         if state == "connected":
             self._connected.set()
         if state in ("failed", "closed"):
             self._schedule_close()
+
+    def _fail(self, stage: FailureStage, reason: str) -> None:
+        """Close the peer as failed; the service reports `self.failure` when it is closed."""
+        if self.failure is None and not self._closing:
+            self.failure = (stage, reason)
+        self._schedule_close()
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)

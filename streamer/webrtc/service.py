@@ -18,6 +18,8 @@ from streamer.sessions import (
 )
 from streamer.settings import Settings
 from streamer.webrtc.consent import configure_consent
+from streamer.webrtc.dtls import configure_dtls
+from streamer.webrtc.failures import PeerFailureLog
 from streamer.webrtc.media import configure_ice_hosts, configure_ice_public_ip
 from streamer.webrtc.peer import (
     MAX_PEERS_PER_SESSION,
@@ -51,10 +53,12 @@ class WebRTCService:
         self.style = style
         self._peers: dict[str, WebRTCPeer] = {}
         self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
+        self.failures = PeerFailureLog()  # failed peers: /metrics and GET /sessions/{id}
         configure_ice_hosts(settings.ice_hosts)
         public_ip = settings.ice_public_ip
         configure_ice_public_ip(None if public_ip is None else str(public_ip))
         configure_consent(settings.peer_silence_timeout)  # vanished peers: seconds, not 30 s
+        configure_dtls()  # RSA publishers (FFmpeg, GStreamer) as well as ECDSA ones
 
     async def connect(
         self,
@@ -129,6 +133,21 @@ class WebRTCService:
         self._peers.pop(peer.id, None)
         if self._publishers.get(peer.session.id) is peer:
             del self._publishers[peer.session.id]
+        if peer.failure is not None:
+            stage, reason = peer.failure
+            self.failures.record(
+                peer_id=peer.id,
+                session_id=peer.session.id,
+                role=peer.role.value,
+                stage=stage,
+                reason=reason,
+            )
+            if peer.owns_session:
+                # A POST /whip session stays, failed, so that its client can see why; the
+                # lifecycle policy closes it `finished_ttl` seconds later.
+                error = f"WHIP publisher {peer.id} failed ({stage.value}): {reason}"
+                await asyncio.to_thread(peer.session.finish, SessionState.FAILED, error)
+                return
         if peer.owns_session:
             try:
                 await asyncio.to_thread(self.manager.delete, peer.session.id)

@@ -6,17 +6,26 @@
     paths = writer.close()
 
 Formats: `coco` (COCO-style JSON), `sav` (SA-V masklet JSON), `png` (DAVIS index PNGs),
-`mp4` (overlay video), `yolo` (YOLO segmentation labels). Each module's docstring gives its
-exact layout.
+`mp4` (overlay video), `yolo` (YOLO segmentation labels), and the decoded frames as JPEGs
+when `OutputOptions.write_frames`. Each module's docstring gives its exact layout.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
+from streamer.batch.outputs.base import MaskWriter, OutputOptions, VideoInfo, encode_rle
 
-__all__ = ["FORMATS", "MaskWriter", "VideoInfo", "encode_rle", "make_writer", "parse_formats"]
+__all__ = [
+    "FORMATS",
+    "MaskWriter",
+    "OutputOptions",
+    "VideoInfo",
+    "encode_rle",
+    "make_writer",
+    "make_writers",
+    "parse_formats",
+]
 
 FORMATS = ("coco", "sav", "png", "mp4", "yolo")
 
@@ -43,8 +52,23 @@ def parse_formats(values: list[str] | None) -> list[str]:
     return formats
 
 
-def make_writer(fmt: str, out_dir: Path, info: VideoInfo) -> MaskWriter:
+def make_writers(
+    formats: list[str], out_dir: Path, info: VideoInfo, options: OutputOptions
+) -> list[MaskWriter]:
+    """The writers of a run: one per format, plus the frame writer when asked."""
+    writers = [make_writer(fmt, out_dir, info, options) for fmt in formats]
+    if options.write_frames:
+        from streamer.batch.outputs.frames import FrameWriter
+
+        writers.append(FrameWriter(out_dir, info))
+    return writers
+
+
+def make_writer(
+    fmt: str, out_dir: Path, info: VideoInfo, options: OutputOptions | None = None
+) -> MaskWriter:
     """The writer for one format (modules are imported on demand)."""
+    options = options or OutputOptions()
     if fmt == "coco":
         from streamer.batch.outputs.coco import CocoWriter
 
@@ -56,7 +80,7 @@ def make_writer(fmt: str, out_dir: Path, info: VideoInfo) -> MaskWriter:
     if fmt == "png":
         from streamer.batch.outputs.png import PaletteWriter
 
-        return PaletteWriter(out_dir, info)
+        return PaletteWriter(out_dir, info, options)
     if fmt == "mp4":
         from streamer.batch.outputs.mp4 import OverlayVideoWriter
 

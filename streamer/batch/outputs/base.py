@@ -33,6 +33,20 @@ class VideoInfo:
     frame_count: int | None = None
 
 
+@dataclass(frozen=True)
+class OutputOptions:
+    """How the writers lay out their files (the same for every video of a run).
+
+    png_layout: "indexed" (one palette PNG per frame, value = object id) or "per-object"
+        (SA-V val/test: one binary PNG per object per frame); see outputs/png.py.
+    write_frames: also write each decoded frame as `frames/<video>/<frame:05d>.jpg`, the
+        `file_name`s of the COCO JSON.
+    """
+
+    png_layout: str = "indexed"
+    write_frames: bool = False
+
+
 class MaskWriter(abc.ABC):
     """Writes the tracking results of one video, frame by frame, into `out_dir`.
 

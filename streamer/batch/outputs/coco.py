@@ -3,7 +3,8 @@
 `<name>_coco.json`:
 * `videos`: [{id: 1, name, width, height, length (frames), fps}]
 * `images`: one per frame: {id (= frame index), frame_index, video_id, file_name
-  ("<name>/<frame:05d>.jpg", as if the frames were extracted), width, height, pts, time}
+  ("frames/<name>/<frame:05d>.jpg", relative to the JSON's folder: written there by
+  `track --write-frames`), width, height, pts, time}
 * `annotations`: one per object visible on a frame: {id (1, 2, ...), image_id (= frame index),
   video_id, track_id (= object id), category_id 1, segmentation (COCO RLE, `counts` str),
   area, bbox [x, y, w, h] (pycocotools' convention), iscrowd 0, score (object presence
@@ -26,6 +27,7 @@ from typing import IO, Any
 
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
+from streamer.batch.outputs.frames import frame_file_name
 from streamer.ingest.base import VideoFrame
 
 CATEGORY = {"id": 1, "name": "object"}
@@ -68,7 +70,7 @@ class CocoWriter(MaskWriter):
                 "id": index,
                 "frame_index": index,
                 "video_id": 1,
-                "file_name": f"{self.info.name}/{index:05d}.jpg",
+                "file_name": frame_file_name(self.info.name, index),
                 "width": self.info.width,
                 "height": self.info.height,
                 "pts": frame.pts,

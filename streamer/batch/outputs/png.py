@@ -1,9 +1,20 @@
-"""DAVIS-style index PNGs: one palette image per frame, pixel value = object index.
+"""Index PNGs that the official SAM 2 / DAVIS / SA-V tools read as they are.
 
-`<name>_png/00000.png`, `00001.png`, ... are mode "P" (8-bit palette) PNGs with the DAVIS / VOC
-palette: 0 is background (black), 1..255 are objects in the order they were first added (an
-index never changes). Where masks overlap, the object added later wins. `objects.json` in the
-same folder maps each index to the tracker's object id: `{"1": 4, "2": 7}`.
+Layouts (`OutputOptions.png_layout`), under `OUT/png/` so that `OUT/png` is the
+`--pred_root` / `--gt_root` of the official `sav_dataset/sav_evaluator.py`:
+
+* `indexed` (default, DAVIS): `png/<video>/<frame:05d>.png`, one mode "P" (8-bit palette) PNG
+  per frame with the DAVIS palette; pixel value = object id, 0 = background. An object id
+  above 255 does not fit a byte: `indexed` then stops with a ValueError that says to use
+  `per-object`. Where masks overlap, the smallest object id wins, as in the official
+  `tools/vos_inference.py` (it paints objects in decreasing id order).
+* `per-object` (SA-V val/test): `png/<video>/<obj:03d>/<frame:05d>.png`, one binary PNG (0 /
+  1, DAVIS palette) per object per frame, from the frame the object was added; no id limit and
+  no overlap to resolve.
+
+Metadata lives outside the PNG tree (the evaluator takes every entry of a video folder for a
+frame or an object): `OUT/<video>_png.json` = {"video", "layout", "folder" (relative to OUT),
+"frames", "obj_ids"}.
 """
 
 from __future__ import annotations
@@ -16,10 +27,11 @@ import numpy as np
 from PIL import Image
 
 from sam2_video import FrameResult
-from streamer.batch.outputs.base import MaskWriter, VideoInfo
+from streamer.batch.outputs.base import MaskWriter, OutputOptions, VideoInfo
 from streamer.ingest.base import VideoFrame
 
-MAX_OBJECTS = 255  # one byte per pixel, 0 is background
+MAX_INDEXED_ID = 255  # one byte per pixel, 0 is background
+PNG_LAYOUTS = ("indexed", "per-object")
 
 
 def davis_palette() -> list[int]:
@@ -40,41 +52,73 @@ def davis_palette() -> list[int]:
     return palette
 
 
-class PaletteWriter(MaskWriter):
-    """Writes one index PNG per frame into `<name>_png/` (see the module docstring)."""
+def index_image(obj_ids: list[int], masks: np.ndarray) -> np.ndarray:
+    """(N,) ids and (N, H, W) bool masks -> (H, W) uint8 labels, value = object id, the
+    smallest id on top where masks overlap. Raises ValueError for an id outside 1..255."""
+    labels = np.zeros(masks.shape[1:], np.uint8)  # (H, W)
+    for k in sorted(range(len(obj_ids)), key=lambda k: -obj_ids[k]):  # largest id first
+        obj_id = obj_ids[k]
+        if not 1 <= obj_id <= MAX_INDEXED_ID:
+            raise ValueError(
+                f"object id {obj_id} does not fit an indexed PNG (ids 1..{MAX_INDEXED_ID}); "
+                "use --png-layout per-object"
+            )
+        labels[masks[k]] = obj_id
+    return labels
 
-    def __init__(self, out_dir: Path, info: VideoInfo) -> None:
+
+class PaletteWriter(MaskWriter):
+    """Writes the PNGs of one video in `OutputOptions.png_layout` (see the module docstring)."""
+
+    def __init__(self, out_dir: Path, info: VideoInfo, options: OutputOptions) -> None:
         super().__init__(out_dir, info)
-        self.folder = self.out_dir / f"{info.name}_png"
+        if options.png_layout not in PNG_LAYOUTS:
+            raise ValueError(f"png layout must be one of {PNG_LAYOUTS}, not {options.png_layout!r}")
+        self.layout = options.png_layout
+        self.folder = self.out_dir / "png" / info.name
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.metadata = self.out_dir / f"{info.name}_png.json"
         self._palette = davis_palette()
-        self._index_of: dict[int, int] = {}  # object id -> palette index
+        self._obj_ids: dict[int, None] = {}  # every id seen, in order
         self._closed = False
 
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
-        """Save the frame's (H, W) palette PNG: pixel value = object index, 0 = background."""
-        labels = np.zeros((self.info.height, self.info.width), np.uint8)  # (H, W)
-        for k, obj_id in enumerate(result.obj_ids):
-            labels[result.masks[k]] = self._index(int(obj_id))
-        image = Image.fromarray(labels)
-        image.putpalette(self._palette)  # "L" -> "P": the values stay, colours come with them
-        image.save(self.folder / f"{result.frame_idx:05d}.png", optimize=False)
+        """Save the frame's PNG(s) in the writer's layout: (H, W) uint8, value = object id
+        (`indexed`) or 0/1 (`per-object`, one PNG per object); raises ValueError for an id
+        that does not fit `indexed`."""
+        obj_ids = [int(i) for i in result.obj_ids]
+        self._obj_ids.update(dict.fromkeys(obj_ids))
+        name = f"{result.frame_idx:05d}.png"
+        if self.layout == "indexed":
+            if obj_ids:
+                labels = index_image(obj_ids, result.masks)
+            else:
+                labels = np.zeros((self.info.height, self.info.width), np.uint8)
+            self._save(labels, self.folder / name)
+        else:
+            for k, obj_id in enumerate(obj_ids):
+                folder = self.folder / f"{obj_id:03d}"
+                folder.mkdir(exist_ok=True)
+                self._save(result.masks[k].astype(np.uint8), folder / name)
         self.frames_written += 1
 
-    def _index(self, obj_id: int) -> int:
-        index = self._index_of.get(obj_id)
-        if index is None:
-            if len(self._index_of) >= MAX_OBJECTS:
-                raise ValueError(f"an index PNG holds at most {MAX_OBJECTS} objects")
-            index = self._index_of[obj_id] = len(self._index_of) + 1
-        return index
+    def _save(self, labels: np.ndarray, path: Path) -> None:
+        image = Image.fromarray(labels)
+        image.putpalette(self._palette)  # "L" -> "P": the values stay, colours come with them
+        image.save(path, optimize=False)
 
     def close(self) -> list[Path]:
-        """Write objects.json (palette index -> object id) once; returns the folder."""
-        mapping = self.folder / "objects.json"
+        """Write `<video>_png.json` once; returns the PNG folder and that file."""
         if not self._closed:
             self._closed = True
-            mapping.write_text(json.dumps({str(i): o for o, i in self._index_of.items()}) + "\n")
-        return [self.folder]
+            record = {
+                "video": self.info.name,
+                "layout": self.layout,
+                "folder": self.folder.relative_to(self.out_dir).as_posix(),
+                "frames": self.frames_written,
+                "obj_ids": list(self._obj_ids),
+            }
+            self.metadata.write_text(json.dumps(record) + "\n")
+        return [self.folder, self.metadata]

@@ -1,6 +1,9 @@
 """SA-V style masklet JSON (the annotation format of Meta's SA-V dataset), every frame.
 
-`<name>_sav.json` follows the SA-V train annotations (sav_dataset/README.md):
+Two files, named as the official reader (`sav_dataset/utils/sav_utils.py`, `SAVDataset`)
+looks for them: `<name>_manual.json` holds the masklets the user prompted at least once,
+`<name>_auto.json` the auto-seeded ones (each written even when empty). Both follow the SA-V
+train annotations (sav_dataset/README.md):
 * `video_id` (the input's stem), `video_duration` (s), `video_frame_count`, `video_height`,
   `video_width`, `video_resolution` (H * W): floats, as in SA-V.
 * `masklet`: list over frames of lists over masklets of COCO RLE (`counts` str); a masklet not
@@ -13,10 +16,13 @@
   `masklet_edited_frame_count` (frames with a prompt from the user), `masklet_type` ("manual"
   when the user prompted it at least once, "auto" for auto-seeded objects).
 * `masklet_num`.
+* `annot_sample_rate`: 1 (not an SA-V field). SA-V annotates every 4th frame of its 24 fps
+  videos, and `SAVDataset` drops 3 frames in 4 by default to match; for these files, which
+  annotate every frame, build it with `SAVDataset(folder, annot_sample_rate=1)`.
 * with a detector (`--detector`): `masklet_label`, `masklet_class_id`, `masklet_det_score`.
 
-Unlike SA-V (annotated at 6 fps), every frame is annotated. Per-frame masks go to a temporary
-file as frames arrive and are assembled on `close`, so memory stays flat on long videos.
+Per-frame masks go to a temporary file as frames arrive and are assembled on `close`, so
+memory stays flat on long videos.
 """
 
 from __future__ import annotations
@@ -65,11 +71,13 @@ class _Masklet:
 
 
 class SavWriter(MaskWriter):
-    """Writes `<name>_sav.json` (see the module docstring for the schema)."""
+    """Writes `<name>_manual.json` and `<name>_auto.json` (see the module docstring)."""
 
     def __init__(self, out_dir: Path, info: VideoInfo) -> None:
         super().__init__(out_dir, info)
-        self.path = self.out_dir / f"{info.name}_sav.json"
+        self.paths = {
+            kind: self.out_dir / f"{info.name}_{kind}.json" for kind in ("manual", "auto")
+        }
         # One JSON line of {id: rle} per frame; closed (and deleted) by close().
         self._frames = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self._masklets: dict[int, _Masklet] = {}  # insertion order = masklet order
@@ -92,15 +100,12 @@ class SavWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
-        """Write the SA-V JSON (per-masklet RLEs and stats) once."""
+        """Write the SA-V JSON file(s) (per-masklet RLEs and stats) once; returns them."""
+        paths = list(self.paths.values())
         if self._closed:
-            return [self.path]
+            return paths
         self._closed = True
         height, width = self.info.height, self.info.width
-        empty = encode_rle(np.zeros((height, width), bool))
-        ids = list(self._masklets)
-        stats = list(self._masklets.values())
-        sizes = [s.area_sum / s.visible_frames if s.visible_frames else 0.0 for s in stats]
         header = {
             "video_id": self.info.name,
             "video_duration": self.frames_written / float(self.info.fps),
@@ -108,7 +113,22 @@ class SavWriter(MaskWriter):
             "video_height": float(height),
             "video_width": float(width),
             "video_resolution": float(height * width),
+            "annot_sample_rate": 1,
         }
+        kinds = {
+            obj_id: "manual" if s.edited_frames else "auto" for obj_id, s in self._masklets.items()
+        }
+        for kind, path in self.paths.items():
+            ids = [obj_id for obj_id, k in kinds.items() if k == kind]
+            self._write(path, header, ids, kind)
+        self._frames.close()
+        return paths
+
+    def _write(self, path: Path, header: dict, ids: list[int], kind: str) -> None:
+        height, width = self.info.height, self.info.width
+        empty = encode_rle(np.zeros((height, width), bool))
+        stats = [self._masklets[obj_id] for obj_id in ids]
+        sizes = [s.area_sum / s.visible_frames if s.visible_frames else 0.0 for s in stats]
         per_masklet = {
             "masklet_id": ids,
             "masklet_size_rel": [size / (height * width) for size in sizes],
@@ -120,7 +140,7 @@ class SavWriter(MaskWriter):
             ],
             "masklet_frame_count": [s.frames_tracked for s in stats],
             "masklet_edited_frame_count": [s.edited_frames for s in stats],
-            "masklet_type": ["manual" if s.edited_frames else "auto" for s in stats],
+            "masklet_type": [kind] * len(ids),
             "masklet_num": len(ids),
         }
         if self.labels:  # detector-seeded: each masklet's class (None where none was found)
@@ -129,15 +149,13 @@ class SavWriter(MaskWriter):
             per_masklet["masklet_class_id"] = [x.class_id if x else None for x in found]
             per_masklet["masklet_det_score"] = [x.det_score if x else None for x in found]
         self._frames.seek(0)
-        with self.path.open("w") as out:
+        with path.open("w") as out:
             out.write(json.dumps(header)[:-1] + ', "masklet": [')
             for i, line in enumerate(self._frames):
                 frame_rles = json.loads(line)
                 row = [frame_rles.get(str(obj_id), empty) for obj_id in ids]
                 out.write(("," if i else "") + "\n" + json.dumps(row))
             out.write("\n], " + json.dumps(per_masklet)[1:] + "\n")
-        self._frames.close()
-        return [self.path]
 
 
 def _bucket(size_abs: float) -> str:
