@@ -2,7 +2,8 @@
 
 A rerun compares each video's recorded options with the run's: a video done with other
 options (another format, PNG layout, model, checkpoint, auto-seed setting, object or frame
-limit, memory, detector, or an edited prompts file) is tracked again, and the run says which option changed.
+limit, memory, detector, or an edited prompts file) is tracked again, and the run says which
+option changed.
 Rows written before options were recorded carry none; they are trusted as they are.
 """
 
