@@ -15,6 +15,7 @@ from sam2_video.modeling.mask_decoder import build_sam_heads
 from sam2_video.modeling.memory_attention import build_memory_attention
 from sam2_video.modeling.memory_encoder import build_memory_encoder
 from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video.precision import Precision, apply_tf32, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def build_sam2(
     config: str | Path | SAM2Config = "sam2.1_hiera_t",
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
+    precision: Precision | str = Precision.AUTO,
 ) -> SAM2Model:
     """Build a SAM 2 model in eval mode, optionally loading an official checkpoint.
 
@@ -113,11 +115,18 @@ def build_sam2(
         path, or a `SAM2Config`.
     checkpoint: path to an official `.pt` file; None leaves the weights randomly initialised.
     device: where to put the model (default: CUDA when available, else CPU).
+    precision: `auto | fp32 | bf16 | fp16` (`sam2_video.precision`): auto is bf16 autocast +
+        TF32 on CUDA, as the official runs, and fp32 on the CPU. The predictors apply it; TF32
+        is a process-wide switch, set here for CUDA. Raises ValueError for an unknown name.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = resolve_precision(precision, device)
     model = build_model(config)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         logger.info("loaded %s into %s", checkpoint, model.config.name)
+    model.precision = Precision(precision)
+    apply_tf32(resolved)
+    logger.info("%s on %s runs %s", model.config.name, device, resolved.name)
     return model.to(device).eval()

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     device: str | None = None
     # Compiled (torch.compile) video path of the official "vos_optimized" builder.
     vos_optimized: bool = False
+    # auto: bf16 autocast + TF32 on CUDA (as the official runs), fp32 on the CPU; or force
+    # fp32 / bf16 / fp16 (`sam2_video.precision`; drift figures in docs/serving.md).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     max_sessions: int = Field(default=8, ge=1)
     max_objects_per_session: int = Field(default=16, ge=1)

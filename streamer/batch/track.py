@@ -141,13 +141,14 @@ def load_track_model(
     checkpoint: Path | None = None,
     download: bool = False,
     device: str | None = None,
+    precision: str = "auto",
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
     config = load_config(model)
     torch_device = resolve_device(device)
     checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
-    return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
+    return build_sam2(model, checkpoint=checkpoint_path, device=torch_device, precision=precision)
 
 
 def track_video(
@@ -163,6 +164,7 @@ def track_video(
     checkpoint: Path | None = None,
     download: bool = False,
     device: str | None = None,
+    precision: str = "auto",
     max_frames: int | None = None,
     progress: bool = True,
 ) -> TrackSummary:
@@ -172,6 +174,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    precision: auto | fp32 | bf16 | fp16 (`sam2_video.precision`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -188,7 +191,7 @@ def track_video(
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
         load_prompts(prompts, width=info.width, height=info.height)
-    sam = load_track_model(model, checkpoint, download, device)
+    sam = load_track_model(model, checkpoint, download, device, precision)
     summary = track_with_model(
         sam, video, out_dir=out_dir, plan=plan, prompts=prompts, progress=progress
     )

@@ -10,6 +10,7 @@ from streamer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
+    add_precision_option,
     report_error,
 )
 
@@ -46,6 +47,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="compile the video path with torch.compile (the official vos_optimized mode)",
     )
+    add_precision_option(parser, default=None)
     parser.add_argument(
         "--download",
         action="store_true",
@@ -72,6 +74,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
             max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,
+            precision=args.precision,
         )
     except ValidationError as exc:
         report_error("serve", exc)

@@ -98,6 +98,7 @@ def _run_track(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
+            precision=args.precision,
             max_frames=args.max_frames,
             progress=not args.no_progress,
         )
@@ -200,6 +201,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             model=args.model,
             checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
             threads=args.threads,
+            precision=args.precision,
         )
         ray_options = {"address": args.address, "pool_size": args.pool_size,
                        "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,

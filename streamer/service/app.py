@@ -71,7 +71,12 @@ def load_model(settings: Settings, device: str | None = None) -> SAM2Model:
 
     # Never serve random weights: a missing checkpoint is an error that says how to get one.
     checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
-    model = build_sam2(settings.model, checkpoint=checkpoint, device=device or settings.device)
+    model = build_sam2(
+        settings.model,
+        checkpoint=checkpoint,
+        device=device or settings.device,
+        precision=settings.precision,
+    )
     if settings.vos_optimized:
         from sam2_video.compile import compile_model
 
