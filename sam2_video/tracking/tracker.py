@@ -71,7 +71,7 @@ class StaticShapes:
         `(max_conditioning_frames + max_ptrs - 1) * hidden_dim / mem_dim` pointer tokens.
     batch_buckets: object batches are padded up to the next of these sizes (dummy rows copy the
         first object and are dropped), so one graph serves a range of object counts. Larger
-        batches are not padded.
+        batches are padded to a multiple of the largest bucket (65 -> 128 with the default).
     """
 
     max_conditioning_frames: int = 4
@@ -87,7 +87,14 @@ class StaticShapes:
 
     def bucket(self, batch: int) -> int:
         """The padded size of a batch of `batch` rows."""
-        return next((size for size in self.batch_buckets if size >= batch), batch)
+        largest = self.batch_buckets[-1]
+        if batch > largest:
+            return -(-batch // largest) * largest
+        return next(size for size in self.batch_buckets if size >= batch)
+
+    def buckets_up_to(self, rows: int) -> tuple[int, ...]:
+        """Every padded size a batch of 1 to `rows` rows can take (what a warm-up compiles)."""
+        return tuple(sorted({self.bucket(n) for n in range(1, rows + 1)}))
 
 
 class FrameTracker:
