@@ -54,6 +54,13 @@ def masklets(
 ) -> list[ObjectMasklet]:
     """Masklets of `result`'s objects (all, or those in `obj_ids`, in the result's order)."""
     wanted = None if obj_ids is None else set(obj_ids)
+    small = None
+    if mask_downscale > 1 and len(result.obj_ids):
+        h, w = result.masks.shape[1:]
+        # From the model's low-res logits straight to the size asked for, not via H x W.
+        small = result.masks_at(
+            (max(1, math.ceil(h / mask_downscale)), max(1, math.ceil(w / mask_downscale)))
+        )
     out = []
     for i, obj_id in enumerate(result.obj_ids):
         if wanted is not None and obj_id not in wanted:
@@ -69,7 +76,7 @@ def masklets(
         out.append(
             ObjectMasklet(
                 obj_id=int(obj_id),
-                rle=encode_rle(downscale_mask(mask, mask_downscale)),
+                rle=encode_rle(mask if small is None else small[i]),
                 bbox=bbox,
                 area=area,
                 score=score,

@@ -188,3 +188,64 @@ def test_static_shapes_pad_the_frame_batch(micro_model, clips):
                 _apply_prompts(s_batched, prompts, t)
     finally:
         hook.remove()
+
+
+def test_add_frame_is_the_service_step_with_one_session(micro_model, clips):
+    """`add_frame` and the scheduler's call (`track_streams` with one session, seeding left
+    to the caller) are one path: identical logits, bit for bit, with prompts in between."""
+    by_add_frame = StreamingSession(micro_model, _options())
+    by_step = StreamingSession(micro_model, _options())
+    for t in range(FRAMES):
+        want = by_add_frame.add_frame(clips[1][t], pts=t)
+        [got] = track_streams([by_step], [clips[1][t]], [t], seed=False)
+        assert got.obj_ids == want.obj_ids and got.frame_idx == want.frame_idx == t
+        if want.obj_ids:
+            np.testing.assert_array_equal(got.logits, want.logits)
+            np.testing.assert_array_equal(got.masks, want.masks)
+        _apply_prompts(by_add_frame, PROMPTS[1], t)
+        _apply_prompts(by_step, PROMPTS[1], t)
+    assert len(by_step.obj_ids) == 3
+
+
+def test_a_failed_prompt_registers_no_object(micro_model, clips):
+    session = StreamingSession(micro_model)
+    session.add_frame(clips[0][0])
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("device error inside the model")
+
+    session.tracker.prompt_points = broken
+    with pytest.raises(RuntimeError, match="device error"):
+        session.add_points(None, np.array([[160, 90]], np.float32), np.array([1], np.int32))
+    assert calls == [1] and session.obj_ids == []
+    del session.tracker.prompt_points  # the class's method again
+    result = session.add_points(None, np.array([[160, 90]], np.float32), np.array([1], np.int32))
+    assert result.obj_ids == [1]  # the failed prompt used up no id
+
+
+def test_the_frame_is_kept_only_when_seeding_may_need_it(micro_model, clips):
+    keeps = StreamingSession(micro_model)
+    keeps.add_frame(clips[0][0])
+    assert keeps._frame is not None and keeps._frame.shape == (3, 180, 320)
+    lean = StreamingSession(micro_model, SessionOptions(seed_on_demand=False))
+    lean.add_frame(clips[0][0])
+    assert lean._frame is None
+    with pytest.raises(RuntimeError, match="keeps no frame"):
+        lean.auto_seed()
+
+
+def test_masks_at_a_smaller_size_come_from_the_low_res_logits(micro_model, clips):
+    session = StreamingSession(micro_model, SessionOptions(return_logits=True))
+    session.add_frame(clips[0][0])
+    result = session.add_points(None, np.array([[160, 90]], np.float32), np.array([1], np.int32))
+    assert result.low_res_logits.shape == (1, 64, 64)
+    small = result.masks_at((45, 80))
+    assert small.shape == (1, 45, 80) and small.any()
+    # The same masks as an area downscale of the frame-size masks, but for edge pixels.
+    area = torch.nn.functional.interpolate(
+        torch.from_numpy(result.masks).float()[:, None], (45, 80), mode="area"
+    )[:, 0].numpy()
+    clear = np.abs(area - 0.5) > 0.3
+    np.testing.assert_array_equal(small[clear], area[clear] >= 0.5)

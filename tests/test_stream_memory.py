@@ -63,7 +63,7 @@ def _tensors(root: object) -> Iterator[Tensor]:
 
 def session_footprint(session: StreamingSession) -> tuple[int, int, int]:
     """(tensors, bytes of their distinct storages, frame entries) held by the session."""
-    roots = [session.objects, session._features, session._frame, session._absent_for]
+    roots = [session.objects, session._features, session._frame, session._objects._absent_for]
     tensors = list(_tensors(roots))
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     entries = sum(

@@ -323,17 +323,18 @@ def test_prompts_before_the_first_frame(micro_model):
 def make_absent(session: StreamingSession, obj_id: int, frames: set[int]) -> None:
     """Let the tracker report `obj_id` absent (as the model does: score < 0, no mask) on
     `frames`: the micro model's presence head says "present" on every real frame."""
-    track = session.tracker.track
+    track_frames = session.tracker.track_frames
 
-    def track_with_absence(features, objects, frame_idx, reverse, num_frames):
-        outputs = track(features, objects, frame_idx, reverse, num_frames)
-        for obj, out in zip(objects, outputs):
-            if obj.obj_id == obj_id and frame_idx in frames:
-                out.object_score = torch.full_like(out.object_score, -3.0)
-                out.low_res_logits = torch.full_like(out.low_res_logits, -1024.0)
+    def track_with_absence(features, groups, num_frames=None):
+        outputs = track_frames(features, groups, num_frames)
+        for group, group_outputs in zip(groups, outputs):
+            for obj, out in zip(group.objects, group_outputs):
+                if obj.obj_id == obj_id and group.frame_idx in frames:
+                    out.object_score = torch.full_like(out.object_score, -3.0)
+                    out.low_res_logits = torch.full_like(out.low_res_logits, -1024.0)
         return outputs
 
-    session.tracker.track = track_with_absence
+    session.tracker.track_frames = track_with_absence
 
 
 @pytest.mark.parametrize("drop_lost", [False, True])

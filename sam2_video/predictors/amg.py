@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from sam2_video.utils.mask_utils import (
     uncrop_masks,
     uncrop_points,
 )
+from sam2_video.utils.steps import drain
 from sam2_video.utils.transforms import validate_image
 
 logger = logging.getLogger(__name__)
@@ -401,15 +402,3 @@ class SAM2AutomaticMaskGenerator:
             all_logits.append(logits[:, 0])
             all_ious.append(ious[:, 0])
         return torch.cat(all_logits), torch.cat(all_ious)
-
-
-_T = TypeVar("_T")
-
-
-def drain(steps: Generator[None, None, _T]) -> _T:
-    """Run a sliced computation (`generate_steps` and the like) to the end; return its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value

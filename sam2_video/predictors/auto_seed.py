@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator, drain
+from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from sam2_video.predictors.image import SAM2ImagePredictor
+from sam2_video.utils.steps import drain
 
 logger = logging.getLogger(__name__)
 

@@ -9,12 +9,16 @@ session's state stays in its own `StreamingSession`; the batch only carries tens
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.predictors.streaming import FrameResult, StreamingSession
+from sam2_video.predictors.stream_types import FrameResult
+
+if TYPE_CHECKING:  # the session's `add_frame` runs this step: no import at run time
+    from sam2_video.predictors.streaming import StreamingSession
 
 
 def batch_key(session: StreamingSession) -> tuple:

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 
 
@@ -41,6 +43,8 @@ class SessionOptions:
         a compiled model (`sam2_video.compile.compile_model`) never recompiles; slower eagerly.
     auto_seed: start tracking what the automatic mask generator finds on the first frame (and
         every `auto_seed.reseed_every` frames); None: objects come from prompts only.
+    seed_on_demand: keep the current frame (one full-resolution copy) so that `auto_seed()`
+        can run on any frame; with False and no `auto_seed`, no copy is made.
     """
 
     max_objects: int = 64
@@ -53,6 +57,7 @@ class SessionOptions:
     drop_lost: bool = False
     static_shapes: bool = False
     auto_seed: AutoSeedOptions | None = None
+    seed_on_demand: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class FrameResult:
     object_scores: (N,) float32 presence logits (> 0 present). ious: (N,) predicted IoU.
     boxes: (N, 4) float32 xyxy pixels of each mask (zeros for empty masks).
     lost: ids reported lost on this frame (absent for `lost_after` frames).
+    low_res_logits: (N, S/4, S/4) float32, the model's own output, from which `masks_at` makes
+        masks at any other size without going through H x W; None when the session makes
+        masks non-overlapping (that rule is applied at frame size).
     """
 
     frame_idx: int
@@ -76,6 +84,24 @@ class FrameResult:
     boxes: np.ndarray
     logits: np.ndarray | None = None
     lost: list[int] = field(default_factory=list)
+    low_res_logits: np.ndarray | None = None
+
+    def masks_at(self, hw: tuple[int, int]) -> np.ndarray:
+        """(N, h, w) bool masks at another size, e.g. for a client that asks for smaller masks.
+
+        Resized straight from the low-res logits (bilinear, as the frame-size masks are);
+        falls back to an area resize of `masks` when there are none.
+        """
+        h, w = hw
+        if self.low_res_logits is None:
+            if not len(self.masks):
+                return np.zeros((0, h, w), bool)
+            small = F.interpolate(
+                torch.from_numpy(self.masks).float()[:, None], (h, w), mode="area"
+            )
+            return (small[:, 0] >= 0.5).numpy()
+        logits = torch.from_numpy(self.low_res_logits)[:, None]  # (N, 1, S/4, S/4)
+        return (resize_bilinear(logits, (h, w))[:, 0] > 0).numpy()
 
 
 def masks_to_boxes(masks: Tensor) -> Tensor:

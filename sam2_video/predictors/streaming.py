@@ -17,20 +17,16 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.predictors.amg import drain
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
+from sam2_video.predictors.multi_stream import track_streams
+from sam2_video.predictors.stream_objects import StreamObjects
+from sam2_video.predictors.stream_results import frame_result
 from sam2_video.predictors.stream_types import (
     FrameResult,
     FrameSizeError,
     NoFrameError,
     SessionOptions,
     TooManyObjectsError,
-    masks_to_boxes,
-)
-from sam2_video.predictors.video import (
-    UnknownObjectError,
-    prepare_mask_prompt,
-    prepare_point_prompt,
 )
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
@@ -38,13 +34,21 @@ from sam2_video.tracking.memory_bank import (
     PendingOutput,
     RetentionPolicy,
 )
+from sam2_video.tracking.prompts import (
+    UnknownObjectError,
+    check_mask_size,
+    commit_pending,
+    merge_points,
+    prepare_mask_prompt,
+    prepare_point_prompt,
+)
 from sam2_video.tracking.tracker import FrameTracker, StaticShapes, TrackerOptions, TrackGroup
-from sam2_video.utils.postprocess import non_overlapping
+from sam2_video.utils.steps import drain
 from sam2_video.utils.transforms import frame_to_chw, preprocess_frame
 
 logger = logging.getLogger(__name__)
 
-# The session's types live in stream_types.py; importing them from here keeps working.
+# The session's types live in stream_types.py; these names are part of this module's API.
 __all__ = [
     "FrameResult",
     "FrameSizeError",
@@ -52,7 +56,7 @@ __all__ = [
     "SessionOptions",
     "StreamingSession",
     "TooManyObjectsError",
-    "masks_to_boxes",
+    "UnknownObjectError",
 ]
 
 
@@ -76,7 +80,7 @@ class StreamingSession:
             max_conditioning_frames=self.options.max_conditioning_frames,
             max_frame_distance=window,
         )
-        self.objects: OrderedDict[int, ObjectMemory] = OrderedDict()
+        self._objects = StreamObjects(self.options.max_objects)
         self.frame_idx = -1
         self.frame_hw: tuple[int, int] | None = None
         self._pts: float | int | None = None
@@ -85,39 +89,37 @@ class StreamingSession:
         # auto-seeding on demand; a copy, as callers may reuse their frame buffers.
         self._frame: Tensor | None = None
         self._incoming: Tensor | None = None  # prepared, not yet tracked (3, H, W)
-        self._absent_for: dict[int, int] = {}
-        self._next_id = 1
+        self._incoming_hw: tuple[int, int] | None = None
         self._seeder: AutoSeeder | None = None  # built on first use
 
     # ------------------------------------------------------------------ lifecycle
     @property
+    def objects(self) -> OrderedDict[int, ObjectMemory]:
+        """Per-object memory by id, in the order objects were added."""
+        return self._objects.memories
+
+    @property
     def obj_ids(self) -> list[int]:
-        return list(self.objects)
+        return self._objects.ids
 
     def new_object_id(self) -> int:
         """An id never used in this session (ids are not reused, even after removal)."""
-        while self._next_id in self.objects:
-            self._next_id += 1
-        obj_id = self._next_id
-        self._next_id += 1
-        return obj_id
+        return self._objects.new_id()
 
     def reset(self) -> None:
         """Forget every object and frame; the next frame may have any size."""
-        self.objects.clear()
-        self._absent_for.clear()
+        self._objects.clear()
         self.frame_idx = -1
         self.frame_hw = None
         self._pts = None
         self._features = None
         self._frame = None
         self._incoming = None
+        self._incoming_hw = None
 
     def remove_object(self, obj_id: int) -> None:
-        if obj_id not in self.objects:
-            raise UnknownObjectError(f"unknown object id {obj_id}; known: {self.obj_ids}")
-        del self.objects[obj_id]
-        self._absent_for.pop(obj_id, None)
+        """Stop tracking an object (raises UnknownObjectError for an id it does not track)."""
+        self._objects.remove(obj_id)
 
     # ------------------------------------------------------------------ frames
     @torch.inference_mode()
@@ -127,15 +129,14 @@ class StreamingSession:
         frame: (H, W, 3) uint8 RGB numpy array, or a (3, H, W) / (H, W, 3) tensor (uint8, or
             float in [0, 1]) possibly already on the model's device.
         """
-        image = self.prepare_frame(frame)
-        features = self.model.forward_image(image)
-        outputs = self.tracker.track(
-            features, list(self.objects.values()), self.frame_idx + 1, False, None
-        )
-        return self.finish_frame(features, outputs, pts)
+        # The same step a scheduler runs over several sessions' frames at once, with one.
+        result = track_streams([self], [frame], [pts])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    # The three phases of `add_frame`, public so that a scheduler can run the model over the
-    # frames of several sessions at once (`sam2_video.predictors.multi_stream.track_streams`).
+    # The three phases of the step (`track_streams`): check and prepare the frame, the
+    # objects to track on it, store what the batched forward returned.
     def prepare_frame(self, frame: np.ndarray | Tensor) -> Tensor:
         """Check the next frame and return its model input (1, 3, S, S) float32.
 
@@ -146,13 +147,18 @@ class StreamingSession:
         hw = (int(chw.shape[1]), int(chw.shape[2]))
         if self.frame_hw is not None and hw != self.frame_hw:
             raise FrameSizeError(
-                f"frame is {hw[1]}x{hw[0]} but the stream is {self.frame_hw[1]}x{self.frame_hw[0]}; "
-                "reset the session to change resolution"
+                f"frame is {hw[1]}x{hw[0]} but the stream is "
+                f"{self.frame_hw[1]}x{self.frame_hw[0]}; reset the session to change resolution"
             )
         self._commit_pending()
-        # A copy: callers may reuse their frame buffers before auto-seeding reads the frame.
-        self._incoming = chw.clone()
+        # Auto-seeding reads the full-resolution frame later; keep it only when seeding may run
+        # (a copy, since callers may reuse their frame buffers).
+        self._incoming = chw.clone() if self._may_seed() else None
+        self._incoming_hw = hw
         return preprocess_frame(chw, self.model.image_size, self.tracker.device)
+
+    def _may_seed(self) -> bool:
+        return self.options.auto_seed is not None or self.options.seed_on_demand
 
     def track_group(self, frame_row: int) -> TrackGroup:
         """The objects to track on the prepared frame, which is row `frame_row` of a batch."""
@@ -172,20 +178,21 @@ class StreamingSession:
         features: the frame's own features (batch 1). seed: run auto-seeding now when this is
         a seeding frame; with False the caller runs `auto_seed_steps` (see `seeding_due`).
         """
-        if self._incoming is None:
+        if self._incoming_hw is None:
             raise RuntimeError("finish_frame without prepare_frame")
-        chw, self._incoming = self._incoming, None
+        self.frame_hw, self._incoming_hw = self._incoming_hw, None
+        self._frame, self._incoming = self._incoming, None
         self.frame_idx += 1
-        self.frame_hw = (int(chw.shape[1]), int(chw.shape[2]))
         self._pts = pts
         self._features = features
-        self._frame = chw
         objects = list(self.objects.values())
         for obj, out in zip(objects, outputs):
             obj.tracked[self.frame_idx] = out
             obj.frames_tracked[self.frame_idx] = False
             obj.retain(self.frame_idx, self.retention, self.model.num_maskmem)
-        lost = self._update_lost(objects, outputs)
+        lost = self._objects.count_absences(
+            objects, outputs, self.options.lost_after, self.options.drop_lost
+        )
         if seed and self.seeding_due:
             self._seed()
         return self._result(lost)
@@ -197,56 +204,21 @@ class StreamingSession:
 
     def _commit_pending(self) -> None:
         """Encode the memory of prompts given on the previous frame before moving on."""
-        pending = [
-            (obj, frame_idx, p)
-            for obj in self.objects.values()
-            for frame_idx, p in obj.pending.items()
-        ]
-        if not pending:
+        features = self._features
+        if features is None:
             return
-        self.tracker.encode_prompted(self._features, [p.output for _, _, p in pending])
-        for obj, frame_idx, p in pending:
-            if p.is_conditioning:
-                obj.conditioning[frame_idx] = p.output
-                obj.tracked.pop(frame_idx, None)
-            else:
-                obj.tracked[frame_idx] = p.output
+        # Prompts apply to the current frame only, so every pending output is on it.
+        for obj, frame_idx in commit_pending(
+            self.tracker, self.objects.values(), lambda _: features
+        ):
             obj.frames_tracked[frame_idx] = False
-            obj.pending.clear()
             obj.retain(frame_idx, self.retention, self.model.num_maskmem)
-
-    def _update_lost(self, objects: list[ObjectMemory], outputs: list[FrameOutput]) -> list[int]:
-        if self.options.lost_after is None:
-            return []
-        lost = []
-        for obj, out in zip(objects, outputs):
-            absent = float(out.object_score) <= 0
-            count = self._absent_for.get(obj.obj_id, 0) + 1 if absent else 0
-            self._absent_for[obj.obj_id] = count
-            if count == self.options.lost_after:
-                lost.append(obj.obj_id)
-        if self.options.drop_lost:
-            for obj_id in lost:
-                self.remove_object(obj_id)
-        return lost
 
     # ------------------------------------------------------------------ prompts
     def _require_frame(self) -> ImageFeatures:
         if self._features is None or self.frame_hw is None:
             raise NoFrameError("no frame yet: prompts apply to the current frame")
         return self._features
-
-    def _object_for_prompt(self, obj_id: int | None) -> ObjectMemory:
-        obj = None if obj_id is None else self.objects.get(obj_id)
-        if obj is None:
-            # Checked before taking a fresh id, so a refused prompt uses up nothing.
-            if len(self.objects) >= self.options.max_objects:
-                raise TooManyObjectsError(
-                    f"session already tracks {len(self.objects)} objects (max_objects)"
-                )
-            obj = ObjectMemory(self.new_object_id() if obj_id is None else obj_id)
-            self.objects[obj.obj_id] = obj
-        return obj
 
     @torch.inference_mode()
     def add_points(
@@ -269,15 +241,14 @@ class StreamingSession:
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
-        obj = self._object_for_prompt(obj_id)
-        if not clear_old_points and self.frame_idx in obj.points:
-            old_coords, old_labels = obj.points[self.frame_idx]
-            coords = torch.cat([old_coords, coords], dim=1)
-            point_labels = torch.cat([old_labels, point_labels], dim=1)
-        obj.points[self.frame_idx] = (coords, point_labels)
+        obj = self._objects.for_prompt(obj_id)
+        coords, point_labels = merge_points(
+            obj, self.frame_idx, coords, point_labels, clear_old_points
+        )
         output, is_init = self.tracker.prompt_points(
             features, obj, self.frame_idx, coords, point_labels, None
         )
+        obj.points[self.frame_idx] = (coords, point_labels)
         self._store_prompt(obj, output, is_init)
         return self._result([])
 
@@ -294,20 +265,17 @@ class StreamingSession:
     def _prompt_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> None:
         features = self._require_frame()
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
-        if tuple(mask_t.shape) != self.frame_hw:
-            raise ValueError(
-                f"mask must be {self.frame_hw} (the frame's H, W), got {tuple(mask_t.shape)}"
-            )
+        check_mask_size(tuple(mask_t.shape), self.frame_hw)
         model_mask = prepare_mask_prompt(mask_t, self.model.image_size, self.tracker.device)
-        obj = self._object_for_prompt(obj_id)
-        obj.points.pop(self.frame_idx, None)
+        obj = self._objects.for_prompt(obj_id)
         output, is_init = self.tracker.prompt_mask(features, obj, self.frame_idx, model_mask)
+        obj.points.pop(self.frame_idx, None)
         self._store_prompt(obj, output, is_init)
 
     def _store_prompt(self, obj: ObjectMemory, output: FrameOutput, is_init: bool) -> None:
         is_cond = is_init or self.options.corrections_as_conditioning
         obj.pending[self.frame_idx] = PendingOutput(output, is_cond)
-        self._absent_for[obj.obj_id] = 0
+        self._objects.prompted(obj)
 
     # ------------------------------------------------------------------ auto-seeding
     @torch.inference_mode()
@@ -361,6 +329,10 @@ class StreamingSession:
         if room <= 0:
             return []
         image = self._frame  # (3, H, W)
+        if image is None:
+            raise NoFrameError(
+                "this session keeps no frame for seeding (seed_on_demand=False, no auto_seed)"
+            )
         if image.dtype != torch.uint8:
             image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
         args = (image.permute(1, 2, 0).cpu().numpy(), self._tracked_union(), room)
@@ -391,45 +363,6 @@ class StreamingSession:
 
     def _result(self, lost: list[int]) -> FrameResult:
         objects = list(self.objects.values())
-        outputs = [obj.output_at(self.frame_idx) for obj in objects]
-        h, w = self.frame_hw
-        if not objects:
-            empty = np.zeros(0, np.float32)
-            return FrameResult(
-                self.frame_idx,
-                self._pts,
-                [],
-                np.zeros((0, h, w), bool),
-                empty,
-                empty,
-                np.zeros((0, 4), np.float32),
-                None,
-                lost,
-            )
-        logits = self.tracker.upsample(outputs, (h, w))  # (N, H, W)
-        if self.options.non_overlapping:
-            logits = non_overlapping(logits)
-        masks = logits > 0
-        scores = torch.stack(
-            [
-                out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
-                for out in outputs
-            ]
-        ).float()
-        ious = torch.stack(
-            [
-                out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
-                for out in outputs
-            ]
-        ).float()
-        return FrameResult(
-            frame_idx=self.frame_idx,
-            pts=self._pts,
-            obj_ids=[obj.obj_id for obj in objects],
-            masks=masks.cpu().numpy(),
-            object_scores=scores.cpu().numpy(),
-            ious=ious.cpu().numpy(),
-            boxes=masks_to_boxes(masks).cpu().numpy(),
-            logits=logits.float().cpu().numpy() if self.options.return_logits else None,
-            lost=lost,
+        return frame_result(
+            self.tracker, objects, self.frame_idx, self._pts, self.frame_hw, self.options, lost
         )

@@ -15,25 +15,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
-from sam2_video.tracking.memory_bank import ObjectMemory, PendingOutput, RetentionPolicy
+from sam2_video.tracking.memory_bank import (
+    FrameOutput,
+    ObjectMemory,
+    PendingOutput,
+    RetentionPolicy,
+)
+from sam2_video.tracking.prompts import (
+    UnknownObjectError,
+    commit_pending,
+    merge_points,
+    prepare_mask_prompt,
+    prepare_point_prompt,
+)
 from sam2_video.tracking.tracker import FrameTracker, TrackerOptions
 from sam2_video.utils.postprocess import non_overlapping
-from sam2_video.utils.transforms import normalize_uint8_frames, scale_points
+from sam2_video.utils.transforms import normalize_uint8_frames
 from sam2_video.utils.video_io import FrameResize, compact_frames, load_video_frames, resize_frame
 
 # Image features of this many recent frames are cached (prompting then propagating re-uses them).
 FEATURE_CACHE_FRAMES = 2
-
-
-class UnknownObjectError(KeyError):
-    """An object id that the session does not track."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 @dataclass
@@ -124,7 +128,8 @@ class SAM2VideoPredictor:
         if isinstance(video, np.ndarray):
             if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or not len(video):
                 raise ValueError(
-                    f"video frames must be (T, H, W, 3) uint8 with T >= 1, got {video.shape} {video.dtype}"
+                    "video frames must be (T, H, W, 3) uint8 with T >= 1, "
+                    f"got {video.shape} {video.dtype}"
                 )
             if video_hw is not None:
                 if video.shape[1:3] != (size, size):
@@ -163,12 +168,13 @@ class SAM2VideoPredictor:
         return features
 
     def _object(self, state: VideoInferenceState, obj_id: int, create: bool) -> ObjectMemory:
+        """The object with this id; with `create`, a new one not yet registered in the state
+        (the caller adds it once its first prompt has succeeded)."""
         obj = state.objects.get(obj_id)
         if obj is None:
             if not create:
                 raise UnknownObjectError(f"unknown object id {obj_id}; known: {state.obj_ids}")
             obj = ObjectMemory(obj_id)
-            state.objects[obj_id] = obj
         return obj
 
     def _check_frame(self, state: VideoInferenceState, frame_idx: int) -> None:
@@ -202,17 +208,14 @@ class SAM2VideoPredictor:
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
         obj = self._object(state, obj_id, create=True)
-        if not clear_old_points and frame_idx in obj.points:
-            old_coords, old_labels = obj.points[frame_idx]
-            coords = torch.cat([old_coords, coords], dim=1)
-            point_labels = torch.cat([old_labels, point_labels], dim=1)
-        obj.points[frame_idx] = (coords, point_labels)
-        obj.mask_prompt_frames.discard(frame_idx)
+        coords, point_labels = merge_points(obj, frame_idx, coords, point_labels, clear_old_points)
         features = self._features(state, frame_idx)
         output, is_init = self.tracker.prompt_points(
             features, obj, frame_idx, coords, point_labels, state.num_frames
         )
-        self._store_pending(obj, frame_idx, output, is_init)
+        obj.points[frame_idx] = (coords, point_labels)
+        obj.mask_prompt_frames.discard(frame_idx)
+        self._store_pending(state, obj, frame_idx, output, is_init)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
     @torch.inference_mode()
@@ -228,16 +231,24 @@ class SAM2VideoPredictor:
         self._check_frame(state, frame_idx)
         model_mask = prepare_mask_prompt(mask, self.image_size, self.device)
         obj = self._object(state, obj_id, create=True)
-        obj.points.pop(frame_idx, None)
-        obj.mask_prompt_frames.add(frame_idx)
         features = self._features(state, frame_idx)
         output, is_init = self.tracker.prompt_mask(features, obj, frame_idx, model_mask)
-        self._store_pending(obj, frame_idx, output, is_init)
+        obj.points.pop(frame_idx, None)
+        obj.mask_prompt_frames.add(frame_idx)
+        self._store_pending(state, obj, frame_idx, output, is_init)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
-    def _store_pending(self, obj: ObjectMemory, frame_idx: int, output, is_init: bool) -> None:
+    def _store_pending(
+        self,
+        state: VideoInferenceState,
+        obj: ObjectMemory,
+        frame_idx: int,
+        output: FrameOutput,
+        is_init: bool,
+    ) -> None:
         is_cond = is_init or self.add_all_frames_to_correct_as_cond
         obj.pending[frame_idx] = PendingOutput(output, is_cond)
+        state.objects.setdefault(obj.obj_id, obj)  # registered once a prompt has succeeded
 
     def _frame_masks(self, state: VideoInferenceState, frame_idx: int) -> Tensor:
         """(N, 1, H, W) logits of every object's latest answer on a frame."""
@@ -277,7 +288,10 @@ class SAM2VideoPredictor:
         strict: bool = False,
         need_output: bool = True,
     ) -> tuple[list[int], list[tuple[int, Tensor]]]:
-        """Stop tracking an object; returns (obj_ids, [(frame_idx, masks)] of its prompted frames)."""
+        """Stop tracking an object.
+
+        Returns (obj_ids, [(frame_idx, masks)] of the frames it had prompts on).
+        """
         state = inference_state
         obj = state.objects.get(obj_id)
         if obj is None:
@@ -296,21 +310,10 @@ class SAM2VideoPredictor:
         """Encode prompted frames into memory (official `propagate_in_video_preflight`)."""
         if not state.objects:
             raise ValueError("no object has prompts yet: add points, a box or a mask first")
-        by_frame: dict[int, list] = {}
+        commit_pending(self.tracker, state.objects.values(), lambda t: self._features(state, t))
         for obj in state.objects.values():
-            for frame_idx, pending in obj.pending.items():
-                by_frame.setdefault(frame_idx, []).append(pending.output)
-        for frame_idx, outputs in by_frame.items():
-            self.tracker.encode_prompted(self._features(state, frame_idx), outputs)
-        for obj in state.objects.values():
-            for frame_idx, pending in obj.pending.items():
-                target = obj.conditioning if pending.is_conditioning else obj.tracked
-                target[frame_idx] = pending.output
-            obj.pending.clear()
             if not obj.conditioning:
                 raise ValueError(f"object {obj.obj_id} has no prompt on any frame")
-            for frame_idx in obj.conditioning:
-                obj.tracked.pop(frame_idx, None)
 
     @torch.inference_mode()
     def propagate_in_video(
@@ -357,67 +360,3 @@ def processing_order(
         return range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
     end = min(start_frame_idx + max_frame_num_to_track, state.num_frames - 1)
     return range(start_frame_idx, end + 1)
-
-
-def prepare_point_prompt(
-    points: np.ndarray | Tensor | None,
-    labels: np.ndarray | Tensor | None,
-    box: np.ndarray | Tensor | None,
-    frame_hw: tuple[int, int],
-    image_size: int,
-    normalize_coords: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Validate clicks / box in frame pixels -> (coords (1, P, 2), labels (1, P)) model pixels.
-
-    A box becomes two points labelled 2, 3 placed before the clicks.
-    """
-    if (points is None) != (labels is None):
-        raise ValueError("points and labels must be given together")
-    if points is None and box is None:
-        raise ValueError("give points (with labels) or a box")
-    h, w = frame_hw if normalize_coords else (image_size, image_size)
-    coords = torch.zeros(0, 2)
-    point_labels = torch.zeros(0, dtype=torch.int32)
-    if points is not None:
-        coords = torch.as_tensor(np.asarray(points, dtype=np.float32)).reshape(-1, 2)
-        point_labels = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int32)
-        if coords.shape[0] == 0:
-            raise ValueError("points is empty")
-        if point_labels.shape[0] != coords.shape[0]:
-            raise ValueError(f"{coords.shape[0]} points but {point_labels.shape[0]} labels")
-        if not bool(((point_labels == 0) | (point_labels == 1)).all()):
-            raise ValueError("labels must be 1 (positive) or 0 (negative)")
-    if box is not None:
-        corners = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
-        if corners.shape != (4,):
-            raise ValueError("box must be 4 numbers (x0, y0, x1, y1)")
-        if corners[2] < corners[0] or corners[3] < corners[1]:
-            raise ValueError(f"box must have x0 <= x1 and y0 <= y1, got {corners.tolist()}")
-        coords = torch.cat([corners.reshape(2, 2), coords])
-        point_labels = torch.cat([torch.tensor([2, 3], dtype=torch.int32), point_labels])
-    if not bool(torch.isfinite(coords).all()):
-        raise ValueError("coordinates must be finite")
-    outside = (coords[:, 0] < 0) | (coords[:, 0] > w) | (coords[:, 1] < 0) | (coords[:, 1] > h)
-    if bool(outside.any()):
-        raise ValueError(f"coordinates {coords[outside].tolist()} lie outside the {w}x{h} frame")
-    if normalize_coords:
-        coords = scale_points(coords, frame_hw, image_size)
-    return coords[None], point_labels[None]
-
-
-def prepare_mask_prompt(mask: np.ndarray | Tensor, image_size: int, device: torch.device) -> Tensor:
-    """(H, W) bool mask at frame resolution -> (1, 1, S, S) float {0, 1} in the model frame."""
-    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
-    if tensor.ndim != 2 or 0 in tensor.shape:
-        raise ValueError(f"mask must be a non-empty (H, W) array, got shape {tuple(tensor.shape)}")
-    model_mask = tensor.to(device=device, dtype=torch.float32)[None, None]
-    if tuple(tensor.shape) != (image_size, image_size):
-        model_mask = F.interpolate(
-            (model_mask > 0).float(),
-            size=(image_size, image_size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
-        model_mask = (model_mask >= 0.5).float()
-    return model_mask

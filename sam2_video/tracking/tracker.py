@@ -365,18 +365,21 @@ class FrameTracker:
             )
         return outputs
 
-    def upsample(self, outputs: list[FrameOutput | None], hw: tuple[int, int]) -> Tensor:
-        """Low-res logits of objects -> (N, H, W) logits at frame size; None -> -1024 (absent)."""
+    def low_res(self, outputs: list[FrameOutput | None]) -> Tensor:
+        """Low-res logits of objects, (N, 1, S/4, S/4); None -> -1024 (absent)."""
         low = self.image_size // 4
-        stacked = torch.stack(
+        return torch.stack(
             [
                 out.low_res_logits
                 if out is not None
                 else torch.full((1, low, low), -1024.0, device=self.device)
                 for out in outputs
             ]
-        )  # (N, 1, S/4, S/4)
-        return resize_bilinear(stacked, hw)[:, 0]
+        )
+
+    def upsample(self, outputs: list[FrameOutput | None], hw: tuple[int, int]) -> Tensor:
+        """Low-res logits of objects -> (N, H, W) logits at frame size; None -> -1024 (absent)."""
+        return resize_bilinear(self.low_res(outputs), hw)[:, 0]
 
 
 def _cat_heads(parts: list[SamHeadOutput]) -> SamHeadOutput:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sam2_video.predictors.amg import drain
 from sam2_video.predictors.streaming import (
     FrameResult,
     NoFrameError,
     StreamingSession,
     TooManyObjectsError,
+    UnknownObjectError,
 )
-from sam2_video.predictors.video import UnknownObjectError
+from sam2_video.utils.steps import drain
 from streamer.protocol import (
     AddBox,
     AddMask,

@@ -1,0 +1,72 @@
+"""A streaming session's per-frame answer: every object's mask, score and box on one frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sam2_video.modeling.resize import resize_bilinear
+from sam2_video.predictors.stream_types import FrameResult, SessionOptions, masks_to_boxes
+from sam2_video.tracking.memory_bank import ObjectMemory
+from sam2_video.tracking.tracker import FrameTracker
+from sam2_video.utils.postprocess import non_overlapping
+
+
+def frame_result(
+    tracker: FrameTracker,
+    objects: list[ObjectMemory],
+    frame_idx: int,
+    pts: float | int | None,
+    frame_hw: tuple[int, int],
+    options: SessionOptions,
+    lost: list[int],
+) -> FrameResult:
+    """The `FrameResult` of `objects` on frame `frame_idx` (their latest outputs there).
+
+    Masks are the low-res logits upsampled to the frame's (H, W), as the official predictor
+    does; an object with no output on the frame is reported absent (score -1024, empty mask).
+    """
+    h, w = frame_hw
+    if not objects:
+        empty = np.zeros(0, np.float32)
+        return FrameResult(
+            frame_idx,
+            pts,
+            [],
+            np.zeros((0, h, w), bool),
+            empty,
+            empty,
+            np.zeros((0, 4), np.float32),
+            None,
+            lost,
+        )
+    outputs = [obj.output_at(frame_idx) for obj in objects]
+    low_res = tracker.low_res(outputs)  # (N, 1, S/4, S/4)
+    logits = resize_bilinear(low_res, (h, w))[:, 0]  # (N, H, W)
+    if options.non_overlapping:
+        logits = non_overlapping(logits)
+    masks = logits > 0
+    scores = torch.stack(
+        [
+            out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
+            for out in outputs
+        ]
+    ).float()
+    ious = torch.stack(
+        [
+            out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
+            for out in outputs
+        ]
+    ).float()
+    return FrameResult(
+        frame_idx=frame_idx,
+        pts=pts,
+        obj_ids=[obj.obj_id for obj in objects],
+        masks=masks.cpu().numpy(),
+        object_scores=scores.cpu().numpy(),
+        ious=ious.cpu().numpy(),
+        boxes=masks_to_boxes(masks).cpu().numpy(),
+        logits=logits.float().cpu().numpy() if options.return_logits else None,
+        lost=lost,
+        low_res_logits=None if options.non_overlapping else low_res[:, 0].float().cpu().numpy(),
+    )
