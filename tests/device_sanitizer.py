@@ -12,7 +12,8 @@ applies the rules a GPU would:
   `.to(model.device)` create device tensors.
 - *Host* tensors: everything else (made without a device, from numpy, `.cpu()`).
 - An op that mixes a device tensor with a host tensor of one or more dimensions is a
-  violation (0-dim host tensors pass, as CUDA accepts CPU scalars). Host index tensors in
+  violation (0-dim host tensors pass, as CUDA accepts CPU scalars in element-wise ops; not in
+  `cat` / `stack`). Host index tensors in
   `t[idx]` / `t[idx] = v` are allowed, as CUDA allows them.
 - `.numpy()` / `np.asarray()` of a device tensor is a violation (CUDA refuses it).
 - Host reads of device tensors are counted by kind: `.item()`, `bool()`, `float()`, `int()`,
@@ -97,6 +98,8 @@ _FACTORIES = {
     Tensor.new_tensor,
 }
 _INDEXING = {Tensor.__getitem__, Tensor.__setitem__}
+# Ops that take no CPU scalar beside device tensors (only element-wise ops do).
+_NO_SCALAR_EXEMPTION = {torch.cat, torch.concat, torch.stack, torch.hstack, torch.vstack}
 
 
 class DeviceMixError(RuntimeError):
@@ -313,7 +316,8 @@ class DeviceSanitizer(TorchFunctionMode):
                     self._violate(func, "a host value put into a device tensor at tensor indices")
             return
         device = [t for t in tensors if _is_device(t)]
-        host = [t for t in tensors if not _is_device(t) and t.dim() > 0]
+        strict = func in _NO_SCALAR_EXEMPTION
+        host = [t for t in tensors if not _is_device(t) and (strict or t.dim() > 0)]
         if device and host:
             shapes = ", ".join(str(tuple(t.shape)) for t in host)
             self._violate(func, f"device tensor(s) mixed with host tensor(s) of shape {shapes}")

@@ -105,10 +105,12 @@ def test_rules_scalars_indexing_numpy_and_host_reads():
         _ = torch.where(weight > 0, weight, torch.zeros(4, 2))
         _ = weight.numpy()
         weight[torch.tensor([0, 1])] = torch.ones(2, 2)
+        _ = torch.stack([weight[0, 0], torch.tensor(1.0)])  # no CPU scalars in stack / cat
         assert [v.op for v in san.violations] == [
             "_VariableFunctionsClass.where",
             "TensorBase.numpy",
             "TensorBase.__setitem__",
+            "_VariableFunctionsClass.stack",
         ]
         # Counted host reads.
         float(weight[0, 0])

@@ -237,7 +237,7 @@ class StreamingSession:
         """
         features = self._require_frame()
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, self.frame_hw, self.model.image_size
+            points, labels, box, self.frame_hw, self.model.image_size, device=self.tracker.device
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")

@@ -203,7 +203,7 @@ class SAM2VideoPredictor:
         state = inference_state
         self._check_frame(state, frame_idx)
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, state.video_hw, self.image_size, normalize_coords
+            points, labels, box, state.video_hw, self.image_size, normalize_coords, self.device
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
