@@ -140,8 +140,9 @@ def test_no_recompiles_after_warm_up_for_varied_objects_and_streams():
 def test_warm_up_is_bounded_and_says_what_it_skipped():
     model = build_sam2("sam2.1_micro", checkpoint=MICRO_CHECKPOINT, device="cpu")
     report = warm_up(model, max_objects=64, max_batch=4, time_budget=0.0)
-    assert report.shapes == ["prompts"]  # the budget is checked between shapes
-    assert not report.complete and report.skipped[-1] == "streams=4"
+    assert report.shapes == []  # the budget is checked before each shape
+    assert not report.complete and report.skipped[0] == "prompts"
+    assert report.skipped[-1] == "streams=4"
     assert "objects=256 streams=2" in report.skipped
 
 

@@ -21,14 +21,19 @@ from sam2_video.precision import (
 )
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from sam2_video.predictors.image import SAM2ImagePredictor
+from sam2_video.predictors.streaming import StreamingSession
+from sam2_video.predictors.video import SAM2VideoPredictor
 
 MICRO = Path(__file__).parent / "fixtures" / "reference" / "micro"
 CHECKPOINT = MICRO / "sam2.1_micro.pt"
 # bf16 vs fp32 mask IoU, measured on an Intel Xeon (AVX512-BF16/AMX), 2 threads: image
 # predictor, every reference case, worst 0.9942; automatic masks (shapes, mask threshold 10),
-# worst matched 0.956 with the same 4 masks. Bounds leave room for other CPUs' bf16 kernels.
+# worst matched 0.956 with the same 4 masks; streaming session (scenario-2 prompts, 11 tracked
+# frames) worst 0.9894; offline video predictor (scenarios 2, 4, 5, every frame) worst 0.9879.
+# Bounds leave room for other CPUs' bf16 kernels.
 IMAGE_MIN_IOU = 0.98
 AMG_MIN_IOU = 0.9
+VIDEO_MIN_IOU = 0.95
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -155,3 +160,49 @@ def test_automatic_masks_bf16_agree_with_fp32(models):
     assert len(masks["bf16"]) == len(masks["fp32"]) == ref["num_masks"]
     matched = iou(masks["fp32"][:, None], masks["bf16"][None]).max(axis=1)
     assert matched.min() >= AMG_MIN_IOU, matched
+
+
+def test_streaming_session_bf16_tracks_and_agrees_with_fp32(models):
+    """The 2nd frame used to crash under autocast (index_put of bf16 pointers into the bank)."""
+    frames = np.load(MICRO / "video_frames.npz")["frames_uint8"]
+    with np.load(MICRO / "video_scenario2_click_box_mask.npz") as data:
+        mask = data["call_f0_obj3_mask__in_mask"].astype(bool)
+    tracked = {}
+    for name, model in models.items():
+        session = StreamingSession(model)
+        session.add_frame(frames[0])
+        session.add_points(1, np.array([[210.0, 100.0]]), np.array([1]))
+        session.add_box(2, np.array([20.0, 60.0, 120.0, 170.0]))
+        session.add_mask(3, mask)
+        tracked[name] = np.stack([session.add_frame(frames[t]).masks for t in range(1, 12)])
+    assert iou(tracked["fp32"], tracked["bf16"]).min() >= VIDEO_MIN_IOU
+
+
+@pytest.mark.parametrize("scenario", ["scenario2_click_box_mask", "scenario5_forward_reverse"])
+def test_video_predictor_bf16_agrees_with_fp32(models, scenario):
+    frames = np.load(MICRO / "video_frames.npz")["frames_resized_uint8"]
+    meta = json.loads((MICRO / f"video_{scenario}.json").read_text())
+    arrays = np.load(MICRO / f"video_{scenario}.npz")
+    masks = {}
+    for name, model in models.items():
+        predictor = SAM2VideoPredictor(model)
+        state = predictor.init_state(frames, video_hw=tuple(meta["video_hw"]))
+        for call in meta["calls"]:
+            if call["method"] == "add_new_mask":
+                mask = arrays[f"call_{call['tag']}__in_mask"]
+                predictor.add_new_mask(state, call["frame_idx"], call["obj_id"], mask)
+            else:
+                predictor.add_new_points_or_box(
+                    state,
+                    call["frame_idx"],
+                    call["obj_id"],
+                    points=call.get("points"),
+                    labels=call.get("labels"),
+                    box=call.get("box"),
+                    clear_old_points=call.get("clear_old_points", True),
+                )
+        masks[name] = np.stack(
+            [(m[:, 0] > 0).numpy() for _, _, m in predictor.propagate_in_video(state)]
+        )
+    assert masks["bf16"].shape == masks["fp32"].shape
+    assert iou(masks["fp32"], masks["bf16"]).min() >= VIDEO_MIN_IOU

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
 from sam2_video.predictors.multi_stream import track_streams
 from sam2_video.predictors.stream_objects import StreamObjects
@@ -122,7 +123,7 @@ class StreamingSession:
         self._objects.remove(obj_id)
 
     # ------------------------------------------------------------------ frames
-    @torch.inference_mode()
+    @inference_method
     def add_frame(self, frame: np.ndarray | Tensor, pts: float | int | None = None) -> FrameResult:
         """Track every object on the next frame.
 
@@ -220,7 +221,7 @@ class StreamingSession:
             raise NoFrameError("no frame yet: prompts apply to the current frame")
         return self._features
 
-    @torch.inference_mode()
+    @inference_method
     def add_points(
         self,
         obj_id: int | None,
@@ -256,7 +257,7 @@ class StreamingSession:
         """A box (4,) xyxy pixels for an object on the current frame."""
         return self.add_points(obj_id, None, None, box=box)
 
-    @torch.inference_mode()
+    @inference_method
     def add_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> FrameResult:
         """A mask (H, W) bool at the current frame's size, taken as the object's answer."""
         self._prompt_mask(obj_id, mask)
@@ -278,7 +279,7 @@ class StreamingSession:
         self._objects.prompted(obj)
 
     # ------------------------------------------------------------------ auto-seeding
-    @torch.inference_mode()
+    @inference_method
     def auto_seed(self, options: AutoSeedOptions | None = None) -> FrameResult:
         """Track, as new objects, what the mask generator finds on the current frame.
 
@@ -302,7 +303,7 @@ class StreamingSession:
         """Add one object per kept mask on the current frame; returns the new ids."""
         return drain(self._seed_steps(options))
 
-    @torch.inference_mode()
+    @inference_method
     def auto_seed_steps(
         self, options: AutoSeedOptions | None = None, lost: list[int] | None = None
     ) -> Generator[None, None, FrameResult]:

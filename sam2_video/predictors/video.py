@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
     ObjectMemory,
@@ -182,7 +183,7 @@ class SAM2VideoPredictor:
             raise ValueError(f"frame_idx {frame_idx} outside the video (0..{state.num_frames - 1})")
 
     # ------------------------------------------------------------------ prompts
-    @torch.inference_mode()
+    @inference_method
     def add_new_points_or_box(
         self,
         inference_state: VideoInferenceState,
@@ -218,7 +219,7 @@ class SAM2VideoPredictor:
         self._store_pending(state, obj, frame_idx, output, is_init)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
-    @torch.inference_mode()
+    @inference_method
     def add_new_mask(
         self,
         inference_state: VideoInferenceState,
@@ -258,7 +259,7 @@ class SAM2VideoPredictor:
             masks = non_overlapping(masks)
         return masks[:, None]
 
-    @torch.inference_mode()
+    @inference_method
     def clear_all_prompts_in_frame(
         self,
         inference_state: VideoInferenceState,
@@ -280,7 +281,7 @@ class SAM2VideoPredictor:
             return None
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
-    @torch.inference_mode()
+    @inference_method
     def remove_object(
         self,
         inference_state: VideoInferenceState,
@@ -315,7 +316,7 @@ class SAM2VideoPredictor:
             if not obj.conditioning:
                 raise ValueError(f"object {obj.obj_id} has no prompt on any frame")
 
-    @torch.inference_mode()
+    @inference_method
     def propagate_in_video(
         self,
         inference_state: VideoInferenceState,
