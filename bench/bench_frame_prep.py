@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table, write_json
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from sam2_video.predictors.video import SAM2VideoPredictor
 from sam2_video.utils.transforms import frame_to_chw, preprocess, preprocess_frame
 
@@ -133,7 +133,10 @@ def bench_resize(model, frames: list[np.ndarray]) -> list[dict]:
         ious.append(np.count_nonzero(a & b) / union if union else 1.0)
     return [
         {
-            "what": f"masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), {len(frames)} frames",
+            "what": (
+                "masks: streaming (uint8 bilinear) vs JPEG folder (Pillow bicubic), "
+                f"{len(frames)} frames"
+            ),
             "before_ms": "",
             "after_ms": "",
             "ratio": "",

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
     info = machine_info(torch.device("cpu"))
     print(
-        f"# {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, load {info['load_avg_1_5_15']}"
+        f"# {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, "
+        f"load {info['load_avg_1_5_15']}"
     )
     print_table(rows, list(rows[0]))
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows})

@@ -45,9 +45,9 @@ from common import (
     write_json,
 )
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.compile import compile_model
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 
 COMPONENTS = (
     "image_encoder",
@@ -334,7 +334,9 @@ def main() -> None:
     parser.add_argument(
         "--compiled",
         action="store_true",
-        help="latency/memory sections on the compiled model (vos_optimized; implies --static-shapes)",
+        help=(
+            "latency/memory sections on the compiled model (vos_optimized; implies --static-shapes)"
+        ),
     )
     parser.add_argument("--max-conditioning-frames", type=int, default=4)
     parser.add_argument("--long-frames", type=int, default=10_000)

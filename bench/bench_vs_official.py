@@ -316,7 +316,9 @@ def bench_memory(video: Path, num_frames: int, steps: int, tmp: Path) -> list[di
     (ours_before, ours_peak), (off_before, off_peak) = result["ours"], result["official"]
     return [
         {
-            "path": f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps",
+            "path": (
+                f"peak RSS MiB, {config}, {num_frames} frames 960x540, init_state + {steps} steps"
+            ),
             "ours_s": round(ours_peak),
             "official_s": round(off_peak),
             "ratio": round(ours_peak / off_peak, 3),

@@ -55,9 +55,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MICRO_CHECKPOINT, REPO, box_masks, machine_info, rss_mib  # noqa: E402
 
+from sam2_video import SessionOptions, StreamingSession  # noqa: E402
 from sam2_video.build import build_sam2  # noqa: E402
 from sam2_video.predictors.image import SAM2ImagePredictor  # noqa: E402
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession  # noqa: E402
 from sam2_video.predictors.video import SAM2VideoPredictor  # noqa: E402
 
 REFERENCE = REPO / "tests" / "fixtures" / "reference" / "micro"

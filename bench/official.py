@@ -146,7 +146,8 @@ def micro_overrides() -> list[str]:
 
 
 def fit_feature_sizes(image_predictor: Any, image_size: int) -> Any:
-    """The official image predictor hard-codes 1024-input feature sizes; set them for `image_size`."""
+    """The official image predictor hard-codes 1024-input feature sizes; set them for
+    `image_size`."""
     image_predictor._bb_feat_sizes = [(image_size // s, image_size // s) for s in (4, 8, 16)]
     return image_predictor
 

@@ -15,11 +15,19 @@ _EXPORTS = {
     "SAM2AutomaticMaskGenerator": "sam2_video.predictors.amg",
     "SAM2VideoPredictor": "sam2_video.predictors.video",
     "StreamingSession": "sam2_video.predictors.streaming",
-    "SessionOptions": "sam2_video.predictors.streaming",
+    "SessionOptions": "sam2_video.predictors.stream_types",
+    "FrameResult": "sam2_video.predictors.stream_types",
+    # The network and its per-frame features, for type hints outside the library (the
+    # service holds models but never calls into modeling/ itself).
+    "SAM2Model": "sam2_video.modeling.sam2",
+    "ImageFeatures": "sam2_video.modeling.sam2",
 }
 
 __all__ = [
+    "FrameResult",
+    "ImageFeatures",
     "SAM2AutomaticMaskGenerator",
+    "SAM2Model",
     "SAM2ImagePredictor",
     "SAM2VideoPredictor",
     "SessionOptions",
@@ -29,9 +37,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sam2_video.build import build_sam2
+    from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
     from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
     from sam2_video.predictors.image import SAM2ImagePredictor
-    from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+    from sam2_video.predictors.stream_types import FrameResult, SessionOptions
+    from sam2_video.predictors.streaming import StreamingSession
     from sam2_video.predictors.video import SAM2VideoPredictor
 
 

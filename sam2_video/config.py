@@ -155,10 +155,10 @@ def _build_dataclass(cls, data: dict, path: str):
     kwargs = {}
     for name, value in data.items():
         default = (
-            fields[name].default_factory()
+            fields[name].default_factory()  # type: ignore[operator]
             if fields[name].default_factory is not dataclasses.MISSING
             else fields[name].default
-        )  # type: ignore[misc]
+        )
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: field {name!r} must be a mapping")

@@ -30,7 +30,7 @@ from pydantic import (
 from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
 from streamer.safejson import MAX_ECHO_BYTES, JsonLimitError, clip, load_bounded
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 
 # Client fields are strict: JSON `true` is not the id 1, "3" is not the object 3.
 MAX_ID_CHARS = 128
@@ -282,6 +282,7 @@ class ProtocolError(ValueError):
         self.request_id = request_id
 
     def to_message(self) -> Error:
+        """The `error` message that answers the failed request."""
         return Error(id=self.request_id, code=self.code, message=str(self))
 
 
@@ -345,5 +346,7 @@ def parse_client_message(
         try:
             rle_runs(message.mask.size, message.mask.counts, max_pixels=max_mask_pixels)
         except RleError as exc:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid add_mask: {exc}", request_id)
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, f"invalid add_mask: {exc}", request_id
+            ) from exc
     return message

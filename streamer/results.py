@@ -1,6 +1,6 @@
 """Turning a `FrameResult` into protocol masklets (COCO RLE, bbox, area, score).
 
-Runs on the inference worker thread, so the event loop only serialises ready messages.
+Runs on the device's `DeviceScheduler` thread, so the event loop only serialises ready messages.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_api
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.protocol import CocoRle, ObjectMasklet
 from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
 

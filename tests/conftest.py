@@ -19,7 +19,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     # The references were produced with 2 threads; results are bit-stable per thread count.
-    # Set before every test: an in-process inference worker sets 1 thread process-wide.
+    # Set before every test: an in-process `DeviceScheduler` sets 1 thread process-wide.
     torch.set_num_threads(2)
 
 

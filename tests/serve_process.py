@@ -74,6 +74,27 @@ def running_server(
             process.wait(timeout=5)
 
 
+def holds_udp_port(pid: int, port: int) -> bool:
+    """True when process `pid` has a UDP socket bound to local `port` (IPv4 or IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS / VmHWM (bytes), threads and open fds (sockets too) of a live process."""
     fields = {}

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 from conftest import DATA
-from pycocotools import mask as mask_api
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -66,18 +63,6 @@ def info(base: str, session_id: str) -> dict:
     return response.json()
 
 
-def poll(predicate, timeout: float = 20.0, step: float = 0.1):
-    """Call `predicate` until it returns a truthy value (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
-
-
 async def recv(ws, timeout: float = RECV_TIMEOUT) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
@@ -93,7 +78,3 @@ async def recv_until(ws, kind: str, timeout: float = RECV_TIMEOUT, skip=("frame"
 
 async def send(ws, **message) -> None:
     await ws.send(json.dumps({"v": 1, **message}))
-
-
-def decode(rle: dict) -> np.ndarray:
-    return mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as coco_mask
+from coco_rle import decode_rle
 
 from sam2_video.build import build_sam2
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
@@ -52,8 +52,7 @@ def _decode(segmentation: Any) -> np.ndarray:
     if isinstance(segmentation, np.ndarray):
         return segmentation
     if isinstance(segmentation["counts"], str):
-        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode()}
-        return coco_mask.decode(rle).astype(bool)
+        return decode_rle(segmentation)
     return rle_to_mask(segmentation)
 
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions, SeedMask, select_uncovered
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 
 CLIP = Path(__file__).parent / "data" / "bedroom.mp4"
 CLIP_HW = (180, 320)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from sam2_video.utils.transforms import frame_to_chw, preprocess_frame
 
 CLIP = Path(__file__).parent / "data" / "bedroom.mp4"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.modeling.sam2 import ImageFeatures
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from sam2_video.tracking.memory_bank import ObjectMemory
 from sam2_video.tracking.prompts import prepare_mask_prompt
 from sam2_video.tracking.tracker import FrameTracker, StaticShapes, TrackerOptions

@@ -2,13 +2,13 @@
 
 Chromium (Debian's /usr/bin/chromium, driven by Playwright; no browser is downloaded) gets a
 fake camera that plays an MJPEG clip made from bedroom.mp4 (each frame carries its index as a
-small bar code in its bottom-right corner) and publishes it over WebRTC to a "webrtc" session of a uvicorn
-server on 127.0.0.1 (in this process: micro model, CPU, a token, ICE on loopback only). The test
-clicks on the picture like a user. Checks: frames reach the server, masklets reach the page, the
-clicked object's mask is drawn in the overlay canvas at the click, the page shows the very
-camera frame the server computed those masks on (pts alignment), the stats advance, prompts
-(negative click, box, hide, remove, reset), export, websocket reconnect; and the in-browser COCO
-RLE codec agrees with pycocotools.
+small bar code in its bottom-right corner) and publishes it over WebRTC to a "webrtc" session of
+a uvicorn server on 127.0.0.1 (in this process: micro model, CPU, a token, ICE on loopback
+only). The test clicks on the picture like a user. Checks: frames reach the server, masklets
+reach the page, the clicked object's mask is drawn in the overlay canvas at the click, the page
+shows the very camera frame the server computed those masks on (pts alignment), the stats
+advance, prompts (negative click, box, hide, remove, reset), export, websocket reconnect; and
+the in-browser COCO RLE codec agrees with pycocotools.
 
 Runs inside a loopback-only network namespace too
 (`unshare -n sh -c 'ip link set lo up; python -m pytest -q tests/test_browser.py'`).
@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from coco_rle import decode_rle
 from conftest import DATA, MICRO_CHECKPOINT
 from pycocotools import mask as mask_api
 
@@ -45,7 +46,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="needs Playwright (pip install playwright)"
 )
 # After the check above: the page helpers import Playwright.
-from browser_page import (
+from browser_page import (  # noqa: E402
     WAIT_MS,
     click_source_pixel,
     colour_pixels,
@@ -246,13 +247,18 @@ def test_rle_codec_and_colours_match_python(page):
                     mask: base64(mask.data) === c.mask,
                     shape: [mask.height, mask.width],
                     area: mask.area,
-                    reencoded: rle.encodeMask(mask.data, mask.height, mask.width).counts === c.counts,
+                    reencoded:
+                        rle.encodeMask(mask.data, mask.height, mask.width).counts === c.counts,
                 };
             });
             const colours = [];
             for (let id = 0; id < 64; id += 1) colours.push(overlay.objectColor(id));
             let malformed = null;
-            try { rle.decodeRle({ size: [2, 2], counts: "5" }); } catch (e) { malformed = e.message; }
+            try {
+                rle.decodeRle({ size: [2, 2], counts: "5" });
+            } catch (e) {
+                malformed = e.message;
+            }
             return { decoded, colours, malformed };
         }""",
         cases,
@@ -309,24 +315,30 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
         "s.frameIdx > arg.frameIdx + 1 && s.displayed.includes(arg.obj) && s.latency !== null",
         {"frameIdx": clicked["frameIdx"], "obj": obj_id},
     )
-    wait_for(page, "document.getElementById('stat-processed-fps').textContent !== '-'")
+    # Frames keep being processed, so the page's processed rate (from two polls of the
+    # session's counters) turns positive.
+    wait_for(page, "parseFloat(document.getElementById('stat-processed-fps').textContent) > 0")
     later = summary(page)
     assert later["framesReceived"] > first["framesReceived"] and later["reconnects"] == 0
     assert 0 < later["latency"] < 60
-    stats = {
-        name: page.text_content(f"#stat-{name}")
-        for name in (
-            "input-fps",
-            "processed-fps",
-            "dropped",
-            "latency",
-            "server-latency",
-            "objects",
-            "frames",
-        )
-    }
-    assert float(stats["input-fps"]) > 0 and float(stats["processed-fps"]) >= 0
-    assert int(stats["dropped"]) >= 0
+    # The shown stats and the session info the page computed them from, read together.
+    shown = page.evaluate(
+        """(names) => ({
+            text: Object.fromEntries(
+                names.map((n) => [n, document.getElementById(`stat-${n}`).textContent])
+            ),
+            rates: window.sam2stream.state.rates,
+        })""",
+        ["input-fps", "processed-fps", "dropped", "latency", "server-latency", "objects", "frames"],
+    )
+    stats, rates = shown["text"], shown["rates"]
+    assert float(stats["input-fps"]) > 0 and float(stats["processed-fps"]) > 0
+    assert stats["processed-fps"] == f"{rates['processed']:.1f}"
+    # Dropped frames are the server's count at the page's last poll, which the server's count
+    # now can only have grown from.
+    polled = rates["lastInfo"]["info"]
+    assert stats["dropped"] == str(polled["frames_dropped"])
+    assert polled["frames_dropped"] <= session_info(server, sid).json()["frames_dropped"]
     assert stats["latency"].endswith(" ms") and stats["server-latency"].endswith(" ms")
     assert stats["objects"] == "1" and int(stats["frames"]) >= later["framesReceived"]
     info = session_info(server, sid).json()
@@ -407,9 +419,7 @@ def test_camera_click_segment_and_remove(page, service, tmp_path):
     assert sav["masklet_type"] == ["manual"] and sav["masklet_edited_frame_count"][0] >= 1
     assert sav["video_frame_count"] == len(sav["masklet"]) >= 3
     assert (sav["video_width"], sav["video_height"]) == CLIP_SIZE
-    last = mask_api.decode(
-        {**sav["masklet"][-1][0], "counts": sav["masklet"][-1][0]["counts"].encode()}
-    )
+    last = decode_rle(sav["masklet"][-1][0])
     assert last.shape == (CLIP_SIZE[1], CLIP_SIZE[0])
 
     # A box dragged after "New object" makes a second object; hiding it stops drawing it.

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
+from coco_rle import decode_rle
 
 from sam2_video.checkpoints import CHECKPOINT_DIR_ENV
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
@@ -31,11 +31,6 @@ FAST_AMG = [
     "--box-nms-thresh",
     "0.95",
 ]
-
-
-def _decode(rle: dict) -> np.ndarray:
-    """(H, W) uint8 mask from the JSON form of a COCO RLE (counts as str)."""
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def test_segment_writes_coco_json(segmented: tuple[int, Path]) -> None:
     for ann in annotations:
         rle = ann["segmentation"]
         assert isinstance(rle["counts"], str)
-        mask = _decode(rle)
+        mask = decode_rle(rle)
         assert mask.shape == (height, width)
         assert ann["area"] == int(mask.sum()) > 0
         ys, xs = np.nonzero(mask)
@@ -80,7 +75,7 @@ def test_segment_writes_overlay(segmented: tuple[int, Path]) -> None:
     assert overlay is not None and overlay.shape == truck.shape
     record = json.loads((out / "truck.json").read_text())
     smallest = min(record["annotations"], key=lambda ann: ann["area"])
-    inside = _decode(smallest["segmentation"]).astype(bool)
+    inside = decode_rle(smallest["segmentation"])
     # The smallest mask is drawn last, so its pixels are recoloured wherever it is.
     changed = np.abs(overlay.astype(int) - truck.astype(int)).sum(axis=-1) > 6
     assert changed[inside].mean() > 0.9

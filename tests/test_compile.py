@@ -10,9 +10,9 @@ import torch
 from conftest import MICRO_CHECKPOINT
 from torch._dynamo.utils import counters
 
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.build import build_sam2
 from sam2_video.compile import VOS_OPTIMIZED, compile_model
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 
 H, W = 96, 128
 COMPILED_STATIC = ("memory_attention", "sam_mask_decoder", "memory_encoder")

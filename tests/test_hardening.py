@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from conftest import MICRO_CHECKPOINT
 from pycocotools import mask as mask_api
-from serve_process import free_port, proc_status, reset_peak_rss, running_server
-from service_client import AUTH, TOKEN, create, make_clip, poll, run, ws_url
+from serve_process import free_port, holds_udp_port, proc_status, reset_peak_rss, running_server
+from service_client import AUTH, TOKEN, create, make_clip, run, ws_url
+from waiting import poll
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -412,12 +413,43 @@ def test_network_sources_time_out_stop_fast_and_leave_no_thread_or_socket(server
             )
             assert "no answer" in info["error"] or "no data" in info["error"], info
             httpx.delete(f"{base}/sessions/{session['id']}", headers=AUTH, timeout=20)
-        # Deleting a source that is blocked in its network open takes under a second.
-        blocked = create(base, source=f"udp://127.0.0.1:{free_port()}", start="now")
-        time.sleep(0.2)
+
+        # Deleting a source that is blocked in its network open takes under a second. Proof
+        # that it is blocked: FFmpeg's UDP input has bound the port and waits for data (the
+        # server holds a socket on it) while the source has neither delivered nor failed. It
+        # gives up after SOURCE_TIMEOUT, so a busy machine may miss the moment: a few tries.
+        def session_of(url: str) -> dict:
+            return httpx.get(url, headers=AUTH, timeout=10).json()
+
+        def blocked_in_open(port: int, url: str) -> bool:
+            seen = session_of(url)
+            return (
+                seen["source_state"] == "starting"
+                and seen["frames_captured"] == 0
+                and holds_udp_port(pid, port)
+            )
+
+        for _ in range(5):
+            port = free_port()
+            session = create(base, source=f"udp://127.0.0.1:{port}", start="now")
+            url = f"{base}/sessions/{session['id']}"
+            poll(
+                lambda port=port, url=url: (
+                    holds_udp_port(pid, port) or session_of(url)["state"] == "failed"
+                ),
+                SOURCE_TIMEOUT + 10,
+                "the source to bind its port or give up",
+                step=0.02,
+            )
+            if blocked_in_open(port, url):
+                break
+            httpx.delete(url, headers=AUTH, timeout=20)
+        else:
+            pytest.fail("the UDP source never stayed blocked in its open long enough to look")
         started = time.monotonic()
-        httpx.delete(f"{base}/sessions/{blocked['id']}", headers=AUTH, timeout=20)
+        httpx.delete(url, headers=AUTH, timeout=20)
         assert time.monotonic() - started < 1.0
+        assert httpx.get(url, headers=AUTH, timeout=10).status_code == 404
 
         def settled():
             now = proc_status(pid)

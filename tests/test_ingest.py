@@ -21,6 +21,7 @@ from streamer.ingest import (
     open_source,
     source_kind,
 )
+from streamer.ingest.base import PendingFrame
 from streamer.ingest.file import FileSource
 
 WAIT = 10.0  # every wait is bounded
@@ -75,6 +76,39 @@ def test_latest_frame_slot_keeps_newest_and_counts_drops():
     assert slot.get(timeout=0) is END_OF_STREAM
     with pytest.raises(SlotClosedError):
         slot.put(_frame(5))
+
+
+def test_latest_frame_slot_converts_only_the_frame_it_hands_out():
+    converted: list[int] = []
+
+    def pending(i: int) -> PendingFrame:
+        def convert() -> np.ndarray:
+            converted.append(i)
+            return np.full((4, 6, 3), i, np.uint8)
+
+        return PendingFrame(convert=convert, index=i, pts=i * 10)
+
+    slot = FrameSlot(BackPressure.LATEST_FRAME)
+    for i in range(5):
+        assert slot.put(pending(i))
+    assert converted == []  # nothing converted while frames replace each other
+    frame = slot.get(timeout=0)
+    assert isinstance(frame, VideoFrame)
+    assert (frame.index, frame.pts, int(frame.image[0, 0, 0])) == (4, 40, 4)
+    assert converted == [4]
+    assert (slot.captured, slot.dropped, slot.taken) == (5, 4, 1)
+
+
+def test_a_frame_that_fails_to_convert_is_dropped_not_raised():
+    def broken() -> np.ndarray:
+        raise ValueError("corrupt picture")
+
+    slot = FrameSlot(BackPressure.LATEST_FRAME)
+    slot.put(PendingFrame(convert=broken, index=0))
+    assert slot.get(timeout=0) is None
+    assert (slot.captured, slot.dropped, slot.taken) == (1, 1, 0)
+    slot.put(_frame(1))
+    assert slot.get(timeout=0).index == 1  # the slot goes on
 
 
 def test_every_frame_slot_blocks_producer_and_drops_nothing():
@@ -214,6 +248,7 @@ def test_file_source_paced_is_live(clip):
     frames = _drain(source)  # a fast consumer: at 25 fps nothing should be dropped
     source.stop()
     assert frames and frames[-1].index == 7
+    assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
     assert source.stats.captured == 8
 
 

@@ -448,7 +448,7 @@ def test_memory_attention_padded_batch_matches_official(
     num_slots = max(item[2][3] for item in items)
     num_ptr = max(item[2][2] for item in items)
     memories, memory_pos, masks = [], [], []
-    for _, _, (memory, pos, n_ptr, n_frames), _ in items:
+    for _, _, (memory, pos, _n_ptr, n_frames), _ in items:
         frames = list(memory[: n_frames * hw].split(hw))
         frames_pos = list(pos[: n_frames * hw].split(hw))
         tokens, padding = _pad_bank(frames, memory[n_frames * hw :], num_slots, num_ptr, gap=0)

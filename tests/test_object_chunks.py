@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sam2_video.tracking.object_chunks as object_chunks_module
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video import SessionOptions, StreamingSession
 from sam2_video.tracking.object_chunks import chunk_slices, object_chunks
 
 H, W = 96, 128

@@ -24,9 +24,15 @@ def test_top_level_imports_in_a_fresh_interpreter():
         "assert StreamingSession is sam2_video.predictors.streaming.StreamingSession\n"
     )
     # From the repository root, so the checkout under test is the one imported.
-    subprocess.run(
-        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
+    assert result.returncode == 0, result.stderr
 
 
 def test_unknown_name_is_an_attribute_error():
@@ -35,3 +41,16 @@ def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_thing"):
         sam2_video.no_such_thing  # noqa: B018
     assert "StreamingSession" in dir(sam2_video)
+
+
+def test_every_export_is_its_modules_object():
+    """`_EXPORTS` names the real module of each name (no compatibility re-exports)."""
+    import importlib
+
+    import sam2_video
+
+    assert set(sam2_video._EXPORTS) == set(sam2_video.__all__)
+    for name, module in sam2_video._EXPORTS.items():
+        obj = getattr(sam2_video, name)
+        assert obj is getattr(importlib.import_module(module), name)
+        assert obj.__module__ == module, f"{name} is defined in {obj.__module__}, not {module}"

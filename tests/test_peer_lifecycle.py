@@ -21,7 +21,8 @@ import pytest
 import test_webrtc as helpers
 from aiortc import RTCPeerConnection
 from serve_process import running_server
-from test_webrtc import AUTH, TOKEN, Client, ClipTrack, create_session, run, wait_until
+from test_webrtc import AUTH, TOKEN, Client, ClipTrack, create_session, run
+from waiting import poll_async
 
 clip_frames = helpers.clip_frames
 loopback_ice = helpers.loopback_ice
@@ -104,8 +105,8 @@ def test_peers_that_never_connect_are_closed_after_connect_timeout(server, clip_
                 url = f"{server}/sessions/{whip_session}"
                 return (await http.get(url, headers=AUTH)).status_code == 404
 
-            await wait_until(peers_gone, CONNECT_TIMEOUT + 10)
-            await wait_until(whip_session_gone, CONNECT_TIMEOUT + 10)
+            await poll_async(peers_gone, CONNECT_TIMEOUT + 10)
+            await poll_async(whip_session_gone, CONNECT_TIMEOUT + 10)
             assert time.monotonic() - started >= CONNECT_TIMEOUT - 1.0  # not before the timeout
             await http.delete(f"{server}/sessions/{session['id']}", headers=AUTH)
         for client in [*clients, publisher]:
@@ -146,14 +147,14 @@ def test_a_publisher_whose_video_stops_is_noticed_within_seconds(server, clip_fr
             async def frames_arrived() -> bool:
                 return (await http.get(session_url, headers=AUTH)).json()["frames_captured"] > 0
 
-            await wait_until(frames_arrived, 30)
+            await poll_async(frames_arrived, 30)
             await asyncio.wait_for(track.stalled.wait(), 30)
             stalled_at = time.monotonic()
 
             async def gone() -> bool:
                 return (await http.get(session_url, headers=AUTH)).status_code == 404
 
-            await wait_until(gone, SILENCE + 10)
+            await poll_async(gone, SILENCE + 10)
             noticed = time.monotonic() - stalled_at
             assert noticed < SILENCE + 5, noticed  # far below the 30 s of ICE consent expiry
         await publisher.close()
@@ -209,7 +210,7 @@ def test_a_viewer_that_vanishes_is_noticed_within_seconds(server, tmp_path):
                     peers = (await http.get(peers_url, headers=AUTH)).json()["peers"]
                     return bool(peers) and peers[0]["connection_state"] == "connected"
 
-                await wait_until(connected, 60)
+                await poll_async(connected, 60)
                 viewer.send_signal(signal.SIGKILL)  # no BYE, no DTLS close: it just vanishes
                 viewer.wait(timeout=10)
                 vanished_at = time.monotonic()
@@ -217,7 +218,7 @@ def test_a_viewer_that_vanishes_is_noticed_within_seconds(server, tmp_path):
                 async def peer_gone() -> bool:
                     return not (await http.get(peers_url, headers=AUTH)).json()["peers"]
 
-                await wait_until(peer_gone, 25)
+                await poll_async(peer_gone, 25)
                 noticed = time.monotonic() - vanished_at
                 assert noticed < SILENCE + 6, noticed  # ICE consent alone took about 30 s
                 await http.delete(f"{server}/sessions/{session['id']}", headers=AUTH)

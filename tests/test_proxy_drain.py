@@ -26,6 +26,7 @@ import httpx
 import pytest
 from conftest import DATA, MICRO_CHECKPOINT
 from serve_process import free_port
+from waiting import poll
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +54,6 @@ def _clip(path: Path) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
-
-
-def _wait(predicate, what: str, timeout: float = TIMEOUT, step: float = 0.2) -> None:
-    """Poll `predicate` (bounded) until it is true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 class Instance:
@@ -107,7 +99,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     nginx = None
     try:
         for instance in instances.values():
-            _wait(instance.ready, f"{instance.name} ready", timeout=180)
+            poll(instance.ready, 180, f"{instance.name} ready", step=0.2)
         port = free_port()
         nginx = _start_nginx(tmp, port, instances)
         yield f"http://127.0.0.1:{port}", instances
@@ -163,7 +155,7 @@ def _start_nginx(tmp: Path, port: int, instances: dict[str, Instance]) -> subpro
         except httpx.TransportError:
             return False
 
-    _wait(answers, "nginx", timeout=20)
+    poll(answers, 20, "nginx", step=0.2)
     return process
 
 
@@ -290,9 +282,11 @@ def test_sessions_route_to_their_owner_and_drain(cluster, tmp_path: Path) -> Non
     # Drain the victim with SIGTERM while its sessions are still waiting for a viewer.
     doomed = instances[victim]
     doomed.process.send_signal(signal.SIGTERM)
-    _wait(
+    poll(
         lambda: httpx.get(f"{doomed.base}/readyz", headers=AUTH).status_code == 503,
+        TIMEOUT,
         "the drained instance to report not ready",
+        step=0.2,
     )
     assert httpx.get(f"{doomed.base}/readyz", headers=AUTH).json()["draining"] is True
     metrics = httpx.get(f"{doomed.base}/metrics", headers=AUTH).text

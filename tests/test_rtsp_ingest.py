@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import av
 import numpy as np
 import pytest
 from rtsp_server import RtspTestServer, free_port, unavailable_reason
+from waiting import poll
 
 from sam2_video.predictors.streaming import StreamingSession
 from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame, open_source
@@ -25,15 +25,6 @@ from streamer.ingest.rtsp import Backoff, RtspSource, redact_url
 BEDROOM = Path(__file__).parent / "data" / "bedroom.mp4"
 WIDTH, HEIGHT = 320, 180
 FAST_BACKOFF = Backoff(initial=0.1, maximum=0.4)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` until it holds; fail the test with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> Path:
@@ -89,7 +80,7 @@ def test_frames_flow_and_survive_a_server_restart(server: RtspTestServer, micro_
     source = RtspSource(server.url, backoff=FAST_BACKOFF)
     source.start()
     try:
-        wait_until(lambda: source.captured >= 3, 15, "the first frames")
+        poll(lambda: source.captured >= 3, 15, "the first frames")
         assert source.state is SourceState.RUNNING
         frame = latest_frame(source)
         assert frame.image.shape == (HEIGHT, WIDTH, 3) and frame.image.dtype == np.uint8
@@ -100,23 +91,23 @@ def test_frames_flow_and_survive_a_server_restart(server: RtspTestServer, micro_
         session.add_frame(latest_frame(source).image)
         # Latest frame wins: frames nobody takes are replaced by newer ones, and counted.
         dropped = source.dropped
-        wait_until(lambda: source.dropped > dropped, 5, "a dropped frame")
+        poll(lambda: source.dropped > dropped, 5, "a dropped frame")
         before = latest_frame(source).index
         reconnects = source.reconnects  # the clip outlives this connection, but be sure
 
         server.kill()
-        wait_until(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
+        poll(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
         assert source.error
         # While the server is down the source keeps trying (connection refused each time).
         attempts = source.reconnect_attempts
-        wait_until(lambda: source.reconnect_attempts >= attempts + 2, 10, "more attempts")
+        poll(lambda: source.reconnect_attempts >= attempts + 2, 10, "more attempts")
         assert source.state is SourceState.RECONNECTING
         assert "refused" in source.error.lower()
         captured_while_down = source.captured
         assert source.reconnects == reconnects
 
         server.start()  # same port, same URL
-        wait_until(lambda: source.captured >= captured_while_down + 3, 15, "frames after restart")
+        poll(lambda: source.captured >= captured_while_down + 3, 15, "frames after restart")
         assert source.state is SourceState.RUNNING
         assert source.reconnects == reconnects + 1
         assert source.error is None
@@ -143,7 +134,7 @@ def test_end_of_stream_reconnects_and_keeps_counting(clips: dict[str, Path]) -> 
         source.start()
         try:
             # The 10-frame clip ends; the source reopens it and frames keep coming.
-            wait_until(lambda: source.reconnects >= 1 and source.captured > 12, 20, "a replay")
+            poll(lambda: source.reconnects >= 1 and source.captured > 12, 20, "a replay")
             indices = []
             deadline = time.monotonic() + 10
             while len(indices) < 2 and time.monotonic() < deadline:
@@ -162,7 +153,7 @@ def test_stop_interrupts_the_backoff_wait() -> None:
         f"rtsp://127.0.0.1:{free_port()}/none", backoff=Backoff(initial=30, maximum=30)
     )
     source.start()
-    wait_until(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
+    poll(lambda: source.state is SourceState.RECONNECTING, 10, "RECONNECTING")
     assert "refused" in source.error.lower()
     started = time.monotonic()
     source.stop()
@@ -177,7 +168,7 @@ def test_silent_server_times_out_and_stop_stays_prompt() -> None:
         source = RtspSource(url, open_timeout=0.5, read_timeout=0.5, backoff=FAST_BACKOFF)
         source.start()
         try:
-            wait_until(lambda: source.state is SourceState.RECONNECTING, 10, "the open to time out")
+            poll(lambda: source.state is SourceState.RECONNECTING, 10, "the open to time out")
         finally:
             started = time.monotonic()
             source.stop()
@@ -193,7 +184,7 @@ def test_gives_up_after_max_attempts() -> None:
         max_attempts=3,
     )
     source.start()
-    wait_until(lambda: source.state.ended, 10, "the source to give up")
+    poll(lambda: source.state.ended, 10, "the source to give up")
     assert source.state is SourceState.FAILED
     assert "gave up after 3 attempts" in source.error
     assert source.reconnect_attempts == 2  # first attempt + 2 retries
@@ -234,7 +225,7 @@ def test_missing_camera_fails_clearly() -> None:
     device = next(f"/dev/video{n}" for n in range(90, 200) if not Path(f"/dev/video{n}").exists())
     source = CameraSource(device)
     source.start()
-    wait_until(lambda: source.state.ended, 10, "the camera source to fail")
+    poll(lambda: source.state.ended, 10, "the camera source to fail")
     assert source.state is SourceState.FAILED
     assert source.error == f"camera device {device} does not exist"
     assert source.slot.get(timeout=1) is END_OF_STREAM
@@ -244,6 +235,6 @@ def test_device_that_is_not_a_camera_fails_clearly() -> None:
     source = CameraSource("/dev/null", size=(640, 480), fps=30)
     assert source.options == {"video_size": "640x480", "framerate": "30"}
     source.start()
-    wait_until(lambda: source.state.ended, 10, "the camera source to fail")
+    poll(lambda: source.state.ended, 10, "the camera source to fail")
     assert source.state is SourceState.FAILED
     assert source.error.startswith("cannot open camera /dev/null")

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from torch import Tensor
 
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
+from sam2_video import SessionOptions, StreamingSession
 
 MICRO = Path(__file__).parent / "fixtures" / "reference" / "micro"
 

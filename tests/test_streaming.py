@@ -91,7 +91,7 @@ def state_snapshot(session: StreamingSession) -> dict:
                 sorted(obj.conditioning),
                 sorted(obj.tracked),
                 sorted(obj.pending),
-                {t: (c.clone(), l.clone()) for t, (c, l) in obj.points.items()},
+                {t: (xy.clone(), lab.clone()) for t, (xy, lab) in obj.points.items()},
             )
             for obj_id, obj in session.objects.items()
         },

@@ -15,11 +15,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from coco_rle import decode_rle
 from PIL import Image
 from pycocotools import mask as mask_api
 
+from sam2_video import FrameResult
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from sam2_video.predictors.streaming import FrameResult
 from streamer.batch.outputs import VideoInfo, parse_formats
 from streamer.batch.outputs.mp4 import OverlayVideoWriter
 from streamer.batch.outputs.png import davis_palette
@@ -37,10 +38,6 @@ NEW_OBJECT = 3  # the session's id for the object prompted without obj_id: the f
 def _rle(mask: np.ndarray) -> dict:
     rle = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode()}
-
-
-def _decode(rle: dict) -> np.ndarray:
-    return mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +93,7 @@ def coco_masks(tracked: Path) -> dict[tuple[int, int], np.ndarray]:
     """(frame, track id) -> (H, W) bool, from the COCO output."""
     record = json.loads((tracked / "room_coco.json").read_text())
     return {
-        (a["image_id"], a["track_id"]): _decode(a["segmentation"]) for a in record["annotations"]
+        (a["image_id"], a["track_id"]): decode_rle(a["segmentation"]) for a in record["annotations"]
     }
 
 
@@ -115,7 +112,7 @@ def test_coco_output(tracked: Path) -> None:
     for a in annotations:
         assert 0 <= a["image_id"] < FRAMES
         assert isinstance(a["segmentation"]["counts"], str)
-        mask = _decode(a["segmentation"])
+        mask = decode_rle(a["segmentation"])
         assert mask.shape == (HEIGHT, WIDTH)
         assert a["area"] == int(mask.sum()) > 0
         ys, xs = np.nonzero(mask)
@@ -150,7 +147,7 @@ def test_sav_output(tracked: Path, coco_masks: dict) -> None:
     areas = np.zeros((FRAMES, 4))
     for frame, row in enumerate(masklet):
         for k, rle in enumerate(row):
-            mask = _decode(rle)
+            mask = decode_rle(rle)
             assert mask.shape == (HEIGHT, WIDTH)
             expected = coco_masks.get((frame, ids[k]), np.zeros((HEIGHT, WIDTH), bool))
             np.testing.assert_array_equal(mask, expected)

@@ -12,7 +12,8 @@ import httpx
 import test_webrtc as helpers
 from aiortc.mediastreams import AudioStreamTrack
 from conftest import DATA
-from test_webrtc import AUTH, TIMEOUT, Client, ClipTrack, create_session, get_json, run, wait_until
+from test_webrtc import AUTH, TIMEOUT, Client, ClipTrack, create_session, get_json, run
+from waiting import poll_async
 from websockets.asyncio.client import connect
 
 # The helper module's fixtures, used here by name (each module gets its own server).
@@ -112,11 +113,11 @@ def test_whip_into_an_existing_session(server, clip_frames):
             assert response.status_code == 201, response.text
             assert response.headers["x-session-id"] == session["id"]
             await first.accept(response.text)
-            await wait_until(lambda: _frames_captured(http, server, session["id"]))
+            await poll_async(lambda: _frames_captured(http, server, session["id"]), TIMEOUT)
             busy = await http.post(url, content=await second.offer(), headers={**AUTH, **SDP})
             patch = await http.patch(f"{server}{response.headers['location']}", headers=AUTH)
             deleted = await http.delete(f"{server}{response.headers['location']}", headers=AUTH)
-            await wait_until(lambda: _no_peers(http, server, session["id"]))
+            await poll_async(lambda: _no_peers(http, server, session["id"]), TIMEOUT)
             state = await get_json(http, f"{server}/sessions/{session['id']}")
             await first.close()
             await second.close()

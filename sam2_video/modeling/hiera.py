@@ -11,6 +11,9 @@ Attribute names follow the official checkpoints (`patch_embed.proj`, `pos_embed`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +65,8 @@ class HieraMlp(nn.Module):
             return self.layers[1](self.act(self.layers[0](x)))
         # Blocks of rows (see `cpu_inference`): e.g. stage 1 of hiera_t at 1024 px, 65536 x 96
         # tokens, 248 -> 167 ms; stage 2 192 -> 138 ms; stage 3 135 -> 124 ms (one thread).
-        return mlp_in_row_blocks(x, self.layers[0], torch.ops.aten.gelu_, self.layers[1])
+        fc1, fc2 = cast(nn.Linear, self.layers[0]), cast(nn.Linear, self.layers[1])
+        return mlp_in_row_blocks(x, fc1, torch.ops.aten.gelu_, fc2)
 
 
 class MultiScaleAttention(nn.Module):
@@ -208,12 +212,14 @@ class MultiScaleBlock(nn.Module):
 
         if self.window_size > 0 and cpu_inference(x) and mostly_padding(x, self.window_size):
             # Micro stages 3-4: 256 real tokens in 784 padded ones (see the method).
-            x = self.attn.attend_mostly_padded_windows(x, self.window_size, shortcut.shape[1:3])
+            out_hw = (shortcut.shape[1], shortcut.shape[2])
+            x = self.attn.attend_mostly_padded_windows(x, self.window_size, out_hw)
         elif self.window_size > 0:
             x, grid = window_partition(x, self.window_size)  # (B*nW, w, w, dim)
             # Query pooling shrinks every window, so re-assemble at the pooled size.
             x = self.attn(x)  # (B*nW, w', w', dim_out)
-            x = window_unpartition(x, grid, shortcut.shape[1:3])  # (B, H', W', dim_out)
+            out_hw = (shortcut.shape[1], shortcut.shape[2])
+            x = window_unpartition(x, grid, out_hw)  # (B, H', W', dim_out)
         else:
             x = self.attn(x)  # (B, H', W', dim_out)
 
@@ -288,7 +294,7 @@ class Hiera(nn.Module):
                     dim_out=dim_out,
                     num_heads=heads,
                     window_size=window_size,
-                    q_stride=tuple(q_stride) if i in q_pool_blocks else None,
+                    q_stride=_pair(q_stride) if i in q_pool_blocks else None,
                 )
             )
             dim = dim_out
@@ -304,9 +310,9 @@ class Hiera(nn.Module):
             stages=tuple(cfg.stages),
             global_att_blocks=tuple(cfg.global_att_blocks),
             window_spec=tuple(cfg.window_spec),
-            window_pos_embed_bkg_spatial_size=tuple(cfg.window_pos_embed_bkg_spatial_size),
+            window_pos_embed_bkg_spatial_size=_pair(cfg.window_pos_embed_bkg_spatial_size),
             q_pool=cfg.q_pool,
-            q_stride=tuple(cfg.q_stride),
+            q_stride=_pair(cfg.q_stride),
             dim_mul=cfg.dim_mul,
             head_mul=cfg.head_mul,
         )
@@ -364,3 +370,10 @@ class Hiera(nn.Module):
             if i in self.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))  # (B, C_i, H_i, W_i)
         return outputs
+
+
+def _pair(values: Sequence[int]) -> tuple[int, int]:
+    """(a, b) of a two-item config list (YAML gives lists)."""
+    if len(values) != 2:
+        raise ValueError(f"expected two values, got {list(values)}")
+    return int(values[0]), int(values[1])

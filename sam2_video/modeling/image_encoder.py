@@ -8,6 +8,7 @@ encoding; `scalp` drops the lowest-resolution levels (official models keep strid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,7 @@ class FpnNeck(nn.Module):
         coarser = None
         # Coarsest level first, so each level can take the one below it.
         for level in range(num_levels - 1, -1, -1):
-            conv = self.convs[num_levels - 1 - level].conv
+            conv = cast(nn.Conv2d, self.convs[num_levels - 1 - level].conv)
             lateral = pointwise_conv(conv, xs[level])  # (B, d, H_l, W_l)
             if level in self.fpn_top_down_levels and coarser is not None:
                 # Upsampled in float32 (as the official neck), so under bf16 autocast the sum

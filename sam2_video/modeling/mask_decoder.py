@@ -244,6 +244,8 @@ class MaskDecoder(nn.Module):
         """(B, C, h, w) -> (B, C/8, 4h, 4w), mixing in the projected high-res features."""
         if not self.use_high_res_features:
             return self.output_upscaling(src)
+        if high_res_features is None:
+            raise ValueError("this mask decoder uses high-res features: pass high_res_features")
         deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
         feat_s0, feat_s1 = high_res_features
         x = act1(norm1(deconv1(src) + feat_s1))  # (B, C/4, 2h, 2w)

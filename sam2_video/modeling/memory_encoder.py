@@ -8,6 +8,7 @@ pix_feat (B, C, S/16, S/16) --pix_feat_proj (1x1)--------------+--> Fuser (ConvN
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ class MaskDownSampler(nn.Module):
         *stages, proj = self.encoder
         x = masks
         for conv, norm, act in zip(stages[0::3], stages[1::3], stages[2::3]):
-            if conv.in_channels > 1:
+            if cast(nn.Conv2d, conv).in_channels > 1:
                 x = x.contiguous(memory_format=torch.channels_last)
             x = norm(conv(x))
             if x.is_contiguous():

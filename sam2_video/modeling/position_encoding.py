@@ -104,6 +104,8 @@ class PositionEmbeddingRandom(nn.Module):
     (2, num_pos_feats), scaled by 2*pi, and encoded as [sin, cos] (2 * num_pos_feats channels).
     """
 
+    positional_encoding_gaussian_matrix: torch.Tensor  # (2, num_pos_feats) buffer
+
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None) -> None:
         """
         Args:

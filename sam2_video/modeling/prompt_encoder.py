@@ -7,6 +7,8 @@ the original frame (x * S / W, y * S / H) before calling this module.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -44,7 +46,7 @@ class PromptEncoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)
-        self.input_image_size = tuple(input_image_size)
+        self.input_image_size = (int(input_image_size[0]), int(input_image_size[1]))
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
 
         # One learned offset per label 0..3 (negative, positive, box top-left, box bottom-right).
@@ -85,7 +87,8 @@ class PromptEncoder(nn.Module):
             embedding,
         )
         for label, label_embed in enumerate(self.point_embeddings):
-            embedding = torch.where(labels == label, embedding + label_embed.weight, embedding)
+            weight = cast(nn.Embedding, label_embed).weight
+            embedding = torch.where(labels == label, embedding + weight, embedding)
         return embedding
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:

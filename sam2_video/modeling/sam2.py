@@ -7,9 +7,10 @@ and the network-level steps that every predictor shares:
 * `forward_sam_heads`: features + prompts -> `SamHeadOutput` (masks, IoU, object pointer, score),
 * `mask_as_output`: a user mask taken as the answer (SAM 2's "mask input as output" path),
 * `encode_memory`: features + predicted mask -> memory tokens for later frames,
-* `attend_to_memory`: current features conditioned on a memory bank.
+* `pointer_temporal_encoding`, `pointer_tokens`: object pointers as memory tokens.
 
-Deciding *which* memories a frame sees is tracking policy and lives in the predictors.
+Conditioning a frame on its memories is the `memory_attention` module, called by the tracking
+step (`sam2_video.tracking.tracker`), which also decides *which* memories a frame sees.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class SAM2Model(nn.Module):
             self.obj_ptr_tpos_proj = nn.Identity()
         if config.no_obj_embed_spatial:
             # SAM 2.1: marks memories of frames where the object was absent.
-            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
+            self.no_obj_embed_spatial: nn.Parameter | None = nn.Parameter(torch.zeros(1, mem))
         else:
             self.no_obj_embed_spatial = None
 

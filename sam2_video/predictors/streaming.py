@@ -221,6 +221,12 @@ class StreamingSession:
             raise NoFrameError("no frame yet: prompts apply to the current frame")
         return self._features
 
+    def _current_hw(self) -> tuple[int, int]:
+        """The current frame's (H, W); raises NoFrameError before the first frame."""
+        if self.frame_hw is None:
+            raise NoFrameError("no frame yet: prompts apply to the current frame")
+        return self.frame_hw
+
     @inference_method
     def add_points(
         self,
@@ -238,7 +244,12 @@ class StreamingSession:
         """
         features = self._require_frame()
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, self.frame_hw, self.model.image_size, device=self.tracker.device
+            points,
+            labels,
+            box,
+            self._current_hw(),
+            self.model.image_size,
+            device=self.tracker.device,
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
@@ -350,7 +361,7 @@ class StreamingSession:
 
     def _tracked_union(self) -> np.ndarray:
         """(H, W) bool: pixels inside any object's mask on the current frame."""
-        h, w = self.frame_hw
+        h, w = self._current_hw()
         outputs = [obj.output_at(self.frame_idx) for obj in self.objects.values()]
         if not outputs:
             return np.zeros((h, w), dtype=bool)
@@ -365,5 +376,5 @@ class StreamingSession:
     def _result(self, lost: list[int]) -> FrameResult:
         objects = list(self.objects.values())
         return frame_result(
-            self.tracker, objects, self.frame_idx, self._pts, self.frame_hw, self.options, lost
+            self.tracker, objects, self.frame_idx, self._pts, self._current_hw(), self.options, lost
         )

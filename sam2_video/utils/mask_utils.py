@@ -199,7 +199,7 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
 
 def box_xyxy_to_xywh(box: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """(..., 4) ``xyxy`` -> ``xywh`` (same type and dtype)."""
-    out = box.clone() if isinstance(box, torch.Tensor) else box.copy()
+    out: Any = box.clone() if isinstance(box, torch.Tensor) else box.copy()
     out[..., 2] = box[..., 2] - box[..., 0]
     out[..., 3] = box[..., 3] - box[..., 1]
     return out

@@ -1,1 +1,2 @@
-"""Recorded video in batch: `track` (track.py), `segment` (segment.py), output writers (outputs/)."""
+"""Recorded video in batch: `track` (track.py), `segment` (segment.py), output writers
+(outputs/)."""

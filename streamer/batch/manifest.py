@@ -49,10 +49,12 @@ class ManifestRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManifestRow:
+        """A row from its JSON object; keys this version does not know are ignored."""
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> str:
+        """The row as one JSON line (sorted keys, no newline)."""
         return json.dumps(asdict(self), sort_keys=True)
 
 
@@ -88,6 +90,7 @@ class Manifest:
         return rows
 
     def append(self, row: ManifestRow) -> None:
+        """Append `row` as one line (thread-safe; a torn last line is left behind, not joined)."""
         line = row.to_json() + "\n"
         with self._lock:
             try:

@@ -42,7 +42,11 @@ class _PromptEntry(BaseModel):
             raise ValueError("needs points (with labels), a box, or mask_rle")
         if (self.points is None) != (self.labels is None):
             raise ValueError("points and labels go together")
-        if self.points is not None and len(self.points) != len(self.labels):
+        if (
+            self.points is not None
+            and self.labels is not None
+            and len(self.points) != len(self.labels)
+        ):
             raise ValueError(f"{len(self.points)} points but {len(self.labels)} labels")
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
             raise ValueError(f"box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1: {self.box}")

@@ -23,21 +23,16 @@ from typing import Any
 import av
 from tqdm import tqdm
 
+from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.build import build_sam2
 from sam2_video.checkpoints import ensure_checkpoint
 from sam2_video.config import load_config
-from sam2_video.modeling.sam2 import SAM2Model
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from sam2_video.predictors.streaming import (
-    FrameSizeError,
-    SessionOptions,
-    StreamingSession,
-    TooManyObjectsError,
-)
+from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
-from streamer.ingest.base import END_OF_STREAM, SourceState
+from streamer.ingest.base import SourceState, VideoFrame
 from streamer.ingest.file import FileSource
 
 logger = logging.getLogger(__name__)
@@ -266,7 +261,8 @@ def _run(
     source.start()
     frames = 0
     try:
-        while (frame := source.slot.get()) is not END_OF_STREAM:
+        # Without a timeout `get` waits: a frame, or END_OF_STREAM once the source has ended.
+        while isinstance(frame := source.slot.get(), VideoFrame):
             try:
                 result = session.add_frame(frame.image, pts=frame.pts)
             except FrameSizeError as exc:

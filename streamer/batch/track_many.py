@@ -182,6 +182,7 @@ class RunReport:
 
     @property
     def failed(self) -> list[ManifestRow]:
+        """The rows of videos that failed."""
         return [r for r in self.rows if r.status == "failed"]
 
 

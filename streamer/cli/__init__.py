@@ -1,7 +1,8 @@
 """`sam2-stream` command line: argument parsing only; each command's logic lives in its module.
 
 Adding a command: write its logic in its package, then a module here with an
-`add_<command>_parser` that defines its options and sets `handler` to a function mapping the parsed args to an exit code.
+`add_<command>_parser` that defines its options and sets `handler` to a function mapping the
+parsed args to an exit code.
 Command modules are imported inside their handler so `sam2-stream --help` stays fast.
 
 Exit codes: 0 success; 1 runtime failure (a download that broke off, unwritable output);
@@ -31,6 +32,7 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sam2-stream` argument parser with every command's sub-parser."""
     parser = argparse.ArgumentParser(
         prog="sam2-stream", description="SAM 2 segmentation from the command line."
     )

@@ -46,4 +46,5 @@ def add_precision_option(parser: argparse.ArgumentParser, default: str | None = 
 
 
 def report_error(command: str, message: object) -> None:
+    """Print `sam2-stream <command>: error: <message>` to stderr (the user's terminal)."""
     print(f"sam2-stream {command}: error: {message}", file=sys.stderr)

@@ -32,6 +32,7 @@ _AMG_VALUE_OPTIONS: tuple[tuple[str, type, float | int, str], ...] = (
 
 
 def add_segment_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `segment` command and its options to `commands`."""
     parser = commands.add_parser(
         "segment",
         help="automatic masks for one image (COCO-style JSON + overlay PNG)",

@@ -16,6 +16,7 @@ from streamer.cli.common import (
 
 
 def add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `serve` command and its options to `commands`."""
     parser = commands.add_parser(
         "serve",
         help="run the live tracking service (HTTP + websocket)",

@@ -26,6 +26,7 @@ _SEED_VALUE_OPTIONS: tuple[tuple[str, type, float | int | None, str], ...] = (
 
 
 def add_track_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track` command and its options to `commands`."""
     parser = commands.add_parser(
         "track",
         help="track objects through a video file (COCO / SA-V JSON, PNGs, overlay mp4)",
@@ -129,6 +130,7 @@ def _run_track(args: argparse.Namespace) -> int:
 
 
 def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the `track-many` command and its options to `commands`."""
     parser = commands.add_parser(
         "track-many",
         help="track many videos (one output folder each) on this machine or a Ray cluster",
@@ -160,9 +162,9 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: one worker per device here; ray: a Ray Data actor pool")  # fmt: skip
+                        help="local: a worker per device; ray: a Ray Data actor pool")  # fmt: skip
     engine.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="local engine: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
+                        help="local: cpu forces one CPU worker (default: every GPU)")  # fmt: skip
     engine.add_argument("--address", default=None,
                         help="ray: cluster address (default: a new local cluster)")  # fmt: skip
     engine.add_argument("--pool-size", type=int, default=1, metavar="N", help="ray: actors")

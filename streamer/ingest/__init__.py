@@ -28,6 +28,7 @@ from streamer.ingest.base import (
     SourceStats,
     VideoFrame,
 )
+from streamer.ingest.policy import source_scheme
 
 __all__ = [
     "END_OF_STREAM",
@@ -49,13 +50,13 @@ WEBRTC_SPEC = "webrtc"
 
 
 def source_kind(spec: str) -> str:
-    """Classify a source spec: "rtsp", "camera", "webrtc" or "file"."""
-    if spec.startswith(("rtsp://", "rtsps://")):
+    """Which source opens `spec`: "rtsp", "camera", "webrtc" or "file" (paths and any URL
+    PyAV reads). Derived from `source_scheme`, the one classifier the policy also uses."""
+    scheme = source_scheme(spec)
+    if scheme in ("rtsp", "rtsps"):
         return "rtsp"
-    if spec.startswith(("/dev/video", "camera:")):
-        return "camera"
-    if spec == WEBRTC_SPEC:
-        return "webrtc"
+    if scheme in ("camera", WEBRTC_SPEC):
+        return scheme
     return "file"
 
 
@@ -80,7 +81,7 @@ def open_source(
     if not spec:
         raise ValueError("source spec is empty")
     kind = source_kind(spec)
-    timeouts = {
+    timeouts: dict[str, Any] = {
         name: value
         for name, value in (("open_timeout", open_timeout), ("read_timeout", read_timeout))
         if value is not None

@@ -1,11 +1,13 @@
 """Frame sources: a decode thread per source feeding a bounded `FrameSlot`.
 
 Thread boundary: a `FrameSource` decodes on its own thread and `put`s `VideoFrame`s into its
-slot; the inference worker `get`s them. The slot's `BackPressure` policy says what happens
+slot; the device's `DeviceScheduler` `get`s them. The slot's `BackPressure` policy says what happens
 when the consumer is slower than the producer:
 
 - `EVERY_FRAME` (batch): the producer blocks, no frame is lost.
 - `LATEST_FRAME` (live): one slot, a newer frame replaces an unconsumed one, the drop is counted.
+  Live sources put `PendingFrame`s, still in the codec's pixel format: the slot converts a
+  frame to RGB only when the consumer takes it, so dropped frames cost no conversion.
 
 The decode thread always closes the slot in `finally`, so a consumer never waits for a source
 that has died: `get` returns `END_OF_STREAM` once the slot is closed and drained.
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -42,6 +44,32 @@ class VideoFrame:
     pts: int | None = None
     time_base: Fraction | None = None
     capture_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    """A decoded frame not yet converted to RGB (live sources; see `FrameSlot.get`).
+
+    convert: makes the (H, W, 3) uint8 RGB image, e.g. PyAV's
+    `functools.partial(decoded.to_ndarray, format="rgb24")`. The other fields are
+    `VideoFrame`'s.
+    """
+
+    convert: Callable[[], np.ndarray]
+    index: int
+    pts: int | None = None
+    time_base: Fraction | None = None
+    capture_time: float = 0.0
+
+    def to_video_frame(self) -> VideoFrame:
+        """Convert now (on the calling thread) into a `VideoFrame`."""
+        return VideoFrame(
+            image=self.convert(),
+            index=self.index,
+            pts=self.pts,
+            time_base=self.time_base,
+            capture_time=self.capture_time,
+        )
 
 
 class _EndOfStream:
@@ -79,7 +107,7 @@ class FrameSlot:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.policy = policy
         self.capacity = 1 if policy is BackPressure.LATEST_FRAME else capacity
-        self._frames: deque[VideoFrame] = deque()
+        self._frames: deque[VideoFrame | PendingFrame] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self.captured = 0
@@ -96,12 +124,14 @@ class FrameSlot:
             event.set()
 
     def remove_listener(self, event: threading.Event) -> None:
+        """Stop setting `event` (no-op if it was not added)."""
         with self._cond:
             if event in self._listeners:
                 self._listeners.remove(event)
 
-    def put(self, frame: VideoFrame, timeout: float | None = None) -> bool:
+    def put(self, frame: VideoFrame | PendingFrame, timeout: float | None = None) -> bool:
         """Offer a frame; returns False if it timed out waiting for room (EVERY_FRAME only).
+        A `PendingFrame` is converted to RGB by `get`, so only frames taken are converted.
 
         Raises SlotClosedError when the slot was closed.
         """
@@ -130,7 +160,26 @@ class FrameSlot:
         return True
 
     def get(self, timeout: float | None = None) -> VideoFrame | _EndOfStream | None:
-        """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout."""
+        """Take the oldest frame; `END_OF_STREAM` once closed and empty; None on timeout.
+
+        A `PendingFrame` is converted here, on the consumer's thread and outside the lock; one
+        that fails to convert is counted in `dropped` (not `taken`) and the next frame is waited
+        for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frame = self._take(remaining)
+            if not isinstance(frame, PendingFrame):
+                return frame
+            try:
+                return frame.to_video_frame()
+            except Exception as exc:  # noqa: BLE001 - one bad picture must not stop the consumer
+                logger.warning("frame %d could not be converted to RGB: %s", frame.index, exc)
+                with self._cond:
+                    self.taken -= 1
+                    self.dropped += 1
+
+    def _take(self, timeout: float | None) -> VideoFrame | PendingFrame | _EndOfStream | None:
         with self._cond:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self._frames and not self._closed:
@@ -165,6 +214,7 @@ class FrameSlot:
 
     @property
     def closed(self) -> bool:
+        """True once `close()` was called (frames may still be waiting)."""
         return self._closed
 
     def __len__(self) -> int:
@@ -184,6 +234,7 @@ class SourceState(enum.Enum):
 
     @property
     def ended(self) -> bool:
+        """True for the final states, STOPPED and FAILED."""
         return self in (SourceState.STOPPED, SourceState.FAILED)
 
 
@@ -262,6 +313,7 @@ class FrameSource:
 
     @property
     def state(self) -> SourceState:
+        """The source's lifecycle state."""
         return self._state
 
     @property
@@ -271,6 +323,7 @@ class FrameSource:
 
     @property
     def policy(self) -> BackPressure:
+        """The slot's back-pressure policy."""
         return self.slot.policy
 
     @property
@@ -334,13 +387,13 @@ class FrameSource:
         finally:
             self.slot.close()
 
-    def _put(self, frame: VideoFrame) -> None:
+    def _put(self, frame: VideoFrame | PendingFrame) -> None:
         # EVERY_FRAME blocks; wake up now and then to notice stop().
         while not self.slot.put(frame, timeout=0.5):
             if self._stop.is_set():
                 raise SlotClosedError("stopped")
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         """Yield frames in order (runs on the decode thread)."""
         raise NotImplementedError
 
@@ -348,6 +401,7 @@ class FrameSource:
 
     @property
     def stats(self) -> SourceStats:
+        """A consistent-enough snapshot of the state and the slot's counters."""
         return SourceStats(
             state=self._state,
             captured=self.slot.captured,
@@ -411,5 +465,6 @@ class PushSource(FrameSource):
         self.slot.close()
 
     def stop(self, timeout: float | None = None) -> None:
+        """End the source (STOPPED) and close its slot; there is no thread to join."""
         self._stop.set()
         self.finish()

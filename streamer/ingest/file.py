@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from streamer.ingest.base import BackPressure, FrameSource, SourceError, SourceState, VideoFrame
+from streamer.ingest.base import (
+    BackPressure,
+    FrameSource,
+    PendingFrame,
+    SourceError,
+    SourceState,
+    VideoFrame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ class FileSource(FrameSource):
         policy = BackPressure.LATEST_FRAME if pace else BackPressure.EVERY_FRAME
         super().__init__(name=name or Path(self.location).name or self.location, policy=policy)
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         import av  # lazily: importing the service must not need FFmpeg
 
         is_url = self.location.startswith(_URL_SCHEMES)
@@ -93,13 +101,22 @@ class FileSource(FrameSource):
                         delay = start_wall + offset - time.monotonic()
                         if delay > 0 and self._stop.wait(delay):
                             return
-                    yield VideoFrame(
-                        image=decoded.to_ndarray(format="rgb24"),
-                        index=index,
-                        pts=decoded.pts,
-                        time_base=time_base,
-                        capture_time=time.time(),
-                    )
+                    if self.pace:  # live: converted to RGB only if taken (FrameSlot.get)
+                        yield PendingFrame(
+                            convert=functools.partial(decoded.to_ndarray, format="rgb24"),
+                            index=index,
+                            pts=decoded.pts,
+                            time_base=time_base,
+                            capture_time=time.time(),
+                        )
+                    else:
+                        yield VideoFrame(
+                            image=decoded.to_ndarray(format="rgb24"),
+                            index=index,
+                            pts=decoded.pts,
+                            time_base=time_base,
+                            capture_time=time.time(),
+                        )
                     index += 1
             except av.error.ExitError as exc:  # the read timeout fired
                 if self.stopping:

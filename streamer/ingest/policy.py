@@ -14,9 +14,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from streamer.ingest.base import SourceError
+
+if TYPE_CHECKING:
+    from streamer.settings import Settings
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -47,7 +51,8 @@ class SourcePolicy:
     media_root: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> SourcePolicy:
+    def from_settings(cls, settings: Settings) -> SourcePolicy:
+        """The policy of `settings.source_schemes` and `settings.media_root`."""
         return cls(
             allowed=frozenset(s.lower() for s in settings.source_schemes),
             media_root=settings.media_root,

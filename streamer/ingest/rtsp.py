@@ -15,6 +15,7 @@ same, so the consumer just sees frames again once the stream is back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,14 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from streamer.ingest.base import BackPressure, FrameSource, SourceError, SourceState, VideoFrame
+from streamer.ingest.base import (
+    BackPressure,
+    FrameSource,
+    PendingFrame,
+    SourceError,
+    SourceState,
+    VideoFrame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +108,19 @@ class ReconnectingSource(FrameSource):
 
     @property
     def captured(self) -> int:
+        """Frames decoded and put into the slot, across reconnections."""
         return self.slot.captured
 
     @property
     def dropped(self) -> int:
+        """Frames replaced in the slot before the consumer took them."""
         return self.slot.dropped
 
     def _open(self) -> Any:
         """Open the input and return the `av` container (runs on the decode thread)."""
         raise NotImplementedError
 
-    def _frames(self) -> Iterator[VideoFrame]:
+    def _frames(self) -> Iterator[VideoFrame | PendingFrame]:
         import av  # lazily: importing the service must not need FFmpeg
 
         index = 0
@@ -137,8 +147,9 @@ class ReconnectingSource(FrameSource):
                             if delivered == 0:
                                 self._on_connected(lost)
                                 lost = False
-                            yield VideoFrame(
-                                image=decoded.to_ndarray(format="rgb24"),
+                            # Converted to RGB only if the consumer takes it (FrameSlot.get).
+                            yield PendingFrame(
+                                convert=functools.partial(decoded.to_ndarray, format="rgb24"),
                                 index=index,
                                 pts=decoded.pts,
                                 time_base=time_base,

@@ -1,7 +1,8 @@
 """FastAPI app: thin HTTP / websocket routes over the session service.
 
 `create_app(settings)` builds everything; the model is loaded once in the lifespan (in a
-thread) and shared by the one inference worker. Routes never run the model.
+thread), one replica per device, each run by that device's `DeviceScheduler`. Routes never run
+the model.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import SAM2Model
 from streamer.protocol import Error, ErrorCode
 from streamer.service.api_docs import mount_api_docs
 from streamer.service.auth import BearerAuthMiddleware
-from streamer.service.connection import handle_client_message, hello_message
 from streamer.service.drain import DrainCollector, Drainer, drain_router
 from streamer.service.limits import (
     BodyLimitMiddleware,
@@ -44,6 +44,7 @@ from streamer.sessions import (
     SessionManager,
     SessionNotFoundError,
 )
+from streamer.sessions.connection import handle_client_message, hello_message
 from streamer.sessions.devices import DeviceSpec, parse_devices
 from streamer.sessions.lifecycle import LifecyclePolicy, SessionReaper
 from streamer.sessions.subscribers import WS_CLOSE_BACKLOG, Subscriber
@@ -115,7 +116,7 @@ def load_models(settings: Settings, model: SAM2Model | None = None) -> dict[Devi
     """One model replica per configured device (`Settings.devices`; blocking). A given `model`
     serves its own device and is copied for the others."""
     specs = parse_devices(settings.devices, default=settings.device)
-    models = {}
+    models: dict[DeviceSpec, SAM2Model] = {}
     for spec in specs:
         if model is not None:
             models[spec] = model if not models else copy.deepcopy(model).to(spec.torch_device)

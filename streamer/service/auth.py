@@ -63,7 +63,7 @@ class BearerAuthMiddleware:
     def _authorized(self, scope: Scope) -> bool:
         given = _token_from(scope)
         # Digests first: the comparison is constant time and independent of the lengths.
-        return bool(given) and hmac.compare_digest(_digest(given), self._digest)
+        return given is not None and hmac.compare_digest(_digest(given), self._digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._is_public(scope):

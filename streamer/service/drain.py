@@ -84,6 +84,7 @@ class Drainer:
         return max(0.0, self.started_at + self.grace_seconds - time.monotonic())
 
     def live_sessions(self) -> int:
+        """Sessions still waiting or running (0 before the manager exists)."""
         manager = self._manager()
         return 0 if manager is None else sum(s.state in LIVE_STATES for s in manager.list())
 
@@ -120,6 +121,7 @@ class Drainer:
             self.on_drained()
 
     def info(self) -> dict[str, Any]:
+        """The `GET /admin/drain` status: state, reason, live sessions, grace and seconds left."""
         return {
             "state": self.state.value,
             "reason": self.reason,
@@ -137,6 +139,7 @@ class DrainCollector:
         self.drainer = drainer
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The drain-state gauges and the grace seconds left, at scrape time."""
         state = GaugeMetricFamily(
             "sam2_stream_drain_state",
             "Drain state of this instance (1 = current)",

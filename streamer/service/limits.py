@@ -77,6 +77,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI handler: a `BodyTooLargeError` becomes a 413 JSON response."""
     max_bytes = exc.max_bytes if isinstance(exc, BodyTooLargeError) else 0
     return _too_large(max_bytes)
 

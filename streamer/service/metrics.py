@@ -8,9 +8,10 @@ twice and a deleted session's series simply disappear. Device series carry the l
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,7 +24,7 @@ from prometheus_client.core import (
 from streamer.sessions.stats import Histogram
 
 if TYPE_CHECKING:
-    from streamer.sessions import SessionManager
+    from streamer.sessions import Session, SessionManager
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -47,6 +48,7 @@ class ServiceCollector:
         self.manager = manager
 
     def collect(self) -> Iterator[Metric]:
+        """Every service, device and session metric family, at scrape time."""
         yield from _service_metrics(self.manager)
         yield from _device_metrics(self.manager)
         yield from _compile_metrics(self.manager)
@@ -57,27 +59,28 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def _labelled(family, samples: Iterable[tuple[list[str], float]]):
+_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily)
+
+
+def _labelled(family: _Family, samples: Iterable[tuple[list[str], float]]) -> _Family:
     for labels, value in samples:
         family.add_metric(labels, value)
     return family
 
 
-def histogram_family(name: str, doc: str, labels: list[str], series) -> HistogramMetricFamily:
+def histogram_family(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Histogram]]
+) -> HistogramMetricFamily:
+    """A Prometheus histogram family with one labelled series per histogram."""
     family = HistogramMetricFamily(name, doc, labels=labels)
     for label_values, hist in series:
-        counts, total = _snapshot(hist)
+        counts, total = hist.snapshot()
         cumulative, buckets = 0, []
         for bound, n in zip((*hist.buckets, float("inf")), counts):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
         family.add_metric(label_values, buckets, total)
     return family
-
-
-def _snapshot(hist: Histogram) -> tuple[list[int], float]:
-    with hist._lock:
-        return list(hist.counts), hist.total
 
 
 def _service_metrics(manager: SessionManager) -> Iterator[Metric]:
@@ -231,7 +234,7 @@ def _session_metrics(manager: SessionManager) -> Iterator[Metric]:
         )
     yield info
 
-    def per_session(family, value) -> Metric:
+    def per_session(family: _Family, value: Callable[[Session], float]) -> _Family:
         return _labelled(family, [([s.id], value(s)) for s in sessions])
 
     for name, field_name, doc in (
@@ -241,7 +244,7 @@ def _session_metrics(manager: SessionManager) -> Iterator[Metric]:
     ):
         yield per_session(
             GaugeMetricFamily(name, doc + " (5 s window)", labels=["session"]),
-            lambda s, f=field_name: rates[s.id][f],
+            functools.partial(lambda f, s: rates[s.id][f], field_name),
         )
     counters = (
         (

@@ -38,6 +38,7 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact secrets in the record's message and arguments in place; keep the record."""
         clean = redact_query if record.name in _ACCESS_LOGGERS else redact
         if isinstance(record.msg, str):
             record.msg = clean(record.msg)

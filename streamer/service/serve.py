@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import SAM2Model
 from streamer.service.app import create_app, load_model, load_models
 from streamer.service.drain import draining_server
 from streamer.sessions.devices import DeviceSpec

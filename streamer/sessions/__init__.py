@@ -2,7 +2,8 @@
 
 `SessionManager` (manager.py) creates sessions (session.py) and places each on a device whose
 scheduler (scheduler.py) runs its frames and prompts (prompts.py); subscribers.py delivers the
-results to the event loop. errors.py holds the typed errors, schemas.py the REST models.
+results to the event loop; connection.py handles one client's messages on any transport
+(websocket, WebRTC data channel). errors.py holds the typed errors, schemas.py the REST models.
 """
 
 from streamer.sessions.errors import (

@@ -30,6 +30,7 @@ class DeviceSpec:
 
     @property
     def kind(self) -> str:
+        """The torch device type: "cuda" or "cpu"."""
         return self.torch_device.split(":")[0]
 
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class FairShare:
+class FairShare(Generic[K]):
     """Virtual-time fair queuing of device seconds among keys (sessions).
 
     rejoin_credit: seconds of head start an idle key keeps when it becomes busy again.
@@ -29,11 +32,11 @@ class FairShare:
 
     def __init__(self, *, rejoin_credit: float = 0.05) -> None:
         self.rejoin_credit = rejoin_credit
-        self._vtime: dict[Hashable, float] = {}
+        self._vtime: dict[K, float] = {}
         self._clock = 0.0  # virtual time of the most recently served key
         self._lock = threading.Lock()
 
-    def order(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def order(self, keys: Iterable[K]) -> list[K]:
         """`keys` (the ones with work now), most owed first; ties keep the given order."""
         keys = list(keys)
         with self._lock:
@@ -41,28 +44,31 @@ class FairShare:
                 self._vtime[key] = self._rejoined(key)
             return sorted(keys, key=lambda k: self._vtime[k])
 
-    def charge(self, key: Hashable, seconds: float) -> None:
+    def charge(self, key: K, seconds: float) -> None:
         """Add `seconds` of device time to `key` (after its work ran)."""
         with self._lock:
             vtime = self._rejoined(key)
             self._vtime[key] = vtime + max(0.0, seconds)
             self._clock = max(self._clock, vtime)
 
-    def _rejoined(self, key: Hashable) -> float:
+    def _rejoined(self, key: K) -> float:
         """`key`'s virtual time, raised to the clock minus the credit (call with the lock):
         new or long-idle keys start near the clock instead of far behind it."""
         floor = self._clock - self.rejoin_credit
         return max(self._vtime.get(key, floor), floor)
 
-    def virtual_time(self, key: Hashable) -> float:
+    def virtual_time(self, key: K) -> float:
+        """Device seconds charged to `key` (the clock for a key never charged)."""
         with self._lock:
             return self._vtime.get(key, self._clock)
 
-    def keys(self) -> set[Hashable]:
+    def keys(self) -> set[K]:
+        """The keys with a virtual time."""
         with self._lock:
             return set(self._vtime)
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
+        """Drop `key` (a session that ended)."""
         with self._lock:
             self._vtime.pop(key, None)
 
@@ -74,7 +80,9 @@ class TokenBucket:
     wait before one will be available (the `retry_after` of a `rate_limited` error).
     """
 
-    def __init__(self, *, per_minute: float, burst: int, clock=time.monotonic) -> None:
+    def __init__(
+        self, *, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if per_minute <= 0 or burst < 1:
             raise ValueError(f"need per_minute > 0 and burst >= 1, got {per_minute}, {burst}")
         self.rate = per_minute / 60.0  # tokens per second
@@ -85,6 +93,7 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def take(self) -> float:
+        """0.0 and a token used if a command may run now, else the seconds until one may."""
         with self._lock:
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)

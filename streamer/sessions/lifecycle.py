@@ -42,6 +42,7 @@ class LifecyclePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LifecyclePolicy:
+        """The policy of `settings.finished_ttl` and `settings.idle_ttl`."""
         return cls(finished_ttl=settings.finished_ttl, idle_ttl=settings.idle_ttl)
 
     def deadline(self, *, idle_since: float | None, ended_at: float | None) -> float | None:

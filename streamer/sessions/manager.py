@@ -8,9 +8,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from sam2_video.predictors.streaming import SessionOptions, StreamingSession
 from streamer.ingest import open_source
 from streamer.ingest import source_kind as classify_source
 from streamer.ingest.file import is_url
@@ -51,12 +50,12 @@ class SessionManager:
         model: SAM2Model | None = None,
         models: Mapping[DeviceSpec, SAM2Model] | None = None,
     ) -> None:
-        if (model is None) == (models is None):
-            raise ValueError("give either model or models")
-        if models is None:
+        if model is not None and models is None:
             device = next(model.parameters()).device
             label = f"{device.type}:{device.index or 0}"
             models = {DeviceSpec(label, str(device)): model}
+        elif models is None or model is not None:
+            raise ValueError("give either model or models")
         self.settings = settings
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -75,6 +74,7 @@ class SessionManager:
         self.draining = False
 
     def start(self) -> None:
+        """Start every device's scheduler thread."""
         for scheduler in self.schedulers.values():
             scheduler.start()
 
@@ -101,10 +101,10 @@ class SessionManager:
             measured = [m for m in (s.measured_load for s in sessions) if m is not None]
             count = len(sessions) + reserved
             loads.append(DeviceLoad(label, scheduler.alive, sum(measured), len(measured), count))
-        label = least_loaded(loads, unmeasured_cost=1.0)
-        if label is None:
+        chosen = least_loaded(loads, unmeasured_cost=1.0)
+        if chosen is None:
             raise ServiceNotReadyError("no device's scheduler is running")
-        return self.schedulers[label]
+        return self.schedulers[chosen]
 
     def create(self, request: SessionCreate | str) -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
@@ -120,9 +120,8 @@ class SessionManager:
         session_id = mint_session_id(self.settings.instance_name)
         with self._lock:
             if len(self._sessions) >= self.settings.max_sessions:
-                raise SessionLimitError(
-                    f"{len(self._sessions)} sessions open; the limit is {self.settings.max_sessions}"
-                )
+                open_, limit = len(self._sessions), self.settings.max_sessions
+                raise SessionLimitError(f"{open_} sessions open; the limit is {limit}")
             scheduler = self._place_locked()
             # Reserve the slot (and its device) before the (possibly slow) source start.
             self._sessions[session_id] = None  # type: ignore[assignment]
@@ -177,7 +176,7 @@ class SessionManager:
                 device=scheduler.label,
             )
             source.slot.add_listener(scheduler.wake_event)
-            if not session._defer_source:
+            if not session.defer_source:
                 source.start()
         except BaseException:
             with self._lock:
@@ -199,10 +198,12 @@ class SessionManager:
         return session
 
     def list(self) -> list[Session]:
+        """The open sessions (a copy; sessions still being created are left out)."""
         with self._lock:
             return [s for s in self._sessions.values() if s is not None]
 
     def get(self, session_id: str) -> Session:
+        """The session `session_id`; raises SessionNotFoundError."""
         with self._lock:
             session = self._sessions.get(session_id)
         if session is None:
@@ -219,6 +220,7 @@ class SessionManager:
         session.close()
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """Delete every session, then stop the schedulers (each joined for at most `timeout` s)."""
         for session in self.list():
             try:
                 self.delete(session.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult, StreamingSession
 from streamer.ingest import VideoFrame
 from streamer.protocol import Ack, Error, ErrorCode, FrameMessage, PromptMessage
 from streamer.results import masklets
@@ -25,11 +25,13 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
         return
     now = time.monotonic()
     encoded: dict[tuple, FrameMessage] = {}
+    if session.stream.frame_hw is None:  # a result always follows a frame
+        return
     h, w = session.stream.frame_hw
     for subscriber in subscribers:
         options = subscriber.options
-        throttled = options.max_fps is not None and session.live
-        if throttled and now - subscriber.last_frame_time < 1.0 / options.max_fps:
+        max_fps = options.max_fps if session.live else None
+        if max_fps is not None and now - subscriber.last_frame_time < 1.0 / max_fps:
             continue
         key = (options.obj_ids, options.mask_downscale)
         message = encoded.get(key)
@@ -54,13 +56,15 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
         subscriber.offer(message)
 
 
-def tracker_view(tracker) -> TrackerView:
+def tracker_view(tracker: StreamingSession) -> TrackerView:
+    """What the event loop may read of `tracker` (a snapshot, safe across threads)."""
     return TrackerView(
         frame_idx=tracker.frame_idx, obj_ids=tuple(tracker.obj_ids), frame_hw=tracker.frame_hw
     )
 
 
 def ended_error(session: Session, message: PromptMessage) -> Error:
+    """The `session_ended` reply to `message`, for a session that no longer takes prompts."""
     return Error(
         id=message.id,
         code=ErrorCode.SESSION_ENDED,
@@ -69,12 +73,15 @@ def ended_error(session: Session, message: PromptMessage) -> Error:
 
 
 def internal_error(message: PromptMessage, exc: Exception) -> Error:
+    """The `internal` reply to `message`, which failed with the unexpected `exc`."""
     return Error(id=message.id, code=ErrorCode.INTERNAL, message=f"{type(exc).__name__}: {exc}")
 
 
 def ack_message(
-    message, outcome: PromptOutcome, session: Session, reply_to: Subscriber | None
+    message: PromptMessage, outcome: PromptOutcome, session: Session, reply_to: Subscriber | None
 ) -> Ack:
+    """The `ack` of a prompt: its outcome's masklets in `reply_to`'s output options
+    (the session's defaults without a subscriber)."""
     options: OutputOptions = reply_to.options if reply_to else session.settings.default_output
     objects = []
     if outcome.result is not None:

@@ -1,4 +1,5 @@
-"""Applying client prompts to a `StreamingSession` (runs on the inference worker thread).
+"""Applying client prompts to a `StreamingSession` (runs on the
+`DeviceScheduler` thread).
 
 Each prompt acts on the session's current frame. Failures raise `ProtocolError` with the
 code of the `error` reply; the session is left as it was.
@@ -12,13 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sam2_video.predictors.streaming import (
-    FrameResult,
-    NoFrameError,
-    StreamingSession,
-    TooManyObjectsError,
-    UnknownObjectError,
-)
+from sam2_video import FrameResult, StreamingSession
+from sam2_video.predictors.stream_types import NoFrameError, TooManyObjectsError
+from sam2_video.predictors.streaming import UnknownObjectError
 from sam2_video.utils.steps import drain
 from streamer.protocol import (
     AddBox,
@@ -29,6 +26,7 @@ from streamer.protocol import (
     PromptMessage,
     ProtocolError,
     RemoveObject,
+    RequestId,
     Reset,
 )
 from streamer.results import decode_rle
@@ -49,7 +47,7 @@ class PromptOutcome:
     obj_ids: list[int] = field(default_factory=list)
 
 
-def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id) -> None:
+def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id: RequestId) -> None:
     if tracker.frame_hw is None:
         raise ProtocolError(
             ErrorCode.NOT_READY,
@@ -73,8 +71,30 @@ def _check_frame(tracker: StreamingSession, frame_idx: int | None, request_id) -
         )
 
 
-def _check_coords(tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id) -> None:
-    h, w = tracker.frame_hw
+def check_mask_size(
+    mask_hw: Sequence[int], frame_hw: tuple[int, int] | None, request_id: RequestId
+) -> None:
+    """Raise the `error` reply's ProtocolError unless an `add_mask` prompt of size `mask_hw`
+    (height, width) fits the current frame `frame_hw` (height, width; None before the first)."""
+    if frame_hw is None:
+        raise ProtocolError(
+            ErrorCode.NOT_READY,
+            "no frame processed yet: prompts apply to the current frame",
+            request_id,
+        )
+    if tuple(mask_hw) != tuple(frame_hw):
+        h, w = mask_hw
+        raise ProtocolError(
+            ErrorCode.OUT_OF_RANGE,
+            f"mask is {w}x{h} but the frame is {frame_hw[1]}x{frame_hw[0]}",
+            request_id,
+        )
+
+
+def _check_coords(
+    tracker: StreamingSession, coords: Sequence[Sequence[float]], request_id: RequestId
+) -> None:
+    h, w = _frame_hw(tracker)
     for x, y in coords:
         if not (0 <= x <= w and 0 <= y <= h):
             raise ProtocolError(
@@ -82,6 +102,12 @@ def _check_coords(tracker: StreamingSession, coords: Sequence[Sequence[float]], 
                 f"point ({x}, {y}) lies outside the {w}x{h} frame",
                 request_id,
             )
+
+
+def _frame_hw(tracker: StreamingSession) -> tuple[int, int]:
+    if tracker.frame_hw is None:  # callers check first (`_check_frame`)
+        raise NoFrameError("no frame processed yet")
+    return tracker.frame_hw
 
 
 def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOutcome:
@@ -112,13 +138,9 @@ def apply_prompt(tracker: StreamingSession, message: PromptMessage) -> PromptOut
             result = tracker.add_box(message.obj_id, np.asarray(message.box, np.float32))
             return PromptOutcome(result, obj_id=_prompted_id(message.obj_id, result))
         if isinstance(message, AddMask):
+            # Checked on arrival (connection.py) and again here: a reset may intervene.
+            check_mask_size(message.mask.size, tracker.frame_hw, rid)
             h, w = message.mask.size
-            if (h, w) != tuple(tracker.frame_hw):  # checked again here: a reset may intervene
-                raise ProtocolError(
-                    ErrorCode.OUT_OF_RANGE,
-                    f"mask is {w}x{h} but the frame is {tracker.frame_hw[1]}x{tracker.frame_hw[0]}",
-                    rid,
-                )
             try:
                 mask = decode_rle(message.mask, max_pixels=h * w)  # validated, then decoded
             except ValueError as exc:

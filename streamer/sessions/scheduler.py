@@ -10,8 +10,8 @@ Each step of the loop:
    the most owed one. If that is a task, one slice runs (one image embedding or one point batch
    of the mask generator) and its cost is charged to its session. Otherwise the step takes the
    ready frames of up to `max_batch` sessions, most owed first, and tracks them in one batched
-   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split among them by
-   their rows (1 + objects each).
+   forward (`sam2_video.predictors.multi_stream.track_streams`); the measured cost is split
+   among them by their rows (1 + objects each).
 A session with a sliced task in progress waits for it (its frames and later commands queue);
 every other session's frames are held up by at most one slice. Live sources hand over their
 newest frame (latest-frame-wins), batch sources every frame in order.
@@ -28,16 +28,16 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import torch
 
-from sam2_video.modeling.sam2 import SAM2Model
+from sam2_video import FrameResult, SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
-from sam2_video.predictors.streaming import FrameResult
-from streamer.ingest import END_OF_STREAM, SourceState, VideoFrame
+from streamer.ingest import SourceState, VideoFrame
 from streamer.protocol import ProtocolError
 from streamer.sessions.devices import DeviceSpec
 from streamer.sessions.fairness import FairShare
@@ -48,7 +48,7 @@ from streamer.sessions.messages import (
     publish_frame,
     tracker_view,
 )
-from streamer.sessions.prompts import apply_prompt, auto_seed_steps, is_expensive
+from streamer.sessions.prompts import PromptOutcome, apply_prompt, auto_seed_steps, is_expensive
 from streamer.sessions.session import Command, Session, SessionState
 from streamer.settings import Settings
 
@@ -73,7 +73,7 @@ class SlicedTask:
     """
 
     name: str
-    steps: Generator
+    steps: Generator[None, None, Any]
     finish: Callable[[object], None]
     fail: Callable[[Exception], None]
     cancel: Callable[[], None] = lambda: None  # the session ended before the task did
@@ -101,7 +101,7 @@ class DeviceScheduler:
         self._sessions = sessions
         self.settings = settings
         self.max_batch = settings.max_batch or DEFAULT_MAX_BATCH.get(spec.kind, 1)
-        self.fair = FairShare()
+        self.fair: FairShare[str] = FairShare()
         self.wake_event = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
@@ -118,11 +118,13 @@ class DeviceScheduler:
 
     @property
     def label(self) -> str:
+        """The device's label (`cuda:0`, `cpu:0`)."""
         return self.spec.label
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the scheduler thread (once)."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._thread = threading.Thread(
@@ -132,12 +134,15 @@ class DeviceScheduler:
 
     @property
     def alive(self) -> bool:
+        """True while the thread runs and has not been asked to stop."""
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def wake(self) -> None:
+        """Wake the thread now (new frame, command or subscriber)."""
         self.wake_event.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop after its current step; join it for at most `timeout` s."""
         self._stop.set()
         self.wake_event.set()
         if self._thread is not None:
@@ -228,7 +233,7 @@ class DeviceScheduler:
             item = session.source.slot.get_nowait()
             if item is None:
                 continue
-            if item is END_OF_STREAM:
+            if not isinstance(item, VideoFrame):  # END_OF_STREAM
                 stats = session.source.stats
                 if stats.state is SourceState.FAILED:
                     session.finish(SessionState.FAILED, stats.error or "source failed")
@@ -260,7 +265,7 @@ class DeviceScheduler:
                 continue
             self._deliver(session, frame, result)
 
-    def _track(self, items: list[tuple[Session, VideoFrame]]) -> list[FrameResult | Exception]:
+    def _track(self, items: list[tuple[Session, VideoFrame]]) -> Sequence[FrameResult | Exception]:
         streams = [s.stream for s, _ in items]
         frames = [f.image for _, f in items]
         pts = [f.pts for _, f in items]
@@ -353,6 +358,7 @@ class DeviceScheduler:
         message = command.message
 
         def finish(outcome: object) -> None:
+            assert isinstance(outcome, PromptOutcome)  # what auto_seed_steps returns
             session.view = tracker_view(session.stream)
             Session.reply(command, ack_message(message, outcome, session, command.reply_to))
 

@@ -1,7 +1,8 @@
 """A session: a frame source + a `StreamingSession` + subscribers (see `SessionManager`).
 
 Threads: the source decodes on its own thread; the scheduler of the session's device drives its
-`StreamingSession` (only that thread touches it); subscribers read results on the event loop. Public entry points are safe to call from the event loop: they never run the model.
+`StreamingSession` (only that thread touches it); subscribers read results on the event loop.
+Public entry points are safe to call from the event loop: they never run the model.
 
 Lifecycle (`SessionState`): WAITING (created; with start="on_connect" frames are not consumed
 until a first subscriber) -> RUNNING -> FINISHED (source ended, every frame processed) or
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sam2_video.predictors.streaming import FrameResult, StreamingSession
+from sam2_video import FrameResult, StreamingSession
 from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
 from streamer.ingest import source_kind as classify_source
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
@@ -95,6 +96,11 @@ class Session:
     Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
     `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
     `stream` (the `StreamingSession`, scheduler thread only), `request`.
+
+    Its 26 methods (9 of them read-only properties) are kept on one class on purpose: it is the
+    one handle routes, schedulers and peers share, and its sections below (state, subscribers,
+    requests, lifecycle, observation) all guard the same lock and state; a separate fan-out
+    object would only add forwarding methods.
     """
 
     def __init__(
@@ -115,11 +121,7 @@ class Session:
         self.kind = classify_source(request.source)
         self.source = source
         # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
-        self._defer_source = (
-            request.start == "on_connect"
-            and request.paced
-            and (classify_source(request.source) == "file")
-        )
+        self.defer_source = request.start == "on_connect" and request.paced and self.kind == "file"
         self.stream = stream  # the model-side state: frames, objects, memory
         self.settings = settings
         self.created_at = time.time()
@@ -148,10 +150,12 @@ class Session:
 
     @property
     def state(self) -> SessionState:
+        """The session's lifecycle state."""
         return self._state
 
     @property
     def error(self) -> str | None:
+        """Why the session failed, else None."""
         return self._error
 
     @property
@@ -161,6 +165,7 @@ class Session:
 
     @property
     def live(self) -> bool:
+        """True for latest-frame sources (frames may be dropped), False for batch files."""
         return self.source.policy is BackPressure.LATEST_FRAME
 
     def _transition(self, new: SessionState, error: str | None = None) -> bool:
@@ -210,11 +215,12 @@ class Session:
         """Let the worker consume frames now (a first subscriber or listener does it too)."""
         if self._state is SessionState.WAITING:
             self._transition(SessionState.RUNNING)
-            if self._defer_source:
+            if self.defer_source:
                 self.source.start()
         self._wake_worker()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop delivering to `subscriber` (no-op if it was not subscribed)."""
         with self._lock:
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
@@ -222,6 +228,7 @@ class Session:
 
     @property
     def subscribers(self) -> list[Subscriber]:
+        """The current subscribers (a copy)."""
         with self._lock:
             return list(self._subscribers)
 
@@ -234,16 +241,19 @@ class Session:
         self.start()
 
     def remove_result_listener(self, listener: ResultListener) -> None:
+        """Stop calling `listener` (no-op if it was not added)."""
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
     @property
     def result_listeners(self) -> list[ResultListener]:
+        """The current result listeners (a copy)."""
         with self._lock:
             return list(self._listeners)
 
     def broadcast(self, message: ServerMessage) -> None:
+        """Offer `message` to every subscriber (any thread)."""
         for subscriber in self.subscribers:
             subscriber.offer(message)
 
@@ -296,6 +306,7 @@ class Session:
 
     @staticmethod
     def reply(command: Command, message: Ack | Error) -> None:
+        """Answer `command`: to its subscriber (as a reply, never dropped) and its future."""
         if command.reply_to is not None:
             command.reply_to.offer(message, reply=True)
         if not command.future.done():
@@ -304,6 +315,7 @@ class Session:
     # --- lifecycle -------------------------------------------------------------------------
 
     def mark_running(self) -> None:
+        """Move to RUNNING once frames flow (scheduler thread)."""
         self._transition(SessionState.RUNNING)
 
     def finish(self, state: SessionState, error: str | None = None) -> None:
@@ -340,10 +352,13 @@ class Session:
     # --- observation -----------------------------------------------------------------------
 
     def sample_rates(self) -> None:
+        """Record the frame counters for the rates in `info()` (after each frame and each
+        metrics scrape)."""
         s = self.source.stats
         self.rates.sample((s.captured, self.processed, s.dropped))
 
     def info(self) -> SessionInfo:
+        """The session's public state for `GET /sessions/{id}`."""
         stats = self.source.stats
         view = self.view
         return SessionInfo(

@@ -27,6 +27,7 @@ class RateMeter:
         self._lock = threading.Lock()
 
     def sample(self, counts: Sequence[int], now: float | None = None) -> None:
+        """Record cumulative `counts` at `now` (monotonic seconds; default: now)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._samples.append((now, tuple(counts)))
@@ -35,6 +36,7 @@ class RateMeter:
                 self._samples.popleft()
 
     def rates(self) -> dict[str, float]:
+        """Per-second rate of each counter over the window (0.0 before two samples)."""
         with self._lock:
             if len(self._samples) < 2:
                 return dict.fromkeys(self.names, 0.0)
@@ -60,12 +62,19 @@ class Histogram:
         self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
 
     def observe(self, value: float) -> None:
+        """Count one observation `value` (seconds, for latencies)."""
         with self._lock:
             self.counts[bisect.bisect_left(self.buckets, value)] += 1
             self.total += value
             self.count += 1
             self.last = value
 
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket counts (the last is +Inf) and the sum, read together under the lock."""
+        with self._lock:
+            return list(self.counts), self.total
+
     @property
     def mean(self) -> float:
+        """Mean of the observations; 0.0 before the first."""
         return self.total / self.count if self.count else 0.0

@@ -1,6 +1,6 @@
 """`Subscriber`: one consumer of a session's messages, living on an asyncio event loop.
 
-The inference worker (a thread) hands messages over with `offer()`, which hops onto the
+The `DeviceScheduler` (a thread) hands messages over with `offer()`, which hops onto the
 subscriber's loop with `loop.call_soon_threadsafe`; the consumer awaits `get()`. Frame
 messages are bounded per subscriber: for live sessions the oldest queued frame is dropped
 (and counted) when the consumer falls behind; batch sessions are paused by the worker
@@ -84,19 +84,23 @@ class Subscriber:
 
     @property
     def options(self) -> OutputOptions:
+        """The output options its frames are encoded with."""
         return self._options
 
     def set_options(self, options: OutputOptions) -> None:
+        """Use `options` from the next frame on (event loop)."""
         self._options = options  # an atomic swap of an immutable model
 
     # --- producer side (any thread) --------------------------------------------------------
 
     @property
     def closed(self) -> bool:
+        """True once closing began: nothing more is queued."""
         return self._closing or self._closed
 
     @property
     def frames_in_flight(self) -> int:
+        """Frame messages offered but not yet taken by the consumer."""
         with self._lock:
             return self._in_flight
 

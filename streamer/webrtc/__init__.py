@@ -1,1 +1,2 @@
-"""WebRTC in and out: peers (peer.py), media tracks and ICE (media.py), HTTP routes (routes.py), WHIP (whip.py)."""
+"""WebRTC in and out: peers (peer.py), media tracks and ICE (media.py), HTTP routes
+(routes.py), WHIP (whip.py)."""

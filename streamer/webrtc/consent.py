@@ -14,7 +14,9 @@ import math
 
 import aioice.ice
 
-CONSENT_INTERVAL_S = 1.0  # one STUN binding request per second per peer: negligible
+CONSENT_INTERVAL_S = (
+    1  # seconds (aioice keeps an int)  # one STUN binding request per second per peer: negligible
+)
 
 
 def configure_consent(expiry_s: float) -> None:

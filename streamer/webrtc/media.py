@@ -61,7 +61,7 @@ def configure_ice_public_ip(address: str | None) -> None:
     Raises ValueError for an `address` that is not an IP address.
     """
     if address is None:
-        RTCIceGatherer.getLocalCandidates = _default_get_local_candidates
+        RTCIceGatherer.getLocalCandidates = _default_get_local_candidates  # type: ignore[method-assign]
         return
     public = ipaddress.ip_address(str(address))  # ValueError on a bad address
 
@@ -80,7 +80,7 @@ def configure_ice_public_ip(address: str | None) -> None:
                 out.append(candidate)
         return out
 
-    RTCIceGatherer.getLocalCandidates = announced_candidates
+    RTCIceGatherer.getLocalCandidates = announced_candidates  # type: ignore[method-assign]
 
 
 # --- overlay track ---------------------------------------------------------------------------
@@ -138,6 +138,7 @@ class OverlayTrack(MediaStreamTrack):
         self._objects = (tuple(int(i) for i in obj_ids), masks)
 
     async def recv(self) -> av.VideoFrame:
+        """The next overlay frame (the latest picture with its masks); waits for one."""
         while self._pending is None:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -166,6 +167,7 @@ class OverlayTrack(MediaStreamTrack):
         return frame
 
     def stop(self) -> None:
+        """End the track; a waiting `recv()` raises MediaStreamError."""
         super().stop()
         self._wakeup.set()  # a pending recv() raises MediaStreamError
 

@@ -12,7 +12,7 @@ One `WebRTCPeer` per peer connection, bound to one session and registered in the
 
 Threads: aiortc decodes and encodes on threads of its own; the event loop only moves frames
 around. Incoming frames are converted to RGB on an executor thread and pushed into the
-session's `PushSource` (latest frame wins); the inference worker thread runs the model and
+session's `PushSource` (latest frame wins); the `DeviceScheduler` thread runs the model and
 hands each result back through a result listener; overlays are drawn on an executor thread.
 Nothing here runs the model, and nothing blocks the loop.
 
@@ -52,15 +52,15 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.ingest import VideoFrame
 from streamer.overlay import OverlayStyle
 from streamer.protocol import FrameMessage
-from streamer.service.connection import handle_client_message, hello_message
 from streamer.sessions import (
     Session,
     SessionError,
 )
+from streamer.sessions.connection import handle_client_message, hello_message
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import Settings
 from streamer.webrtc.media import OverlayTrack
@@ -262,7 +262,7 @@ class WebRTCPeer:
                 frame = await track.recv()
                 self.stats.frames_received += 1
                 self._last_frame = time.monotonic()
-                if not ingesting:
+                if not ingesting or source is None:
                     continue
                 image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
                 if not source.push(image, pts=frame.pts, time_base=frame.time_base):
@@ -429,5 +429,8 @@ class WebRTCPeer:
         }
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def _to_rgb(frame: av.frame.Frame | av.Packet) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a received video frame (aiortc types `recv()` more widely)."""
+    if not isinstance(frame, av.VideoFrame):
+        raise TypeError(f"expected a video frame, got {type(frame).__name__}")
     return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8

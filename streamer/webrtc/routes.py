@@ -58,6 +58,8 @@ def webrtc_service(request: Request) -> WebRTCService:
 
 
 def session_manager(request: Request) -> SessionManager:
+    """FastAPI dependency: the app's SessionManager; raises ServiceNotReadyError
+    until the model is loaded."""
     manager = request.app.state.manager
     if manager is None or not manager.ready:
         raise ServiceNotReadyError("the model is not loaded yet")

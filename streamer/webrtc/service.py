@@ -52,7 +52,8 @@ class WebRTCService:
         self._peers: dict[str, WebRTCPeer] = {}
         self._publishers: dict[str, WebRTCPeer] = {}  # session id -> its publishing peer
         configure_ice_hosts(settings.ice_hosts)
-        configure_ice_public_ip(settings.ice_public_ip)
+        public_ip = settings.ice_public_ip
+        configure_ice_public_ip(None if public_ip is None else str(public_ip))
         configure_consent(settings.peer_silence_timeout)  # vanished peers: seconds, not 30 s
 
     async def connect(
@@ -114,6 +115,8 @@ class WebRTCService:
         return [p for p in self._peers.values() if session_id is None or p.session.id == session_id]
 
     def get(self, peer_id: str, *, session_id: str | None = None) -> WebRTCPeer:
+        """The peer `peer_id` (of session `session_id` when given); raises
+        PeerNotFoundError."""
         peer = self._peers.get(peer_id)
         if peer is None or (session_id is not None and peer.session.id != session_id):
             raise PeerNotFoundError(f"no peer {peer_id!r}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_api
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.ingest.base import VideoFrame
 
 

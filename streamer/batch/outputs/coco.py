@@ -22,7 +22,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
 from streamer.ingest.base import VideoFrame
 
@@ -44,6 +44,7 @@ class CocoWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Add the frame's image entry and one annotation (COCO RLE) per object."""
         index = result.frame_idx
         time = None
         if frame.pts is not None and frame.time_base is not None:
@@ -88,6 +89,7 @@ class CocoWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write the video and category entries and close the JSON (again: no-op)."""
         if self._file.closed:
             return [self.path]
         video = {

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
 from streamer.overlay import draw_overlay
@@ -38,10 +39,13 @@ class OverlayVideoWriter(MaskWriter):
         self.codec = codec or pick_encoder()
         # yuv420p stores chroma per 2x2 block: odd sizes are padded by one edge pixel.
         self._size = (info.width + info.width % 2, info.height + info.height % 2)
-        self._container = av.open(str(self.path), "w")
+        self._container: av.container.OutputContainer | None = av.open(str(self.path), "w")
         try:
-            self._stream = self._container.add_stream(
-                self.codec, rate=info.fps, options=_ENCODER_OPTIONS.get(self.codec, {})
+            self._stream = cast(
+                av.VideoStream,  # a video codec's stream (the stubs cannot tell from its name)
+                self._container.add_stream(
+                    self.codec, rate=info.fps, options=_ENCODER_OPTIONS.get(self.codec, {})
+                ),
             )
             self._stream.width, self._stream.height = self._size
             self._stream.pix_fmt = "yuv420p"
@@ -53,6 +57,7 @@ class OverlayVideoWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Encode the frame with its masks drawn over it (padded to even sizes)."""
         canvas = draw_overlay(frame.image, result.masks, result.obj_ids)  # (H, W, 3) RGB
         width, height = self._size
         if (canvas.shape[1], canvas.shape[0]) != (width, height):
@@ -67,10 +72,13 @@ class OverlayVideoWriter(MaskWriter):
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(canvas), format="rgb24")
         video_frame.pts = self.frames_written
         video_frame.time_base = self._time_base
+        if self._container is None:
+            raise ValueError(f"{self.path} is closed")
         self._container.mux(self._stream.encode(video_frame))
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Flush the encoder and close the file (again: no-op)."""
         if self._container is not None:
             container, self._container = self._container, None
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
 from streamer.ingest.base import VideoFrame
 
@@ -54,6 +54,7 @@ class PaletteWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Save the frame's (H, W) palette PNG: pixel value = object index, 0 = background."""
         labels = np.zeros((self.info.height, self.info.width), np.uint8)  # (H, W)
         for k, obj_id in enumerate(result.obj_ids):
             labels[result.masks[k]] = self._index(int(obj_id))
@@ -71,6 +72,7 @@ class PaletteWriter(MaskWriter):
         return index
 
     def close(self) -> list[Path]:
+        """Write objects.json (palette index -> object id) once; returns the folder."""
         mapping = self.folder / "objects.json"
         if not self._closed:
             self._closed = True

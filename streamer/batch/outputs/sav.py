@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_video.predictors.streaming import FrameResult
+from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 from streamer.ingest.base import VideoFrame
 
@@ -77,6 +77,7 @@ class SavWriter(MaskWriter):
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
     ) -> None:
+        """Record the frame's RLE mask and area per object (empty RLE when absent)."""
         rles = {}
         for k, obj_id in enumerate(result.obj_ids):
             obj_id = int(obj_id)
@@ -90,6 +91,7 @@ class SavWriter(MaskWriter):
         self.frames_written += 1
 
     def close(self) -> list[Path]:
+        """Write the SA-V JSON (per-masklet RLEs and stats) once."""
         if self._closed:
             return [self.path]
         self._closed = True

@@ -1,7 +1,8 @@
 """One client connection's side of the protocol, shared by every transport (the websocket,
 the WebRTC data channel): the greeting, and handling one incoming client message.
 
-Runs on the event loop; prompts go to the inference worker through `Session.submit`, and every
+Runs on the event loop; prompts go to the session's `DeviceScheduler` through
+`Session.submit`, and every
 reply (`ack`, `error`) goes through the client's `Subscriber`, in order with its frames.
 """
 
@@ -20,6 +21,7 @@ from streamer.protocol import (
     parse_client_message,
 )
 from streamer.sessions import Session, SessionEndedError
+from streamer.sessions.prompts import check_mask_size
 from streamer.sessions.subscribers import Subscriber
 from streamer.settings import OutputOptions, Settings
 
@@ -92,17 +94,4 @@ def check_against_session(session: Session, message: ClientMessage) -> None:
     """Checks that need the session but not the worker, done before a prompt is queued: an
     `add_mask` must have the session's frame size (so a hostile size is never decoded)."""
     if isinstance(message, AddMask):
-        frame_hw = session.view.frame_hw
-        if frame_hw is None:
-            raise ProtocolError(
-                ErrorCode.NOT_READY,
-                "no frame processed yet: prompts apply to the current frame",
-                message.id,
-            )
-        if tuple(message.mask.size) != tuple(frame_hw):
-            h, w = message.mask.size
-            raise ProtocolError(
-                ErrorCode.OUT_OF_RANGE,
-                f"mask is {w}x{h} but the frame is {frame_hw[1]}x{frame_hw[0]}",
-                message.id,
-            )
+        check_mask_size(message.mask.size, session.view.frame_hw, message.id)
