@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -108,7 +108,8 @@ def model_precision(model: torch.nn.Module) -> ResolvedPrecision:
     """The precision `model` runs with: its `precision` setting (`build_sam2(precision=...)`;
     fp32 for a model built otherwise) resolved for the device it is on now."""
     wanted = getattr(model, "precision", Precision.FP32)
-    return resolve_precision(wanted, model.device)
+    device = cast(torch.device, model.device)  # SAM2Model.device (no import cycle here)
+    return resolve_precision(wanted, device)
 
 
 @contextlib.contextmanager
