@@ -175,7 +175,9 @@ class FrameTracker:
             row_features = features.select(torch.tensor(frame_rows, device=self.device))
             frame_embed = row_features.image_embed  # (B, C, h, w)
         pix_feat = self._attend(features, selections, max_ptrs, frame_rows)
-        decoder_chunk, encoder_chunk = object_chunks(pix_feat.shape[-2] * pix_feat.shape[-1])
+        decoder_chunk, encoder_chunk = object_chunks(
+            pix_feat.shape[-2] * pix_feat.shape[-1], pix_feat.device.type
+        )
         heads = _cat_heads(
             [
                 self.model.forward_sam_heads(
@@ -316,7 +318,7 @@ class FrameTracker:
         high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
         embed = features.image_embed  # (1, C, h, w)
-        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1])
+        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1], embed.device.type)
         maskmem = self._encode_memory(embed, high_res, scores, True, encoder_chunk)
         for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem
