@@ -15,7 +15,7 @@ from sam2_video.modeling.mask_decoder import build_sam_heads
 from sam2_video.modeling.memory_attention import build_memory_attention
 from sam2_video.modeling.memory_encoder import build_memory_encoder
 from sam2_video.modeling.sam2 import SAM2Model
-from sam2_video.precision import Precision, apply_tf32, resolve_precision
+from sam2_video.precision import Precision, apply_tf32, cpu_has_fast_bf16, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -129,4 +129,7 @@ def build_sam2(
     model.precision = Precision(precision)
     apply_tf32(resolved)
     logger.info("%s on %s runs %s", model.config.name, device, resolved.name)
+    if resolved.device_type == "cpu" and resolved.autocast_dtype is None and cpu_has_fast_bf16():
+        # auto stays fp32 on the CPU (the fidelity reference); bf16 is the user's choice.
+        logger.info("this CPU has bf16 matrix instructions: precision='bf16' is ~2.5x faster")
     return model.to(device).eval()

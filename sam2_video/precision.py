@@ -93,6 +93,16 @@ def resolve_precision(precision: Precision | str, device: torch.device | str) ->
     return ResolvedPrecision(device_type, dtype, cuda)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AMX tiles or AVX512-BF16), where
+    `precision="bf16"` runs much faster than fp32 (docs/benchmarks.md, "bf16 on the CPU")."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(bool(getattr(torch.cpu, name)()) for name in probes if hasattr(torch.cpu, name))
+    except RuntimeError:  # a torch build without the probes' CPU support
+        return False
+
+
 def apply_tf32(resolved: ResolvedPrecision) -> None:
     """Set torch's TF32 switches (process-wide) for a CUDA precision; no-op on the CPU.
 
