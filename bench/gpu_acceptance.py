@@ -33,18 +33,13 @@ recompiles and fallbacks when batch sizes vary.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import copy
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,6 +48,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from acceptance_report import markdown  # noqa: E402
+from acceptance_serving import latency, serving  # noqa: E402
 from common import MICRO_CHECKPOINT, REPO, box_masks, machine_info, rss_mib  # noqa: E402
 
 from sam2_video import SessionOptions, StreamingSession  # noqa: E402
@@ -291,120 +288,7 @@ def compiled_vs_eager(args, device) -> list[dict]:
     return rows
 
 
-# --- serving, latency, memory -------------------------------------------------------------
-
-
-def serving(args, device, compiled: bool = False) -> list[dict]:
-    """Aggregate serving rows at the device's default precision (bf16 + TF32 on CUDA);
-    `compiled`: the vos_optimized service (compiled and warmed up for these batches)."""
-    import bench_serving
-
-    from streamer.sessions.devices import DeviceSpec
-
-    model = build_sam2(args.config, device=str(device))
-    ns = argparse.Namespace(
-        sessions=args.streams,
-        max_batch=max(args.streams),
-        objects=2,
-        warmup=args.serve_warmup,
-        seconds=args.serve_seconds,
-        vos_optimized=compiled,
-    )
-    if compiled:
-        from sam2_video.compile import compile_model
-        from sam2_video.tracking.tracker import StaticShapes
-        from sam2_video.warmup import warm_up
-
-        rows = ns.objects * ns.max_batch
-        compile_model(model, backend=args.backend, buckets=StaticShapes().buckets_up_to(rows))
-        warm_up(model, max_objects=ns.objects, max_batch=ns.max_batch, time_budget=600)
-    hw = (240, 320) if args.quick else (540, 960)
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "clip.mp4"
-        bench_serving.write_clip(clip, 3000 if not args.quick else 300, *hw, 2)
-        label = f"{device.type}:{device.index or 0}"
-        return bench_serving.aggregate({DeviceSpec(label, str(device)): model}, clip, ns, hw)
-
-
-def _http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple:
-    """(status, JSON body) with the standard library (the script needs no test extra)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-
-
-def latency(args, device, tmp: Path) -> dict:
-    from websockets.asyncio.client import connect
-
-    model = build_sam2(args.config, device=str(device))
-    checkpoint = tmp / "weights.pt"
-    torch.save({"model": model.state_dict()}, checkpoint)
-    port = 18765
-    env = {**os.environ, "SAM2_STREAM_MAX_SESSIONS": "4"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamer.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model",
-        args.config,
-        "--checkpoint",
-        str(checkpoint),
-        "--device",
-        str(device),
-    ]
-    log = open(tmp / "server.log", "w")
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if _http("GET", f"{base}/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:  # not listening yet
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(
-                    f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
-        _, session = _http(
-            "POST",
-            f"{base}/sessions",
-            {"source": str(CLIP), "paced": True, "max_frames": args.latency_frames},
-        )
-
-        async def follow() -> list[float]:
-            latencies = []
-            async with connect(f"ws://127.0.0.1:{port}/sessions/{session['id']}/ws") as ws:
-                while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 60))
-                    if message["type"] == "frame":
-                        latencies.append(time.time() - message["capture_time"])
-                    elif message["type"] == "end":
-                        return latencies
-
-        values = np.array(asyncio.run(follow())) * 1000
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
-    return {
-        "frames": int(len(values)),
-        "p50_ms": round(float(np.percentile(values, 50)), 1),
-        "p95_ms": round(float(np.percentile(values, 95)), 1),
-    }
+# --- memory ----------------------------------------------------------------------------
 
 
 def memory(args, device) -> dict:
@@ -432,80 +316,6 @@ def memory(args, device) -> dict:
         if device.type == "cuda"
         else max(samples),
     }
-
-
-def operator_figures(results: dict) -> list[str]:
-    """The figures an operator sizes a deployment with, from the sections that ran."""
-    lines = []
-    for key, what in (("serving", "eager"), ("serving_compiled", "compiled")):
-        rows = [
-            r
-            for r in results.get(key, [])
-            if r["max_batch"] == max(r2["max_batch"] for r2 in results[key])
-        ]
-        # Streams that each get 30 FPS (from unpaced aggregate throughput; p95 of that row).
-        fits = [r for r in rows if r["aggregate_fps"] >= 30 * r["sessions"]]
-        if rows:
-            best = max(fits, key=lambda r: r["sessions"]) if fits else None
-            lines.append(
-                f"| streams at 30 FPS ({what}, {results['machine'].get('precision', '')}) | "
-                + (
-                    f"{best['sessions']} (p95 {best['latency_p95_ms']} ms)"
-                    if best
-                    else f"< 1 ({max(r['per_session_fps'] for r in rows)} FPS for 1 stream)"
-                )
-                + " |"
-            )
-    if "memory" in results:
-        lines.append(f"| peak memory | {results['memory']['peak']} {results['memory']['unit']} |")
-    for row in results.get("compiled", [])[:1]:
-        lines.append(
-            f"| compile warm-up | {row['compile_warmup_s']} s "
-            f"(complete: {row['warmup_complete']}) |"
-        )
-    if results.get("compiled"):
-        recompiles = sum(r["recompiles_after_warmup"] for r in results["compiled"])
-        fallbacks = sorted({f for r in results["compiled"] for f in r["fallbacks"]})
-        lines.append(f"| recompiles / fallbacks over varied batches | {recompiles} / {fallbacks} |")
-    return lines
-
-
-def markdown(results: dict) -> str:
-    lines = [
-        f"GPU acceptance ({results['machine'].get('gpu', results['machine']['cpu'])}, "
-        f"{results['machine']['date']}, config {results['args']['config']})",
-        "",
-        "| section | result |",
-        "| --- | --- |",
-    ]
-    for key in ("fidelity_image", "fidelity_video", "bf16", "bf16_video", "latency", "memory"):
-        if key in results:
-            lines.append(f"| {key} | `{json.dumps(results[key])}` |")
-    for row in results.get("compiled", []):
-        lines.append(
-            f"| compiled ({results['args']['backend']}), {row['objects']} objects | "
-            f"eager {row['eager_fps']} fps, compiled {row['compiled_fps']} fps, warm-up "
-            f"{row['compile_warmup_s']} s, recompiles {row['recompiles_after_warmup']}, "
-            f"fallbacks {row['fallbacks']} |"
-        )
-    for key in ("serving", "serving_compiled"):
-        for row in results.get(key, []):
-            lines.append(
-                f"| {key}: {row['sessions']} streams, max_batch {row['max_batch']} | "
-                f"{row['aggregate_fps']} fps aggregate, p95 {row['latency_p95_ms']} ms |"
-            )
-    for row in results.get("official", []):
-        lines.append(
-            f"| official VOS, {row['objects']} objects ({row['precision']}) | ours "
-            f"{row['ours_fps']} fps vs official {row['official_fps']} fps (x{row['fps_ratio']}), "
-            f"min mask IoU {row['min_mask_iou']}, peak MiB {row.get('ours_peak_mib')} vs "
-            f"{row.get('official_peak_mib')} |"
-        )
-    for name, error in results.get("errors", {}).items():
-        lines.append(f"| {name} FAILED | `{error['error']}` |")
-    lines += ["", "Operator figures", "", "| figure | value |", "| --- | --- |"]
-    lines += operator_figures(results)
-    return "\n".join(lines) + "\n"
 
 
 class SectionSkipped(Exception):
