@@ -215,6 +215,8 @@ class DeviceSanitizer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: C901 - one dispatch
         kwargs = kwargs or {}
+        if func is torch.device:  # `torch.device(x.device)` keeps the fake device
+            return func(*args, **kwargs)
         # Property getters: a device tensor reports the fake device.
         if getattr(func, "__name__", "") == "__get__" and args and isinstance(args[0], Tensor):
             attr = getattr(func, "__self__", None)

@@ -34,7 +34,10 @@ TIMEOUT = 60.0
 @pytest.fixture(scope="module")
 def model():
     """A model of its own: no tensor cached by other tests' runs outside the sanitizer."""
-    return build_sam2("sam2.1_micro", checkpoint=MICRO / "sam2.1_micro.pt", device="cpu")
+    # fp32: on the fake CUDA device, auto would ask for CUDA autocast (off without a GPU).
+    return build_sam2(
+        "sam2.1_micro", checkpoint=MICRO / "sam2.1_micro.pt", device="cpu", precision="fp32"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,7 @@ def test_rules_scalars_indexing_numpy_and_host_reads():
         _ = weight * torch.tensor(2.0)
         _ = weight[torch.tensor([0, 2])]
         weight[torch.tensor([1])] = torch.tensor(3.0)
+        assert torch.device(weight.device) == FAKE_DEVICE
         created = torch.zeros(2, device=weight.device)
         moved = torch.from_numpy(np.ones(2, np.float32)).to(weight.device)
         assert san.on_device(created) and san.on_device(moved) and san.on_device(weight.sum())
