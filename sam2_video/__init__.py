@@ -21,6 +21,7 @@ _EXPORTS = {
     # service holds models but never calls into modeling/ itself).
     "SAM2Model": "sam2_video.modeling.sam2",
     "ImageFeatures": "sam2_video.modeling.sam2",
+    "auto_annotate": "sam2_video.annotate",
 }
 
 __all__ = [
@@ -32,10 +33,12 @@ __all__ = [
     "SAM2VideoPredictor",
     "SessionOptions",
     "StreamingSession",
+    "auto_annotate",
     "build_sam2",
 ]
 
 if TYPE_CHECKING:
+    from sam2_video.annotate import auto_annotate
     from sam2_video.build import build_sam2
     from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
     from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
+from functools import cache
 from pathlib import Path
 
 import torch
 
-from sam2_video.config import SAM2Config, load_config
+from sam2_video.checkpoints import ensure_checkpoint
+from sam2_video.config import SAM2Config, available_configs, load_config, ultralytics_name
 from sam2_video.modeling.image_encoder import build_image_encoder
 from sam2_video.modeling.mask_decoder import build_sam_heads
 from sam2_video.modeling.memory_attention import build_memory_attention
@@ -103,17 +105,85 @@ def load_checkpoint(model: SAM2Model, path: str | Path) -> None:
     model.load_state_dict(state_dict, strict=True)
 
 
+@cache
+def _signature(config_name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(key, shape) of every tensor of a registered config, from a model built on `meta`."""
+    with torch.device("meta"):
+        state = build_model(config_name).state_dict()
+    return tuple(sorted((k, tuple(v.shape)) for k, v in state.items()))
+
+
+def infer_config(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> SAM2Config:
+    """The registered config whose keys and shapes are exactly those of `state_dict`.
+
+    Keys tell SAM 2 from SAM 2.1 (`no_obj_embed_spatial`, `obj_ptr_tpos_proj`); shapes tell
+    the sizes apart (trunk width and blocks per stage, window position embedding 7x7 or 14x14).
+    Fields that leave no trace in shapes (heads, global-attention blocks) come from the match.
+    Raises CheckpointError naming the closest candidates when none or several match.
+    """
+    wanted = sorted((k, tuple(v.shape)) for k, v in state_dict.items())
+    wanted_set = set(wanted)
+    matches, distance = [], {}
+    for name in available_configs():
+        signature = _signature(name)
+        if tuple(wanted) == signature:
+            matches.append(name)
+        distance[name] = len(wanted_set.symmetric_difference(signature))
+    if len(matches) == 1:
+        return load_config(matches[0])
+    if matches:
+        raise CheckpointError(f"{source} fits several models: {', '.join(matches)}; name one")
+    closest = sorted(distance, key=lambda name: distance[name])[:3]
+    listed = ", ".join(f"{n} ({distance[n]} keys/shapes differ)" for n in closest)
+    raise CheckpointError(
+        f"{source} matches no known SAM 2 model; closest: {listed}. Pass its config "
+        "(a name or a .yaml path) explicitly"
+    )
+
+
+def _is_checkpoint_path(config: object) -> bool:
+    """An existing file that is not a YAML config: a checkpoint (`.pt`, `.pth`, ...)."""
+    if not isinstance(config, (str, Path)) or Path(config).suffix in (".yaml", ".yml"):
+        return False
+    return Path(config).is_file()
+
+
+def check_model(model: str | Path | SAM2Config) -> None:
+    """Raise ConfigError unless `model` is a known name, a YAML config or a checkpoint file."""
+    if not _is_checkpoint_path(model):
+        load_config(model)
+
+
+def ensure_model_checkpoint(
+    model: str | Path, checkpoint: str | Path | None, download: bool
+) -> Path:
+    """The checkpoint file for `model` (see `build_sam2`), fetched first if `download`.
+
+    A model given as a checkpoint file is its own checkpoint; otherwise the name is checked
+    first (ConfigError for a typo, not "no checkpoint"), then `ensure_checkpoint` looks for
+    Meta's file name, or Ultralytics' for Ultralytics' names.
+    """
+    if _is_checkpoint_path(model):
+        return Path(checkpoint if checkpoint is not None else model)
+    config = load_config(model)
+    name = str(model) if ultralytics_name(model) else config.name
+    return ensure_checkpoint(name, None if checkpoint is None else Path(checkpoint), download)
+
+
 def build_sam2(
-    config: str | Path | SAM2Config = "sam2.1_hiera_t",
+    config: str | Path | SAM2Config | None = "sam2.1_hiera_t",
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     precision: Precision | str = Precision.AUTO,
 ) -> SAM2Model:
     """Build a SAM 2 model in eval mode, optionally loading an official checkpoint.
 
-    config: registry name (`sam2.1_hiera_t`, `sam2.1_hiera_tiny`, `sam2_hiera_l`, ...), a YAML
-        path, or a `SAM2Config`.
-    checkpoint: path to an official `.pt` file; None leaves the weights randomly initialised.
+    config: registry name (`sam2.1_hiera_t`, `sam2.1_hiera_tiny`, `sam2_hiera_l`, ...),
+        Ultralytics' name (`sam2_b.pt`, `sam2.1_t.pt`), a YAML path, a `SAM2Config`, the path
+        of an existing checkpoint file, or None: the last two infer the config from the
+        checkpoint's keys and shapes (`infer_config`).
+    checkpoint: path to an official or Ultralytics `.pt` file; None leaves the weights randomly
+        initialised (unless `config` is itself the checkpoint file).
     device: where to put the model (default: CUDA when available, else CPU).
     precision: `auto | fp32 | bf16 | fp16` (`sam2_video.precision`): auto is bf16 autocast +
         TF32 on CUDA, as the official runs, and fp32 on the CPU. The predictors apply it; TF32
@@ -121,7 +191,14 @@ def build_sam2(
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = resolve_precision(precision, device)
+    resolved = resolve_precision(precision, device)  # a bad name fails before any loading
+    if _is_checkpoint_path(config):
+        checkpoint = checkpoint if checkpoint is not None else Path(str(config))
+        config = None
+    if config is None:
+        if checkpoint is None:
+            raise CheckpointError("build_sam2 needs a config or a checkpoint to infer it from")
+        config = infer_config(read_state_dict(checkpoint), source=str(checkpoint))
     model = build_model(config)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

@@ -22,7 +22,7 @@ from typing import BinaryIO, TextIO
 
 import torch
 
-from sam2_video.config import canonical_name
+from sam2_video.config import ULTRALYTICS_NAMES, canonical_name, ultralytics_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ DOWNLOAD_SCRIPT = "checkpoints/download_ckpts.sh"
 
 _SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
 _SAM2_1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+# Ultralytics' release assets (the tag its `attempt_download_asset` uses in 8.4): Meta's
+# weights under Ultralytics' file names (`sam2_b.pt`). AGPL-3.0 applies to Ultralytics' code,
+# not to these files, which carry Meta's Apache-2.0 weights.
+_ULTRALYTICS_BASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 _CHUNK_BYTES = 1 << 20
 
 
@@ -68,9 +72,22 @@ def _registry() -> dict[str, OfficialCheckpoint]:
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = _registry()
 
+# Ultralytics' short name (`sam2.1_b`) -> its release file; config_name is ours (`sam2.1_hiera_b+`).
+ULTRALYTICS_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
+    short: OfficialCheckpoint(config, f"{_ULTRALYTICS_BASE_URL}/{short}.pt")
+    for short, config in ULTRALYTICS_NAMES.items()
+}
+
 
 def official_checkpoint(config_name: str) -> OfficialCheckpoint | None:
-    """The official checkpoint for a config name or alias (`sam2.1_hiera_tiny`), if one exists."""
+    """The released checkpoint for a model name, if one exists.
+
+    Meta's for config names and aliases (`sam2.1_hiera_tiny`); Ultralytics' copy of the same
+    weights for Ultralytics' names (`sam2.1_t.pt`), so that its file name and URL are kept.
+    """
+    short = ultralytics_name(config_name)
+    if short is not None:
+        return ULTRALYTICS_CHECKPOINTS[short]
     return OFFICIAL_CHECKPOINTS.get(canonical_name(config_name))
 
 
@@ -83,7 +100,8 @@ def checkpoint_dir() -> Path:
 def default_checkpoint_path(config_name: str) -> Path:
     """Where the checkpoint of `config_name` is expected when no path is given.
 
-    Official configs use the official file name (`sam2.1_hiera_t` -> `sam2.1_hiera_tiny.pt`);
+    Official configs use the official file name (`sam2.1_hiera_t` -> `sam2.1_hiera_tiny.pt`),
+    Ultralytics' names theirs (`sam2_b.pt`);
     other configs (e.g. `sam2.1_micro`) use `<config name>.pt`.
     """
     entry = official_checkpoint(config_name)
@@ -94,11 +112,15 @@ def default_checkpoint_path(config_name: str) -> Path:
 def ensure_checkpoint(config_name: str, checkpoint: Path | None, download: bool) -> Path:
     """Return the checkpoint path for `config_name`, downloading it first if asked to.
 
+    config_name: a model name (config, alias, Ultralytics' `sam2_b.pt`) or a checkpoint file.
     checkpoint: explicit path, or None for `default_checkpoint_path(config_name)`.
     download: fetch the official file to that path when it is missing.
     Raises CheckpointNotFoundError (missing and not downloadable / not asked to download) or
     CheckpointDownloadError.
     """
+    named = Path(config_name)
+    if checkpoint is None and named.suffix not in (".yaml", ".yml") and named.is_file():
+        return named  # the model named by its checkpoint file (config inferred)
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(config_name)
     if path.is_file():
         return path
@@ -107,6 +129,11 @@ def ensure_checkpoint(config_name: str, checkpoint: Path | None, download: bool)
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path} (model {config_name!r} has no official checkpoint to "
             "download; pass the path of its .pt file)"
+        )
+    if not download and ultralytics_name(config_name) is not None:
+        raise CheckpointNotFoundError(
+            f"checkpoint for {config_name!r} not found: {path}\n"
+            f"Re-run with --download to fetch {entry.url} to {path}"
         )
     if not download:
         script_args = "" if entry.config_name.startswith("sam2.1") else " --all"

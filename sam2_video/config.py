@@ -178,8 +178,28 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+# Ultralytics' names for Meta's checkpoints (`sam2_b.pt` is base+); their files hold Meta's
+# state dict under "model", so only the names differ.
+ULTRALYTICS_NAMES = {
+    f"{generation}_{short}": f"{generation}_hiera_{ours}"
+    for generation in ("sam2", "sam2.1")
+    for short, ours in (("t", "t"), ("s", "s"), ("b", "b+"), ("l", "l"))
+}
+
+
+def ultralytics_name(name: str | Path) -> str | None:
+    """`sam2.1_b` for `sam2.1_b.pt` / `sam2.1_b` (Ultralytics' names), else None."""
+    stem = str(name)
+    stem = stem[: -len(".pt")] if stem.endswith(".pt") else stem
+    return stem if stem in ULTRALYTICS_NAMES else None
+
+
 def canonical_name(name: str) -> str:
-    """Map `sam2.1_hiera_tiny` style aliases to the config stem (`sam2.1_hiera_t`)."""
+    """Map aliases to the config stem: `sam2.1_hiera_tiny` and Ultralytics' `sam2.1_t.pt` both
+    give `sam2.1_hiera_t`."""
+    short_name = ultralytics_name(name)
+    if short_name is not None:
+        return ULTRALYTICS_NAMES[short_name]
     for alias, short in _SIZE_ALIASES.items():
         if name.endswith("_" + alias):
             return name[: -len(alias)] + short
@@ -199,7 +219,8 @@ def load_config(name_or_path: str | Path | SAM2Config) -> SAM2Config:
     path = CONFIG_DIR / f"{stem}.yaml"
     if not path.is_file():
         raise ConfigError(
-            f"unknown model {str(name_or_path)!r}; known: {', '.join(available_configs())} "
-            "(or give a path to a .yaml config)"
+            f"unknown model {str(name_or_path)!r}; known: {', '.join(available_configs())}, "
+            f"Ultralytics' {', '.join(n + '.pt' for n in ULTRALYTICS_NAMES)} "
+            "(or give a path to a .yaml config or to a .pt file)"
         )
     return SAM2Config.from_yaml(path)

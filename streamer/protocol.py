@@ -12,6 +12,7 @@ by `mask_downscale` when a client asks for it (the RLE's `size` says which).
 from __future__ import annotations
 
 import enum
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -60,6 +61,9 @@ class ErrorCode(str, enum.Enum):
     SESSION_ENDED = "session_ended"  # the session was deleted or failed
     INTERNAL = "internal"  # an unexpected server error; the connection stays usable
     RATE_LIMITED = "rate_limited"  # too many expensive commands; retry after `retry_after` s
+    NO_DETECTOR = "no_detector"  # `detect` on a server started without --detector
+    DETECTION_FAILED = "detection_failed"  # the detector raised; the stream goes on
+    FORBIDDEN = "forbidden"  # a viewer token sent a prompt (it may only watch)
 
 
 class _Message(BaseModel):
@@ -147,6 +151,40 @@ class AutoSeed(_Request):
     type: Literal["auto_seed"]
 
 
+class DetectOptions(BaseModel):
+    """Detector seeding: what to look for, how often, and when a detection is a tracked object.
+
+    classes: class names to keep (YOLO) or look for (text detectors); text: a text prompt
+    such as "person. car." (text detectors). every_n_frames: run again on every frame whose
+    index is a multiple of it; 0 = the current (or first) frame only. min_score: detections
+    below it are ignored. iou: a detection whose box overlaps a tracked object's box with at
+    least this IoU is that object (it keeps its id); the others become new objects.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classes: list[Annotated[StrictStr, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=256
+    )
+    text: Annotated[StrictStr, Field(max_length=1024)] | None = None
+    every_n_frames: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
+    min_score: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.25
+    iou: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] = 0.5
+
+    @model_validator(mode="after")
+    def _text_not_blank(self) -> DetectOptions:
+        if self.text is not None and not any(c.isalnum() for c in self.text):
+            raise ValueError("text names no class (e.g. 'person. car.')")
+        return self
+
+
+class Detect(_Request, DetectOptions):
+    """Run the server's detector on the current frame and track what it finds; with
+    `every_n_frames` > 0, also on later frames (replacing earlier `detect` settings)."""
+
+    type: Literal["detect"]
+
+
 class SetOptions(_Request):
     """Change this connection's output; fields left out keep their value."""
 
@@ -160,10 +198,10 @@ class SetOptions(_Request):
 
 
 ClientMessage = Annotated[
-    AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | SetOptions,
+    AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | Detect | SetOptions,
     Field(discriminator="type"),
 ]
-PromptMessage = AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed
+PromptMessage = AddPoints | AddBox | AddMask | RemoveObject | Reset | AutoSeed | Detect
 CLIENT_TYPES = (
     "add_points",
     "add_box",
@@ -171,6 +209,7 @@ CLIENT_TYPES = (
     "remove_object",
     "reset",
     "auto_seed",
+    "detect",
     "set_options",
 )
 
@@ -186,6 +225,8 @@ class ObjectMasklet(BaseModel):
     rle: the mask (at 1/mask_downscale of the frame). bbox: [x, y, w, h] pixels of the full
     frame (zeros when empty). area: mask pixels at full resolution. score: presence
     probability (sigmoid of the object score logit). iou: the decoder's predicted IoU.
+    label, class_id, det_score: the class name, class id and score of the detection that
+    seeded the object (or last matched it); None for objects no detector found.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -196,6 +237,9 @@ class ObjectMasklet(BaseModel):
     area: int
     score: float
     iou: float
+    label: str | None = None
+    class_id: int | None = None
+    det_score: float | None = None
 
 
 class Hello(_Message):
@@ -296,6 +340,15 @@ def _problems(kind: str, exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _encodable(data: object) -> bool:
+    """True when every string of the decoded JSON `data` encodes as UTF-8."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_client_message(
     text: str | bytes, *, max_bytes: int, max_mask_pixels: int = DEFAULT_MAX_MASK_PIXELS
 ) -> ClientMessage:
@@ -306,7 +359,7 @@ def parse_client_message(
     (size at most `max_mask_pixels`, well-formed counts covering the size) without being
     decoded, and error messages quote at most ~100 bytes of the input.
     """
-    size = len(text.encode() if isinstance(text, str) else text)
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > max_bytes:
         raise ProtocolError(
             ErrorCode.MESSAGE_TOO_LARGE, f"message is {size} bytes; the limit is {max_bytes}"
@@ -317,6 +370,12 @@ def parse_client_message(
         raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
+    if not _encodable(data):
+        # JSON escapes can spell lone surrogates ("\\ud800"), which no reply could carry.
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, "the message holds text that is not valid Unicode (a lone "
+            "surrogate); its id cannot be echoed"
+        )  # fmt: skip
     request_id = data.get("id")
     if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
         request_id = None

@@ -6,13 +6,14 @@ Runs on the device's `DeviceScheduler` thread, so the event loop only serialises
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_api
 
 from sam2_video import FrameResult
+from sam2_video.detect.types import ObjectLabel
 from streamer.protocol import CocoRle, ObjectMasklet
 from streamer.rle import DEFAULT_MAX_MASK_PIXELS, RleError, rle_runs
 
@@ -51,9 +52,14 @@ def masklets(
     *,
     obj_ids: Iterable[int] | None = None,
     mask_downscale: int = 1,
+    labels: Mapping[int, ObjectLabel] | None = None,
 ) -> list[ObjectMasklet]:
-    """Masklets of `result`'s objects (all, or those in `obj_ids`, in the result's order)."""
+    """Masklets of `result`'s objects (all, or those in `obj_ids`, in the result's order).
+
+    labels: obj_id -> what a detector said it is (label, class_id, det_score on the masklet).
+    """
     wanted = None if obj_ids is None else set(obj_ids)
+    labels = labels or {}
     small = None
     if mask_downscale > 1 and len(result.obj_ids):
         h, w = result.masks.shape[1:]
@@ -81,6 +87,13 @@ def masklets(
                 area=area,
                 score=score,
                 iou=float(result.ious[i]),
+                **_label_fields(labels.get(int(obj_id))),
             )
         )
     return out
+
+
+def _label_fields(label: ObjectLabel | None) -> dict:
+    if label is None:
+        return {}
+    return {"label": label.label, "class_id": label.class_id, "det_score": label.det_score}

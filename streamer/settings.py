@@ -66,6 +66,17 @@ class Settings(BaseSettings):
 
     # Bearer token for every endpoint except /healthz; None disables auth.
     auth_token: SecretStr | None = None
+    # Authorization (docs/protocol.md, "Authorization"): with `auth_token` set, it only creates
+    # sessions; each session's own tokens view/control it; `admin_token` (None: no admin)
+    # lists sessions, reads /metrics, drains, and deletes any session.
+    admin_token: SecretStr | None = None
+    # Per client (its address; behind a proxy, the forwarded one): sessions open at most
+    # (None: only `max_sessions`), and expensive commands across all its sessions.
+    max_sessions_per_client: int | None = Field(default=None, ge=1)
+    client_expensive_commands_per_minute: float = Field(default=24.0, gt=0)
+    client_expensive_commands_burst: int = Field(default=6, ge=1)
+    # Websockets one session serves at once; more are closed with 4430.
+    max_websockets_per_session: int = Field(default=16, ge=1)
 
     # Host addresses the WebRTC stack gathers ICE candidates on (empty: all interfaces);
     # tests pass ["127.0.0.1"] to stay on loopback.
@@ -81,6 +92,10 @@ class Settings(BaseSettings):
     # Automatic seeding (`auto_seed`): prompt grid density and objects added at most.
     auto_seed_points_per_side: int = Field(default=16, ge=1)
     auto_seed_max_objects: int = Field(default=8, ge=1)
+    # Detector for `detect` (see sam2_video.detect.load_detector): a YOLO .pt (Ultralytics,
+    # AGPL-3.0), a transformers model id or folder (Grounding DINO, OWLv2), or
+    # "package.module:function"; None: `detect` answers `no_detector`.
+    detector: str | None = None
 
     static_dir: Path = Path(__file__).parent / "static"
 
@@ -118,6 +133,14 @@ class Settings(BaseSettings):
     # Largest mask (pixels) an `add_mask` may describe before it is checked against the
     # session's frame size; it is never decoded above either.
     max_mask_pixels: int = Field(default=4096 * 4096, ge=1)
+    # Largest video frame (pixels, and pixels a side) a source may deliver: checked from the
+    # container/codec header when it opens and on every decoded frame, before conversion;
+    # files above it are refused (400), live sources fail (docs/protocol.md, "Limits").
+    max_frame_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_frame_side: int = Field(default=8192, ge=1)
+    # Bytes of decoded frames all batch file sources together may hold ahead of the worker,
+    # beyond one frame each (which is always allowed, so every session progresses).
+    decode_ahead_bytes: int = Field(default=256 << 20, ge=0)
     # Replies (`ack`, `error`, `end`) queued per subscriber, plus its prompts still waiting
     # for the worker; above it the client is not reading and is disconnected (close 4429).
     max_pending_replies: int = Field(default=64, ge=1)
@@ -134,8 +157,9 @@ class Settings(BaseSettings):
     source_open_timeout: float = Field(default=5.0, gt=0)
     source_read_timeout: float = Field(default=5.0, gt=0)
     # Source policy: the source kinds / URL schemes a client may open ("file" = local paths,
-    # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) are off by
-    # default. media_root: local files must lie under it (None: any file this user can read).
+    # "camera", "webrtc", then URL schemes). http(s) (server-side fetches: SSRF) and the socket
+    # schemes srt/udp/tcp/rtp (they can listen on the server) are off by default.
+    # media_root: local files must lie under it (None: any file this user can read).
     source_schemes: list[str] = Field(
         default_factory=lambda: (
             [
@@ -146,16 +170,12 @@ class Settings(BaseSettings):
                 "rtsps",
                 "rtmp",
                 "rtmps",
-                "srt",
-                "udp",
-                "tcp",
-                "rtp",
             ]
         )
     )
     media_root: Path | None = None
 
-    @field_validator("auth_token")
+    @field_validator("auth_token", "admin_token")
     @classmethod
     def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
         # An empty token would make "Authorization: Bearer" with nothing after it valid.

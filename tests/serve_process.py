@@ -38,7 +38,13 @@ def running_server(
         "--port", str(port), "--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT),
         "--device", "cpu",
     ]  # fmt: skip
-    full_env = {**os.environ, "SAM2_STREAM_AUTH_TOKEN": token, **env}
+    # The token is the admin's too (the single-token model) unless `env` says otherwise.
+    full_env = {
+        **os.environ,
+        "SAM2_STREAM_AUTH_TOKEN": token,
+        "SAM2_STREAM_ADMIN_TOKEN": token,
+        **env,
+    }
     root = Path(__file__).resolve().parents[1]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -66,6 +66,9 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "browser-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# The test's own look-ups use the admin credential; the page has only the service token and
+# the capability of the session it creates (issue 19).
+ADMIN_AUTH = {"Authorization": "Bearer browser-test-admin"}
 CLIP_SIZE = (320, 180)  # width, height
 CLIP_FRAMES = 75  # 2.5 s at Chromium's 30 fps for MJPEG files (it loops the file)
 FRAME_MS = 1000 / 30
@@ -121,6 +124,7 @@ def service(micro_model):
         checkpoint=MICRO_CHECKPOINT,
         device="cpu",
         auth_token=TOKEN,
+        admin_token="browser-test-admin",
         ice_hosts=["127.0.0.1"],
     )
     app = create_app(settings, model=micro_model)
@@ -181,7 +185,7 @@ def page(browser, server):
 
 
 def session_info(server: str, session_id: str) -> httpx.Response:
-    return httpx.get(f"{server}/sessions/{session_id}", headers=AUTH, timeout=10)
+    return httpx.get(f"{server}/sessions/{session_id}", headers=ADMIN_AUTH, timeout=10)
 
 
 # --- tests ------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def server(tmp_path_factory):
         "SAM2_STREAM_MAX_PENDING_REPLIES": str(MAX_REPLIES),
         "SAM2_STREAM_SOURCE_OPEN_TIMEOUT": str(SOURCE_TIMEOUT),
         "SAM2_STREAM_SOURCE_READ_TIMEOUT": str(SOURCE_TIMEOUT),
+        # tcp/udp are off by default (they can listen); the timeout test needs them.
+        "SAM2_STREAM_SOURCE_SCHEMES": '["file", "webrtc", "rtsp", "tcp", "udp"]',
     }
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     processes: list[subprocess.Popen] = []

@@ -61,6 +61,7 @@ def test_every_documented_message_validates():
         "remove_object",
         "reset",
         "auto_seed",
+        "detect",
         "set_options",
     }
 

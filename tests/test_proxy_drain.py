@@ -69,6 +69,7 @@ class Instance:
         env = {
             **os.environ,
             "SAM2_STREAM_AUTH_TOKEN": TOKEN,
+            "SAM2_STREAM_ADMIN_TOKEN": TOKEN,  # the single-token model: the tests drain
             "SAM2_STREAM_INSTANCE_NAME": name,
             "SAM2_STREAM_DRAIN_GRACE_SECONDS": "120",
             "SAM2_STREAM_ICE_HOSTS": '["127.0.0.1"]',

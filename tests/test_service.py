@@ -406,15 +406,18 @@ def test_session_limits_and_bad_requests(server, tmp_path):
     )
     assert missing.status_code == 400 and missing.json()["code"] == "invalid_source"
     assert "not found" in missing.json()["message"]
-    # A corrupt one fails with the reason in words, FFmpeg's detail at the end.
+    # A corrupt one is refused at once (its header is probed, issue 19) with the reason in
+    # words, FFmpeg's detail at the end.
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"not a video at all" * 100)
-    broken = create(server, source=str(corrupt))
-    failed = poll(lambda: (s := info(server, broken["id"]))["state"] == "failed" and s)
-    assert "not a video FFmpeg can read" in failed["error"]
-    assert failed["error"].index("not a video") < failed["error"].index("code 1094995529")
-    assert "[Errno" not in failed["error"]
-    delete(server, broken["id"])
+    broken = httpx.post(
+        f"{server}/sessions", json={"source": str(corrupt)}, headers=AUTH, timeout=10
+    )
+    assert broken.status_code == 400 and broken.json()["code"] == "invalid_source"
+    error = broken.json()["message"]
+    assert "not a video FFmpeg can read" in error
+    assert error.index("not a video") < error.index("code 1094995529")
+    assert "[Errno" not in error
 
     opened = [create(server, source="webrtc") for _ in range(MAX_SESSIONS)]
     response = httpx.post(f"{server}/sessions", json={"source": "webrtc"}, headers=AUTH, timeout=10)

@@ -48,11 +48,12 @@ def _to_chw_unscaled(
     if isinstance(image, Tensor):
         validate_frame_tensor(image)
         tensor = image.to(device)
+        if tensor.shape[-1] == 3 and tensor.shape[0] != 3:
+            tensor = tensor.permute(2, 0, 1)  # (3, H, W)
     else:
         validate_image(image)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    if tensor.shape[-1] == 3 and tensor.shape[0] != 3:
-        tensor = tensor.permute(2, 0, 1)  # (3, H, W)
+        # A numpy frame is (H, W, 3) by contract, even when H is 3: never guessed from shape.
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)
     return tensor.float(), 255.0 if tensor.dtype == torch.uint8 else 1.0
 
 
@@ -147,16 +148,16 @@ def resize_uint8(frame: Tensor, size: int) -> Tensor:
 
 def frame_to_chw(frame: np.ndarray | Tensor) -> Tensor:
     """HxWx3 uint8 numpy array or (3, H, W) / (H, W, 3) uint8 / float tensor -> (3, H, W)
-    tensor (a view where possible, on the frame's own device); validates the input."""
+    tensor (a view where possible, on the frame's own device); validates the input. A tensor
+    shaped (3, H, 3) is ambiguous and read as channels-first; numpy arrays are always HWC."""
     if isinstance(frame, Tensor):
         validate_frame_tensor(frame)
-        tensor = frame
-    else:
-        validate_image(frame)
-        tensor = torch.from_numpy(np.ascontiguousarray(frame))
-    if tensor.shape[-1] == 3 and tensor.shape[0] != 3:
-        tensor = tensor.permute(2, 0, 1)  # (3, H, W)
-    return tensor
+        if frame.shape[-1] == 3 and frame.shape[0] != 3:
+            return frame.permute(2, 0, 1)  # (3, H, W)
+        return frame
+    validate_image(frame)
+    # A numpy frame is (H, W, 3) by contract, even when H is 3: never guessed from its shape.
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
 
 
 def preprocess_frame(frame: Tensor, size: int, device: torch.device | str) -> Tensor:

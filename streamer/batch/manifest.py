@@ -71,19 +71,19 @@ class Manifest:
         A torn last line (the writer was killed mid-write) is ignored with a warning."""
         rows: dict[str, ManifestRow] = {}
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return rows
         except OSError as exc:
             raise ManifestError(f"cannot read manifest {self.path}: {exc}") from exc
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                row = ManifestRow.from_dict(json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
+            row = _parse_row(line)
+            if isinstance(row, str):
+                # Its video (if any) is redone: a rerun never trusts a row it cannot read.
                 logger.warning(
-                    "%s:%d: unreadable manifest row ignored (%s)", self.path, number, exc
+                    "%s:%d: unreadable manifest row ignored (%s)", self.path, number, row
                 )
                 continue
             rows[row.video] = row
@@ -105,6 +105,26 @@ class Manifest:
                     os.fsync(file.fileno())
             except OSError as exc:
                 raise ManifestError(f"cannot write manifest {self.path}: {exc}") from exc
+
+
+def _parse_row(line: bytes) -> ManifestRow | str:
+    """One manifest line as a row, or why it is not one (invalid UTF-8 or JSON, not an
+    object, a missing or mistyped field: `[1,2]`, `null`, `42`...)."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not isinstance(data, dict):
+        return f"a row must be a JSON object, got {type(data).__name__}"
+    try:
+        row = ManifestRow.from_dict(data)
+    except TypeError as exc:
+        return str(exc)
+    if not isinstance(row.video, str) or not isinstance(row.output, str):
+        return "video and output must be strings"
+    if row.status not in ("done", "failed"):
+        return f"unknown status {str(row.status)[:40]!r}"
+    return row
 
 
 def is_complete(row: ManifestRow | None) -> bool:

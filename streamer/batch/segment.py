@@ -24,9 +24,7 @@ import torch
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from sam2_video.build import build_sam2
-from sam2_video.checkpoints import ensure_checkpoint
-from sam2_video.config import load_config
+from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from streamer.overlay import OverlayStyle, draw_overlay
 
@@ -126,9 +124,9 @@ def segment_image(
     if unknown:
         raise InvalidOptionError(f"unknown mask generator option(s): {unknown}")
     image = load_image_rgb(image_path)  # (H, W, 3) uint8 RGB
-    config = load_config(model)
+    check_model(model)
     torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -145,7 +143,7 @@ def segment_image(
     height, width = image.shape[:2]
     record = coco_record(masks, file_name=Path(image_path).name, height=height, width=width)
     record["info"] = {
-        "model": config.name,
+        "model": sam.config.name,
         "checkpoint": str(checkpoint_path),
         "mask_generator": options,
     }

@@ -9,6 +9,7 @@ Input problems are found before the model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -24,18 +25,22 @@ import av
 from tqdm import tqdm
 
 from sam2_video import SAM2Model, SessionOptions, StreamingSession
-from sam2_video.build import build_sam2
-from sam2_video.checkpoints import ensure_checkpoint
-from sam2_video.config import load_config
+from sam2_video.build import build_sam2, check_model, ensure_model_checkpoint
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from sam2_video.predictors.stream_types import FrameSizeError, TooManyObjectsError
+from streamer.batch.detecting import BatchDetect, FrameDetector
 from streamer.batch.outputs import MaskWriter, VideoInfo, make_writer, parse_formats
 from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.segment import resolve_device
+from streamer.batch.staging import final_path, named_error, publish, staging_folder
 from streamer.ingest.base import SourceState, VideoFrame
 from streamer.ingest.file import FileSource
+from streamer.ingest.limits import FrameLimits
 
 logger = logging.getLogger(__name__)
+
+# Offline tracking of the user's own files: 8K and panoramas pass (the service is stricter).
+BATCH_FRAME_LIMITS = FrameLimits(max_pixels=8192 * 8192, max_side=16384)
 
 
 class VideoInputError(ValueError):
@@ -97,13 +102,15 @@ class TrackPlan:
     """Checked options of a tracking run, shared by every video of a `track-many` run.
 
     formats: output format names; seeding: auto-seed options (None: prompts only);
-    max_objects: objects tracked at most; max_frames: stop after this many frames (None: all).
+    detect: detector seeding (None: none); max_objects: objects tracked at most;
+    max_frames: stop after this many frames (None: all).
     """
 
     formats: list[str]
     seeding: AutoSeedOptions | None
     max_objects: int = 64
     max_frames: int | None = None
+    detect: BatchDetect | None = None  # detector seeding (`--detector`)
 
 
 def plan_track(
@@ -114,13 +121,16 @@ def plan_track(
     seed_options: Mapping[str, Any] | None = None,
     max_objects: int = 64,
     max_frames: int | None = None,
+    detect: BatchDetect | None = None,
 ) -> TrackPlan:
     """Check the options of a run (before any video or model is touched); raises
     TrackOptionError saying what is wrong."""
     try:
         chosen = parse_formats(list(formats) if formats else None)
-        if not has_prompts and not auto_seed:
-            raise ValueError("nothing to track: give a prompts file or ask for auto-seeding")
+        if not has_prompts and not auto_seed and detect is None:
+            raise ValueError(
+                "nothing to track: give a prompts file, a detector or ask for auto-seeding"
+            )
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if max_objects < 1:
@@ -128,7 +138,7 @@ def plan_track(
         seeding = AutoSeedOptions(**(seed_options or {})) if auto_seed else None
     except (TypeError, ValueError) as exc:  # TypeError: an unknown auto-seed option
         raise TrackOptionError(str(exc)) from exc
-    return TrackPlan(chosen, seeding, max_objects, max_frames)
+    return TrackPlan(chosen, seeding, max_objects, max_frames, detect)
 
 
 def load_track_model(
@@ -140,9 +150,9 @@ def load_track_model(
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
-    config = load_config(model)
+    check_model(model)
     torch_device = resolve_device(device)
-    checkpoint_path = ensure_checkpoint(config.name, checkpoint, download)
+    checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
     return build_sam2(model, checkpoint=checkpoint_path, device=torch_device, precision=precision)
 
 
@@ -162,6 +172,7 @@ def track_video(
     precision: str = "auto",
     max_frames: int | None = None,
     progress: bool = True,
+    detect: BatchDetect | None = None,
 ) -> TrackSummary:
     """Track objects through every frame of `video` and write the chosen formats to `out_dir`.
 
@@ -169,6 +180,7 @@ def track_video(
     prompts: a prompts file (docs/prompts_format.md); auto_seed: seed objects on frame 0 with
         the automatic mask generator, `seed_options` being `AutoSeedOptions` fields.
     max_objects: objects tracked at most. max_frames: stop after this many frames.
+    detect: seed (and label) objects with a detector (`BatchDetect`).
     precision: auto | fp32 | bf16 | fp16 (`sam2_video.precision`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
@@ -182,6 +194,7 @@ def track_video(
         seed_options=seed_options,
         max_objects=max_objects,
         max_frames=max_frames,
+        detect=detect,
     )
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
@@ -205,7 +218,8 @@ def track_with_model(
 ) -> TrackSummary:
     """Track `video` with an already loaded model (a `track-many` worker holds one for many
     videos). on_frame(frame_idx) is called after each frame is written. Raises like
-    `track_video`, less the model-loading errors."""
+    `track_video`, less the model-loading errors. Outputs appear under their final names
+    only once complete (`streamer.batch.staging`); write errors name the output."""
     started = time.monotonic()
     info = probe_video(video)
     pending = load_prompts(prompts, width=info.width, height=info.height) if prompts else []
@@ -215,16 +229,37 @@ def track_with_model(
     by_frame: dict[int, list[Prompt]] = defaultdict(list)
     for prompt in pending:
         by_frame[prompt.frame].append(prompt)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers = []
-    outputs: list[Path] = []
-    try:
-        for fmt in plan.formats:
-            writers.append(make_writer(fmt, out_dir, info))
-        frames = _run(session, video, info, by_frame, writers, plan.max_frames, progress, on_frame)
-    finally:
+    detection = FrameDetector(plan.detect, str(sam.device)) if plan.detect else None
+    with staging_folder(out_dir, info.name) as staging:
+        writers: list[MaskWriter] = []
+        outputs: list[Path] = []
+        try:
+            for fmt in plan.formats:
+                writers.append(make_writer(fmt, staging, info))
+                if detection is not None:
+                    writers[-1].labels = detection.labels
+            frames = _run(
+                session,
+                video,
+                info,
+                by_frame,
+                writers,
+                plan.max_frames,
+                progress,
+                on_frame,
+                detection,
+            )
+        except BaseException:
+            for writer in writers:  # free files and encoders; the partial folder goes
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
         for writer in writers:
-            outputs.extend(writer.close())
+            try:
+                outputs.extend(writer.close())
+            except OSError as exc:
+                raise named_error(exc, final_path(_target(writer), staging, out_dir)) from exc
+        outputs = publish(outputs, staging, out_dir)
     unused = sum(len(p) for f, p in by_frame.items() if f >= frames)
     if unused:
         logger.warning(
@@ -244,12 +279,13 @@ def _run(
     max_frames: int | None,
     progress: bool,
     on_frame: Callable[[int], None] | None = None,
+    detection: FrameDetector | None = None,
 ) -> int:
     """The frame loop: decode thread -> session -> writers. Returns frames processed."""
     expected = info.frame_count
     if max_frames is not None:
         expected = min(expected, max_frames) if expected else max_frames
-    source = FileSource(video, max_frames=max_frames)
+    source = FileSource(video, max_frames=max_frames, frame_limits=BATCH_FRAME_LIMITS)
     bar = tqdm(
         total=expected,
         unit="frame",
@@ -270,8 +306,13 @@ def _run(
             edited = [_apply(session, p) for p in by_frame.get(result.frame_idx, ())]
             if edited:
                 result = session.current_result()
+            if detection is not None:
+                result = detection.apply(session, frame.image) or result
             for writer in writers:
-                writer.write(frame, result, edited=edited)
+                try:
+                    writer.write(frame, result, edited=edited)
+                except OSError as exc:
+                    raise named_error(exc, _target(writer)) from exc
             frames += 1
             bar.set_postfix(objects=len(result.obj_ids), refresh=False)
             bar.update(1)
@@ -283,6 +324,11 @@ def _run(
     if source.state is SourceState.FAILED:
         raise VideoInputError(source.error or f"cannot decode {video}")
     return frames
+
+
+def _target(writer: MaskWriter) -> Path:
+    """The file or folder a writer writes (for error messages)."""
+    return Path(getattr(writer, "path", None) or getattr(writer, "folder", None) or writer.out_dir)
 
 
 def _apply(session: StreamingSession, prompt: Prompt) -> int:

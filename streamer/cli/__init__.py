@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from streamer.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from streamer.cli.detect import add_annotate_parser
 from streamer.cli.segment import add_segment_parser
 from streamer.cli.serve import add_serve_parser
 from streamer.cli.track import _SEED_VALUE_OPTIONS, add_track_many_parser, add_track_parser
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_track_parser(commands)
     add_track_many_parser(commands)
+    add_annotate_parser(commands)
     return parser
 
 

@@ -18,7 +18,10 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --checkpoint, --download, --precision: shared by the commands that load a model."""
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="config name or YAML path (default: %(default)s)"
+        "--model",
+        default=DEFAULT_MODEL,
+        help="config name (default: %(default)s), Ultralytics' name (sam2_b.pt, sam2.1_t.pt, "
+        "...), a YAML path, or a checkpoint file whose model is inferred",
     )
     parser.add_argument(
         "--checkpoint",
@@ -43,6 +46,14 @@ def add_precision_option(parser: argparse.ArgumentParser, default: str | None = 
         help="auto: bf16 autocast + TF32 on CUDA as the official runs, fp32 on the CPU "
         "(default: auto)",
     )
+
+
+def model_arg(args: argparse.Namespace) -> str:
+    """--model; with the default model and a --checkpoint, the checkpoint file itself (its
+    model is inferred from its keys and shapes, so `--checkpoint sam2_b.pt` alone works)."""
+    if args.model == DEFAULT_MODEL and args.checkpoint is not None:
+        return str(args.checkpoint)
+    return args.model
 
 
 def report_error(command: str, message: object) -> None:

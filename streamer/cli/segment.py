@@ -10,6 +10,7 @@ from streamer.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_model_options,
+    model_arg,
     report_error,
 )
 
@@ -80,7 +81,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         result = segment.segment_image(
             args.image,
             out_dir=args.out,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,

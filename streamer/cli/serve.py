@@ -29,6 +29,13 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, metavar="PATH")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="MODEL",
+        help="detector for the `detect` command and session option: a YOLO .pt (Ultralytics, "
+        "AGPL-3.0 extra), a transformers model id or folder, or package.module:function",
+    )
+    parser.add_argument(
         "--devices",
         default=None,
         metavar="LIST",
@@ -60,18 +67,21 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from sam2_video.build import CheckpointError
+    from sam2_video.build import CheckpointError, check_model
     from sam2_video.checkpoints import CheckpointDownloadError, ensure_checkpoint
-    from sam2_video.config import ConfigError, load_config
+    from sam2_video.config import ConfigError
     from streamer.service import serve
 
     try:
         settings = serve.build_settings(
             host=args.host,
             port=args.port,
-            model=args.model,
+            model=args.model
+            if args.model is not None or args.checkpoint is None
+            else str(args.checkpoint),
             checkpoint=args.checkpoint,
             device=args.device,
+            detector=args.detector,
             devices=None if args.devices is None else [d for d in args.devices.split(",") if d],
             max_batch=args.max_batch,
             vos_optimized=args.vos_optimized,
@@ -83,7 +93,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Load before starting the server so a bad model, checkpoint or device is a clean usage
     # error; the model name first, so that a typo says "unknown model", not "no checkpoint".
     try:
-        load_config(settings.model)
+        check_model(settings.model)
         if args.download:
             ensure_checkpoint(str(settings.model), settings.checkpoint, download=True)
         models = serve.load_models(settings)

@@ -10,8 +10,10 @@ from streamer.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_model_options,
+    model_arg,
     report_error,
 )
+from streamer.cli.detect import add_detector_options, detect_plan
 
 # (flag, type, default, help) of the auto-seed options `track` exposes; the defaults are
 # AutoSeedOptions' own (a test checks they agree). The flag maps to the field of the same name.
@@ -41,6 +43,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
     seeds.add_argument(
         "--auto-seed", action="store_true", help="track what the mask generator finds on frame 0"
     )
+    add_detector_options(parser, seeds)
     parser.add_argument(
         "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default: out)"
     )
@@ -49,7 +52,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
         dest="formats",
         action="append",
         metavar="FMT",
-        help="coco, sav, png or mp4; repeat or comma-separate for several (default: coco)",
+        help="coco, sav, png, mp4 or yolo; repeat or comma-separate for several (default: coco)",
     )
     add_model_options(parser)
     parser.add_argument(
@@ -79,14 +82,18 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_track(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointDownloadError, CheckpointNotFoundError
     from sam2_video.config import ConfigError
+    from sam2_video.detect import DetectorError
     from streamer.batch import segment, track
 
     names = [flag[2:].replace("-", "_") for flag, *_ in _SEED_VALUE_OPTIONS]
     seed_options = {name: getattr(args, name) for name in names}
     try:
+        detect = detect_plan(args)
         summary = track.track_video(
             args.video,
             out_dir=args.out,
@@ -95,15 +102,18 @@ def _run_track(args: argparse.Namespace) -> int:
             auto_seed=args.auto_seed,
             seed_options=seed_options,
             max_objects=args.max_objects,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
             precision=args.precision,
             max_frames=args.max_frames,
             progress=not args.no_progress,
+            detect=detect,
         )
     except (
+        DetectorError,
+        ValidationError,
         track.VideoInputError,
         track.PromptsFileError,
         track.TrackOptionError,
@@ -149,6 +159,7 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
         "--prompts-dir", type=Path, metavar="DIR", help="prompts file DIR/<video stem>.json"
     )
     seeds.add_argument("--auto-seed", action="store_true", help="auto-seed on frame 0")
+    add_detector_options(parser, seeds)
     parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR")
     parser.add_argument("--manifest", type=Path, default=None, metavar="FILE",
                         help="default: OUT/manifest.jsonl")  # fmt: skip
@@ -181,6 +192,8 @@ def add_track_many_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_track_many(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sam2_video.build import CheckpointError
     from sam2_video.checkpoints import CheckpointNotFoundError
     from sam2_video.config import ConfigError
@@ -195,12 +208,13 @@ def _run_track_many(args: argparse.Namespace) -> int:
             seed_options={name: getattr(args, name) for name in names},
             max_objects=args.max_objects,
             max_frames=args.max_frames,
+            detect=detect_plan(args),
         )
         videos = track_many.collect_videos(args.inputs, args.list_files)
         job = track_many.TrackJob(
             plan=plan,
             prompts_dir=args.prompts_dir.resolve() if args.prompts_dir else None,
-            model=args.model,
+            model=model_arg(args),
             checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
             threads=args.threads,
             precision=args.precision,
@@ -214,6 +228,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             ray_options=ray_options if args.engine == "ray" else None,
         )  # fmt: skip
     except (
+        ValidationError,
         track.TrackOptionError,
         track_many.TrackManyInputError,
         segment.DeviceUnavailableError,

@@ -28,13 +28,16 @@ from streamer.ingest.base import (
     SourceStats,
     VideoFrame,
 )
+from streamer.ingest.limits import FrameLimits, FrameTooLargeError
 from streamer.ingest.policy import source_scheme
 
 __all__ = [
     "END_OF_STREAM",
     "BackPressure",
     "FrameSlot",
+    "FrameLimits",
     "FrameSource",
+    "FrameTooLargeError",
     "InvalidTransitionError",
     "PushSource",
     "SlotClosedError",
@@ -66,6 +69,7 @@ def open_source(
     pace: bool | None = None,
     open_timeout: float | None = None,
     read_timeout: float | None = None,
+    frame_limits: FrameLimits | None = None,
     **options: Any,
 ) -> FrameSource:
     """Build (not start) the frame source for `spec`.
@@ -74,6 +78,7 @@ def open_source(
         frame, batch). Ignored by live sources, which are always latest-frame.
     open_timeout / read_timeout: seconds network sources (RTSP, URLs) wait for the
         connection and for each read (None: the source's default; files: forever).
+    frame_limits: frames above it are refused (files, RTSP, cameras; default `FrameLimits()`).
     options: passed to the source's constructor (e.g. `max_frames` for files).
     Raises ValueError for an empty spec.
     """
@@ -89,13 +94,17 @@ def open_source(
     if kind == "rtsp":
         from streamer.ingest.rtsp import RtspSource
 
-        return RtspSource(spec, **timeouts, **options)
+        rtsp = RtspSource(spec, **timeouts, **options)
+        rtsp.frame_limits = frame_limits or rtsp.frame_limits
+        return rtsp
     if kind == "camera":
         from streamer.ingest.camera import CameraSource
 
-        return CameraSource(spec, **options)
+        camera = CameraSource(spec, **options)
+        camera.frame_limits = frame_limits or camera.frame_limits
+        return camera
     if kind == "webrtc":
         return PushSource(name=options.get("name", WEBRTC_SPEC))
     from streamer.ingest.file import FileSource
 
-    return FileSource(spec, pace=bool(pace), **timeouts, **options)
+    return FileSource(spec, pace=bool(pace), frame_limits=frame_limits, **timeouts, **options)

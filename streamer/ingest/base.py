@@ -26,6 +26,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from streamer.ingest.credentials import redact_credentials
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,6 +92,42 @@ class BackPressure(enum.Enum):
     LATEST_FRAME = "latest_frame"  # live: keep only the newest frame, count the drop
 
 
+class DecodeBudget:
+    """Bytes of decoded frames that `EVERY_FRAME` slots may hold ahead of their consumers,
+    shared by all of them (a service's sessions). A slot's first frame is always free, so
+    every source makes progress; each further frame waits until the budget has room.
+    Thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def try_take(self, nbytes: int) -> bool:
+        """Take `nbytes` if the budget has room; False (nothing taken) if not."""
+        with self._lock:
+            if self._used + nbytes > self.max_bytes:
+                return False
+            self._used += nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        """Return `nbytes` taken earlier (never below zero in use)."""
+        with self._lock:
+            self._used = max(0, self._used - nbytes)
+
+    @property
+    def used(self) -> int:
+        """Bytes taken now."""
+        return self._used
+
+
+# How often a producer waiting on the shared budget looks again (other slots free it).
+_BUDGET_POLL_S = 0.05
+
+
 class SlotClosedError(RuntimeError):
     """`put` on a slot that was closed (the consumer went away or the stream ended)."""
 
@@ -98,16 +136,22 @@ class FrameSlot:
     """Thread-safe bounded frame buffer with a back-pressure policy.
 
     capacity: frames held at most for `EVERY_FRAME` (LATEST_FRAME always holds one).
+    budget: a `DecodeBudget` shared with other slots that frames beyond the first take bytes
+        from (`EVERY_FRAME` only; None: only `capacity` bounds the slot).
     Counters: `captured` (frames put), `dropped` (frames replaced before being taken),
     `taken` (frames returned by `get`).
     """
 
-    def __init__(self, policy: BackPressure, *, capacity: int = 4) -> None:
+    def __init__(
+        self, policy: BackPressure, *, capacity: int = 4, budget: DecodeBudget | None = None
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.policy = policy
         self.capacity = 1 if policy is BackPressure.LATEST_FRAME else capacity
+        self.budget = budget if policy is BackPressure.EVERY_FRAME else None
         self._frames: deque[VideoFrame | PendingFrame] = deque()
+        self._charges: deque[int] = deque()  # bytes each held frame took from the budget
         self._cond = threading.Condition()
         self._closed = False
         self.captured = 0
@@ -138,20 +182,38 @@ class FrameSlot:
         with self._cond:
             if self._closed:
                 raise SlotClosedError("frame slot is closed")
+            charge = 0
             if self.policy is BackPressure.LATEST_FRAME:
                 if self._frames:
                     self._frames.popleft()
+                    self._charges.popleft()
                     self.dropped += 1
             else:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while len(self._frames) >= self.capacity and not self._closed:
+                while not self._closed:
+                    if len(self._frames) < self.capacity:
+                        if not self._frames or self.budget is None:
+                            break
+                        # A PendingFrame's size is unknown until converted: it goes free.
+                        nbytes = frame.image.nbytes if isinstance(frame, VideoFrame) else 0
+                        if self.budget.try_take(nbytes):
+                            charge = nbytes
+                            break
+                        wait = _BUDGET_POLL_S  # the budget is full: other slots free it
+                    else:
+                        wait = None
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
+                    if wait is not None:
+                        remaining = wait if remaining is None else min(wait, remaining)
                     self._cond.wait(remaining)
                 if self._closed:
+                    if charge and self.budget is not None:
+                        self.budget.give(charge)
                     raise SlotClosedError("frame slot is closed")
             self._frames.append(frame)
+            self._charges.append(charge)
             self.captured += 1
             self._cond.notify_all()
             listeners = list(self._listeners)
@@ -190,6 +252,13 @@ class FrameSlot:
             if not self._frames:
                 return END_OF_STREAM
             frame = self._frames.popleft()
+            charge = self._charges.popleft()
+            if self._charges and self._charges[0]:
+                # The next frame becomes the slot's first, which is free.
+                charge += self._charges[0]
+                self._charges[0] = 0
+            if charge and self.budget is not None:
+                self.budget.give(charge)
             self.taken += 1
             self._cond.notify_all()
             return frame
@@ -207,6 +276,9 @@ class FrameSlot:
         """Mark end of stream: wakes blocked producers (they raise) and consumers."""
         with self._cond:
             self._closed = True
+            if self.budget is not None:  # what is left is no longer decoding ahead
+                self.budget.give(sum(self._charges))
+                self._charges = deque(0 for _ in self._charges)
             self._cond.notify_all()
             listeners = list(self._listeners)
         for event in listeners:
@@ -300,9 +372,16 @@ class FrameSource:
     # by itself within the source's read timeout).
     join_timeout: float = 1.0
 
-    def __init__(self, *, name: str, policy: BackPressure, capacity: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        policy: BackPressure,
+        capacity: int = 4,
+        budget: DecodeBudget | None = None,
+    ) -> None:
         self.name = name
-        self.slot = FrameSlot(policy, capacity=capacity)
+        self.slot = FrameSlot(policy, capacity=capacity, budget=budget)
         self._state = SourceState.STARTING
         self._state_lock = threading.Lock()
         self._error: str | None = None
@@ -340,7 +419,7 @@ class FrameSource:
             logger.debug("source %s: %s -> %s", self.name, self._state.name, new.name)
             self._state = new
             if error is not None:
-                self._error = error
+                self._error = redact_credentials(error)
 
     def _end(self, state: SourceState, error: str | None = None) -> None:
         """Move to a final state unless already ended."""
@@ -349,7 +428,7 @@ class FrameSource:
                 return
             self._state = state
             if error is not None:
-                self._error = error
+                self._error = redact_credentials(error)
 
     def start(self) -> None:
         """Start the decode thread (once)."""
@@ -382,8 +461,9 @@ class FrameSource:
         except SlotClosedError:
             self._end(SourceState.STOPPED)
         except Exception as exc:  # noqa: BLE001 - any decode error ends this source only
-            logger.warning("source %s failed: %s", self.name, exc)
-            self._end(SourceState.FAILED, str(exc) or type(exc).__name__)
+            message = redact_credentials(str(exc) or type(exc).__name__)
+            logger.warning("source %s failed: %s", self.name, message)
+            self._end(SourceState.FAILED, message)
         finally:
             self.slot.close()
 

@@ -6,7 +6,15 @@ URL (`rtsp`, `udp`, `http`...), or "file" for a plain path (and `file:` URLs). T
 allows a fixed set of schemes; `http`/`https` are off by default, since they make the server
 fetch whatever URL a client names (SSRF). With `media_root` set, files must resolve (symlinks
 followed) to a path under it; relative paths are taken from it. Without it, any file the
-server's user can read may be opened, as a local `sam2-stream serve` always allowed.
+server's user can read may be opened, as a local `sam2-stream serve` always allowed. Local
+files are read through FFmpeg's `file` protocol by single-file demuxers only
+(`streamer.ingest.file.LOCAL_DEMUXERS`): a playlist or concat list inside the root could name
+files outside it.
+
+Sockets: `tcp`, `udp`, `rtp` and `srt` sources can make FFmpeg *listen* (`?listen=1`,
+`mode=listener`, a udp/rtp input binds its port on every interface), which opens a port on the
+server to anyone. They are off by default; when enabled, listen modes and wildcard hosts
+(`0.0.0.0`, `::`) are still refused.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from streamer.ingest.base import SourceError
 
@@ -23,6 +31,9 @@ if TYPE_CHECKING:
     from streamer.settings import Settings
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+SOCKET_SCHEMES = frozenset({"tcp", "udp", "rtp", "srt"})
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "0", "*", "[::]"})
+_LISTEN_OPTIONS = {"listen": None, "mode": "listener"}  # option -> refused value (None: any)
 
 
 class SourcePolicyError(SourceError, ValueError):
@@ -64,6 +75,8 @@ class SourcePolicy:
         if scheme not in self.allowed:
             shown = ", ".join(sorted(self.allowed)) or "none"
             raise SourcePolicyError(f"{scheme!r} sources are not allowed here (allowed: {shown})")
+        if scheme in SOCKET_SCHEMES:
+            _refuse_listening(spec, scheme)
         if scheme != "file" or self.media_root is None:
             return spec
         path = Path(unquote(urlsplit(spec).path)) if spec.startswith("file:") else Path(spec)
@@ -72,3 +85,20 @@ class SourcePolicy:
         if not resolved.is_relative_to(root):
             raise SourcePolicyError("files must lie under the server's media_root")
         return str(resolved)
+
+
+def _refuse_listening(spec: str, scheme: str) -> None:
+    """Raise SourcePolicyError for a socket source that would listen or bind every interface."""
+    try:
+        parts = urlsplit(spec)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise SourcePolicyError(f"cannot parse the {scheme} URL: {exc}") from exc
+    if host.strip("[]") in _WILDCARD_HOSTS or host in _WILDCARD_HOSTS:
+        raise SourcePolicyError(
+            f"{scheme} sources must name a host: a wildcard address would listen on every interface"
+        )
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        refused = _LISTEN_OPTIONS.get(name.lower(), False)
+        if refused is None or (refused and value.lower() == refused):
+            raise SourcePolicyError(f"{scheme} sources may not listen ({name}={value})")

@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from streamer.ingest.base import (
     BackPressure,
@@ -32,6 +31,11 @@ from streamer.ingest.base import (
     SourceState,
     VideoFrame,
 )
+from streamer.ingest.credentials import redact_credentials, redact_url
+from streamer.ingest.limits import FrameLimits, FrameTooLargeError
+from streamer.ingest.orientation import upright_rgb
+
+__all__ = ["Backoff", "ReconnectingSource", "RtspSource", "redact_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +92,9 @@ class ReconnectingSource(FrameSource):
     """
 
     read_timeout: float | None = None  # seconds without data before STALLED (subclasses)
+    # Frames above it end the source FAILED (`FrameTooLargeError`; a live source is not
+    # downscaled: the decoder refuses the frame before allocating it).
+    frame_limits: FrameLimits = FrameLimits()
 
     def __init__(
         self,
@@ -133,12 +140,16 @@ class ReconnectingSource(FrameSource):
             try:
                 container = self._open()
             except av.error.FFmpegError as exc:
-                reason = f"cannot open {self.name}: {exc}"
+                reason = redact_credentials(f"cannot open {self.name}: {exc}")
             else:
                 with container:
                     if not container.streams.video:
                         raise SourceError(f"{self.name} has no video stream")
                     stream = container.streams.video[0]
+                    limits = self.frame_limits
+                    context = stream.codec_context
+                    limits.check(context.width, context.height, what=self.name)
+                    context.options = limits.decoder_options()
                     time_base: Fraction | None = stream.time_base
                     try:
                         for decoded in self._decode(container, stream):
@@ -147,9 +158,10 @@ class ReconnectingSource(FrameSource):
                             if delivered == 0:
                                 self._on_connected(lost)
                                 lost = False
+                            limits.check(decoded.width, decoded.height, what=self.name)
                             # Converted to RGB only if the consumer takes it (FrameSlot.get).
                             yield PendingFrame(
-                                convert=functools.partial(decoded.to_ndarray, format="rgb24"),
+                                convert=functools.partial(upright_rgb, decoded),
                                 index=index,
                                 pts=decoded.pts,
                                 time_base=time_base,
@@ -162,8 +174,10 @@ class ReconnectingSource(FrameSource):
                         reason = f"{self.name}: stalled, no data for {self.read_timeout} s"
                         if not self.stopping:
                             self._set_state(SourceState.STALLED, reason)
+                    except av.error.ArgumentError as exc:  # the decoder's pixel cap
+                        raise FrameTooLargeError(limits.decode_refusal(self.name)) from exc
                     except av.error.FFmpegError as exc:
-                        reason = f"{self.name}: stream broke: {exc}"
+                        reason = redact_credentials(f"{self.name}: stream broke: {exc}")
             if self.stopping:
                 return
             lost = True
@@ -236,14 +250,8 @@ class RtspSource(ReconnectingSource):
         import av
 
         return av.open(
-            self.url, options=self.options, timeout=(self.open_timeout, self.read_timeout)
+            self.url,
+            options=self.options,
+            stream_options=[self.frame_limits.decoder_options()],  # type: ignore[list-item]
+            timeout=(self.open_timeout, self.read_timeout),
         )
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by `***`, fit for logs and status pages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -22,9 +22,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from sam2_video import SAM2Model
+from streamer.access import access_of
 from streamer.protocol import Error, ErrorCode
 from streamer.service.api_docs import mount_api_docs
-from streamer.service.auth import BearerAuthMiddleware
+from streamer.service.auth import BearerAuthMiddleware, chosen_subprotocol
 from streamer.service.drain import DrainCollector, Drainer, drain_router
 from streamer.service.limits import (
     BodyLimitMiddleware,
@@ -57,7 +58,13 @@ logger = logging.getLogger(__name__)
 WS_CLOSE_UNKNOWN_SESSION = 4404
 WS_CLOSE_SESSION_ENDED = 4410
 WS_CLOSE_TRY_AGAIN_LATER = 1013  # the model is still loading
+WS_CLOSE_TOO_MANY_WEBSOCKETS = 4430  # max_websockets_per_session reached
 REAPER_INTERVAL_S = 1.0  # how often the lifecycle policy looks at the sessions
+
+
+class TooManyWebsocketsError(SessionError):
+    code = "too_many_websockets"
+    status = 429
 
 
 class SessionList(BaseModel):
@@ -185,9 +192,16 @@ def create_app(
     app.add_exception_handler(BodyTooLargeError, body_too_large_handler)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.auth_token is not None:
+        admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if admin == settings.auth_token.get_secret_value():
+            logger.warning(
+                "admin_token equals auth_token: every client holding the service token is "
+                "admin (the single-token model; docs/protocol.md, 'Migrating')"
+            )
         app.add_middleware(
             BearerAuthMiddleware,
             token=settings.auth_token.get_secret_value(),
+            admin_token=admin,
             static_dir=settings.static_dir,
         )
     # Last, so every route above wins over a file of the same name.
@@ -253,9 +267,11 @@ def _http_routes() -> APIRouter:
     @router.post("/sessions", status_code=201)
     async def create_session(body: SessionCreate, request: Request) -> SessionInfo:
         manager = _manager(request)
+        owner = access_of(request.scope).client
         # Opening a source may block (a camera, a network URL): not on the event loop.
-        session = await asyncio.to_thread(manager.create, body)
-        return _info(request, session)
+        session = await asyncio.to_thread(manager.create, body, owner=owner)
+        tokens = {"token": session.tokens.control, "viewer_token": session.tokens.viewer}
+        return _info(request, session).model_copy(update=tokens)
 
     @router.get("/sessions")
     async def list_sessions(request: Request) -> SessionList:
@@ -284,16 +300,25 @@ def _ws_routes() -> APIRouter:
 
     @router.websocket("/sessions/{session_id}/ws")
     async def session_ws(websocket: WebSocket, session_id: str) -> None:
-        await websocket.accept()
+        await websocket.accept(subprotocol=chosen_subprotocol(websocket.scope))
         settings: Settings = websocket.app.state.settings
+        read_only = access_of(websocket.scope).read_only
         try:
             session = _manager(websocket).get(session_id)
+            sockets = sum(1 for s in session.subscribers if s.name == "websocket")
+            if sockets >= settings.max_websockets_per_session:
+                raise TooManyWebsocketsError(
+                    f"session {session_id} serves {sockets} websockets; the limit is "
+                    f"{settings.max_websockets_per_session}"
+                )
             subscriber = session.subscribe(options=settings.default_output, name="websocket")
         except SessionError as exc:
             if isinstance(exc, SessionNotFoundError):
                 code, close_code = ErrorCode.UNKNOWN_SESSION, WS_CLOSE_UNKNOWN_SESSION
             elif isinstance(exc, ServiceNotReadyError):
                 code, close_code = ErrorCode.NOT_READY, WS_CLOSE_TRY_AGAIN_LATER
+            elif isinstance(exc, TooManyWebsocketsError):
+                code, close_code = ErrorCode.RATE_LIMITED, WS_CLOSE_TOO_MANY_WEBSOCKETS
             else:
                 code, close_code = ErrorCode.SESSION_ENDED, WS_CLOSE_SESSION_ENDED
             await websocket.send_text(Error(code=code, message=str(exc)).model_dump_json())
@@ -306,7 +331,9 @@ def _ws_routes() -> APIRouter:
             overflow = asyncio.Event()
             subscriber.on_overflow = overflow.set
             sender = asyncio.create_task(_send_loop(websocket, subscriber))
-            receiver = asyncio.create_task(_receive_loop(websocket, session, subscriber))
+            receiver = asyncio.create_task(
+                _receive_loop(websocket, session, subscriber, read_only=read_only)
+            )
             watcher = asyncio.create_task(overflow.wait())
             try:
                 done, _ = await asyncio.wait(
@@ -343,8 +370,11 @@ async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
         await websocket.send_text(message.model_dump_json())
 
 
-async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subscriber) -> None:
-    """Hand each client message to the protocol handler until the client disconnects."""
+async def _receive_loop(
+    websocket: WebSocket, session: Session, subscriber: Subscriber, *, read_only: bool
+) -> None:
+    """Hand each client message to the protocol handler until the client disconnects.
+    read_only: a viewer's connection (prompts are refused)."""
     max_bytes = websocket.app.state.settings.max_message_bytes
     while True:
         raw = await websocket.receive()
@@ -353,7 +383,7 @@ async def _receive_loop(websocket: WebSocket, session: Session, subscriber: Subs
         data = raw.get("text")
         if data is None:
             data = raw.get("bytes") or b""
-        handle_client_message(session, subscriber, data, max_bytes=max_bytes)
+        handle_client_message(session, subscriber, data, max_bytes=max_bytes, read_only=read_only)
 
 
 def public_limits(settings: Settings) -> dict[str, Any]:
@@ -362,12 +392,14 @@ def public_limits(settings: Settings) -> dict[str, Any]:
         "max_sessions", "max_objects_per_session", "max_message_bytes", "max_body_bytes",
         "max_mask_pixels", "max_pending_messages", "max_pending_replies", "finished_ttl",
         "idle_ttl", "connect_timeout", "peer_silence_timeout", "source_open_timeout",
-        "source_read_timeout", "source_schemes",
+        "source_read_timeout", "source_schemes", "max_frame_pixels", "max_frame_side",
+        "max_sessions_per_client", "max_websockets_per_session",
     )  # fmt: skip
     body = {name: getattr(settings, name) for name in names}
     body["ws_close_codes"] = {
         "unauthorized": 4401, "unknown_session": WS_CLOSE_UNKNOWN_SESSION,
         "session_ended": WS_CLOSE_SESSION_ENDED, "backlog": WS_CLOSE_BACKLOG,
-        "not_ready": WS_CLOSE_TRY_AGAIN_LATER, "too_large": 1009,
+        "not_ready": WS_CLOSE_TRY_AGAIN_LATER, "too_large": 1009, "forbidden": 4403,
+        "too_many_websockets": WS_CLOSE_TOO_MANY_WEBSOCKETS,
     }  # fmt: skip
     return body

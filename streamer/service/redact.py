@@ -3,7 +3,8 @@ cannot set headers on websockets), which uvicorn's access log and websocket line
 
 `RedactingFilter` rewrites every record it sees: query strings in uvicorn's access log are
 dropped entirely (`/path?<redacted>`), and anywhere else the values of `token=` style
-parameters and `Bearer` credentials become `***`. `install_log_redaction()` attaches it to
+parameters, `Bearer` credentials and the passwords of URLs (FFmpeg repeats a source's URL in
+its own messages) become `***`. `install_log_redaction()` attaches it to
 the handlers of the root and uvicorn loggers, so it applies whatever logger a line comes from.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from streamer.ingest.credentials import redact_credentials
 
 REDACTED = "***"
 _SECRET_PARAM = re.compile(r"(?i)([?&;](?:token|access_token|auth|password|key)=)[^&\s\"']*")
@@ -20,8 +23,10 @@ _ACCESS_LOGGERS = ("uvicorn.access",)
 
 
 def redact(text: str) -> str:
-    """`text` with token-like query values and bearer credentials replaced by `***`."""
-    return _BEARER.sub(rf"\g<1>{REDACTED}", _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text))
+    """`text` with token-like query values, bearer credentials and URL passwords
+    (`rtsp://user:***@host`) replaced by `***`."""
+    text = _BEARER.sub(rf"\g<1>{REDACTED}", _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text))
+    return redact_credentials(text)
 
 
 def redact_query(text: str) -> str:

@@ -60,19 +60,31 @@ def merge_options(options: OutputOptions, message: SetOptions) -> OutputOptions:
 
 
 def handle_client_message(
-    session: Session, subscriber: Subscriber, data: str | bytes, *, max_bytes: int
+    session: Session,
+    subscriber: Subscriber,
+    data: str | bytes,
+    *,
+    max_bytes: int,
+    read_only: bool = False,
 ) -> None:
     """Parse and act on one client message. `set_options` is answered at once; prompts are
     queued for the worker; a bad message gets an `error` reply. Never raises ProtocolError.
 
     A client whose replies pile up (it sends but does not read) overflows its subscriber,
-    which then closes (`Subscriber.overflowed`; the transport closes the connection)."""
+    which then closes (`Subscriber.overflowed`; the transport closes the connection).
+    read_only: a viewer's connection: only `set_options` is allowed, prompts get `forbidden`."""
     if subscriber.closed:
         return
     try:
         message = parse_client_message(
             data, max_bytes=max_bytes, max_mask_pixels=session.settings.max_mask_pixels
         )
+        if read_only and not isinstance(message, SetOptions):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"a viewer token cannot send {message.type}: it only watches the session",
+                message.id,
+            )
         check_against_session(session, message)
         if isinstance(message, SetOptions):
             subscriber.set_options(merge_options(subscriber.options, message))

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 class FairShare(Generic[K]):
@@ -71,6 +72,14 @@ class FairShare(Generic[K]):
         """Drop `key` (a session that ended)."""
         with self._lock:
             self._vtime.pop(key, None)
+
+
+def by_client(sessions: Sequence[T], owner: Callable[[T], K], clients: FairShare[K]) -> list[T]:
+    """`sessions` (already in per-session fair order) regrouped so the most owed *client*
+    comes first, each client's sessions keeping their order: a client with 20 sessions gets
+    the device time of one client, not of 20 (charge `clients` by owner as well)."""
+    rank = {key: i for i, key in enumerate(clients.order(dict.fromkeys(map(owner, sessions))))}
+    return sorted(sessions, key=lambda session: rank[owner(session)])
 
 
 class TokenBucket:

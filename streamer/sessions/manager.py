@@ -7,12 +7,15 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeedOptions
-from streamer.ingest import open_source
+from streamer.ingest import FrameLimits, open_source
 from streamer.ingest import source_kind as classify_source
-from streamer.ingest.file import is_url
+from streamer.ingest.base import DecodeBudget, SourceError
+from streamer.ingest.credentials import redact_credentials, redact_url
+from streamer.ingest.file import is_url, probe_video
 from streamer.ingest.policy import SourcePolicy
 from streamer.safejson import clip
 from streamer.session_ids import mint_session_id
@@ -24,6 +27,7 @@ from streamer.sessions.errors import (
     SessionLimitError,
     SessionNotFoundError,
 )
+from streamer.sessions.fairness import TokenBucket
 from streamer.sessions.scheduler import DeviceScheduler
 from streamer.sessions.schemas import SessionCreate
 from streamer.sessions.session import Session
@@ -60,6 +64,8 @@ class SessionManager:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._reserved: dict[str, str] = {}  # session id -> device, while being created
+        self._reserved_owners: dict[str, str] = {}  # session id -> owner, while being created
+        self._client_commands: dict[str, TokenBucket] = {}  # owner -> its shared rate limit
         self.sessions_created = 0
         self.schedulers: dict[str, DeviceScheduler] = {
             spec.label: DeviceScheduler(
@@ -70,6 +76,7 @@ class SessionManager:
             )
             for spec, replica in models.items()
         }
+        self.decode_budget = DecodeBudget(settings.decode_ahead_bytes)
         # Set by the drain (streamer.service.drain): create() refuses new sessions.
         self.draining = False
 
@@ -106,9 +113,13 @@ class SessionManager:
             raise ServiceNotReadyError("no device's scheduler is running")
         return self.schedulers[chosen]
 
-    def create(self, request: SessionCreate | str) -> Session:
+    def create(self, request: SessionCreate | str, *, owner: str = "local") -> Session:
         """Open and start a session's source; raises SessionLimitError, InvalidSourceError,
-        ServiceNotReadyError, DrainingError."""
+        ServiceNotReadyError, DrainingError.
+
+        owner: the client creating it (address or credential key): it may hold at most
+        `max_sessions_per_client` sessions, whose expensive commands share one rate limit.
+        """
         if self.draining:
             raise DrainingError("this instance is draining; open the session on another one")
         if isinstance(request, str):
@@ -122,14 +133,31 @@ class SessionManager:
             if len(self._sessions) >= self.settings.max_sessions:
                 open_, limit = len(self._sessions), self.settings.max_sessions
                 raise SessionLimitError(f"{open_} sessions open; the limit is {limit}")
+            owned = sum(1 for s in self._sessions.values() if s is not None and s.owner == owner)
+            owned += sum(1 for o in self._reserved_owners.values() if o == owner)
+            per_client = self.settings.max_sessions_per_client
+            if per_client is not None and owned >= per_client:
+                raise SessionLimitError(
+                    f"this client has {owned} sessions open; the limit per client is {per_client}"
+                )
             scheduler = self._place_locked()
+            self._reserved_owners[session_id] = owner
+            client_commands = self._client_commands.setdefault(
+                owner,
+                TokenBucket(
+                    per_minute=self.settings.client_expensive_commands_per_minute,
+                    burst=self.settings.client_expensive_commands_burst,
+                ),
+            )
             # Reserve the slot (and its device) before the (possibly slow) source start.
             self._sessions[session_id] = None  # type: ignore[assignment]
             self._reserved[session_id] = scheduler.label
         try:
-            options = {}
-            if classify_source(request.source) == "file" and request.max_frames is not None:
-                options["max_frames"] = request.max_frames
+            options: dict[str, Any] = {}
+            if classify_source(request.source) == "file":
+                options["budget"] = self.decode_budget  # frames decoded ahead, all sessions
+                if request.max_frames is not None:
+                    options["max_frames"] = request.max_frames
             try:
                 spec = SourcePolicy.from_settings(self.settings).resolve(request.source)
                 if (
@@ -139,16 +167,23 @@ class SessionManager:
                 ):
                     # Said now (400), not by a session that fails a moment later.
                     raise FileNotFoundError(f"video file not found: {spec}")
+                limits = FrameLimits.from_settings(self.settings)
+                if classify_source(spec) == "file" and not is_url(spec):
+                    # Oversized frames and multi-file formats are refused now (400).
+                    probe_video(spec, limits)
                 source = open_source(
                     spec,
                     pace=request.paced,
                     open_timeout=self.settings.source_open_timeout,
                     read_timeout=self.settings.source_read_timeout,
+                    frame_limits=limits,
                     **options,
                 )
-            except (ValueError, ImportError, OSError) as exc:
+            except (ValueError, ImportError, OSError, SourceError) as exc:
                 raise InvalidSourceError(
-                    f"cannot open source {clip(request.source)}: {exc}"
+                    redact_credentials(
+                        f"cannot open source {clip(redact_url(request.source))}: {exc}"
+                    )
                 ) from exc
             seeding = None
             if request.auto_seed:
@@ -174,6 +209,8 @@ class SessionManager:
                 settings=self.settings,
                 wake_worker=scheduler.wake,
                 device=scheduler.label,
+                owner=owner,
+                client_commands=client_commands,
             )
             source.slot.add_listener(scheduler.wake_event)
             if not session.defer_source:
@@ -182,16 +219,18 @@ class SessionManager:
             with self._lock:
                 self._sessions.pop(session_id, None)
                 self._reserved.pop(session_id, None)
+                self._reserved_owners.pop(session_id, None)
             raise
         with self._lock:
             self._sessions[session_id] = session
             self._reserved.pop(session_id, None)
+            self._reserved_owners.pop(session_id, None)
             self.sessions_created += 1
         logger.info(
             "session %s: %s source %s on %s",
             session_id,
             session.kind,
-            request.source,
+            redact_url(request.source),
             session.device,
         )
         scheduler.wake()
@@ -217,6 +256,8 @@ class SessionManager:
             if session is None:
                 raise SessionNotFoundError(f"no session {session_id!r}")
             del self._sessions[session_id]
+            if not any(s is not None and s.owner == session.owner for s in self._sessions.values()):
+                self._client_commands.pop(session.owner, None)
         session.close()
 
     def shutdown(self, timeout: float = 10.0) -> None:

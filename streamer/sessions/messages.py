@@ -47,7 +47,10 @@ def publish_frame(session: Session, frame: VideoFrame, result: FrameResult) -> N
                 height=int(h),
                 mask_downscale=options.mask_downscale,
                 objects=masklets(
-                    result, obj_ids=options.obj_ids, mask_downscale=options.mask_downscale
+                    result,
+                    obj_ids=options.obj_ids,
+                    mask_downscale=options.mask_downscale,
+                    labels=session.detection.labels,
                 ),
                 lost=list(result.lost),
             )
@@ -85,7 +88,11 @@ def ack_message(
     options: OutputOptions = reply_to.options if reply_to else session.settings.default_output
     objects = []
     if outcome.result is not None:
-        objects = masklets(outcome.result, mask_downscale=options.mask_downscale)
+        objects = masklets(
+            outcome.result,
+            mask_downscale=options.mask_downscale,
+            labels=session.detection.labels,
+        )
     return Ack(
         id=message.id,
         request=message.type,

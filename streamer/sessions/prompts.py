@@ -22,6 +22,7 @@ from streamer.protocol import (
     AddMask,
     AddPoints,
     AutoSeed,
+    Detect,
     ErrorCode,
     PromptMessage,
     ProtocolError,
@@ -191,6 +192,6 @@ def auto_seed_steps(
 
 
 def is_expensive(message: PromptMessage) -> bool:
-    """Commands that run the automatic mask generator (seconds of device time): sliced by
-    the scheduler and rate limited per session."""
-    return isinstance(message, AutoSeed)
+    """Commands that run the automatic mask generator or a detector (seconds of device time):
+    sliced by the scheduler and rate limited per session."""
+    return isinstance(message, (AutoSeed, Detect))

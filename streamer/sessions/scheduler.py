@@ -38,9 +38,10 @@ import torch
 from sam2_video import FrameResult, SAM2Model
 from sam2_video.predictors.multi_stream import batch_key, track_streams
 from streamer.ingest import SourceState, VideoFrame
-from streamer.protocol import ProtocolError
+from streamer.protocol import Detect, ProtocolError, RemoveObject, Reset
+from streamer.sessions.detection import DetectorPool, detect_command_steps, detect_steps
 from streamer.sessions.devices import DeviceSpec
-from streamer.sessions.fairness import FairShare
+from streamer.sessions.fairness import FairShare, by_client
 from streamer.sessions.messages import (
     ack_message,
     ended_error,
@@ -102,12 +103,14 @@ class DeviceScheduler:
         self.settings = settings
         self.max_batch = settings.max_batch or DEFAULT_MAX_BATCH.get(spec.kind, 1)
         self.fair: FairShare[str] = FairShare()
+        self.client_fair: FairShare[str] = FairShare()  # the same over session owners (clients)
         self.wake_event = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tasks: dict[str, SlicedTask] = {}
+        self.detectors = DetectorPool(settings.detector, str(spec.torch_device))
         # Counters (written by the scheduler thread, read by /metrics).
         self.frames_processed = 0
         self.busy_seconds = 0.0
@@ -187,6 +190,7 @@ class DeviceScheduler:
             return did_work
         by_id = {s.id: s for s in tasks + ready}
         order = [by_id[key] for key in self.fair.order(by_id)]
+        order = by_client(order, lambda s: s.owner, self.client_fair)  # per client, then session
         first = order[0]
         if first.id in self._tasks:
             self._run_slice(first)
@@ -208,9 +212,12 @@ class DeviceScheduler:
         known = {s.id for s in sessions}
         for session_id in self.fair.keys() - known:
             self.fair.forget(session_id)
+        for owner in self.client_fair.keys() - {s.owner for s in sessions}:
+            self.client_fair.forget(owner)
 
     def _charge(self, session: Session, seconds: float) -> None:
         self.fair.charge(session.id, seconds)
+        self.client_fair.charge(session.owner, seconds)
         session.charge(seconds)
         self.busy_seconds += seconds
 
@@ -259,9 +266,13 @@ class DeviceScheduler:
             session.processed += 1
             session.inference.observe(elapsed)
             session.view = tracker_view(session.stream)
+            session.detection.image = frame.image
             if session.stream.seeding_due:
                 # Auto-seeding of this frame runs sliced; the frame is published after it.
                 self._start_seeding(session, frame, result)
+                continue
+            if session.detection.due(result.frame_idx):
+                self._start_detection(session, frame, result)
                 continue
             self._deliver(session, frame, result)
 
@@ -310,6 +321,37 @@ class DeviceScheduler:
 
         steps = session.stream.auto_seed_steps(lost=result.lost)
         self._tasks[session.id] = SlicedTask("auto_seed", steps, finish, fail)
+
+    def _start_detection(self, session: Session, frame: VideoFrame, result: FrameResult) -> None:
+        """Periodic detector seeding of this frame, sliced; the frame is published after it.
+        A failing detector (or a full session) costs this frame its new objects, nothing more."""
+        state = session.detection
+        options = state.options
+        if options is None:  # `due` said otherwise: nothing to detect
+            self._deliver(session, frame, result)
+            return
+
+        def finish(outcome: object) -> None:
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(outcome.result, result))  # type: ignore[attr-defined]
+
+        def fail(exc: Exception) -> None:
+            state.failures += 1
+            logger.warning(
+                "session %s: detection on frame %d: %s", session.id, result.frame_idx, exc
+            )
+            session.view = tracker_view(session.stream)
+            self._deliver(session, frame, _with_lost(session.stream.current_result(), result))
+
+        try:
+            detector = self.detectors.get(options)
+        except ProtocolError as exc:
+            state.options = None  # no detector: stop trying on every frame
+            fail(exc)
+            return
+        state.runs += 1
+        steps = detect_steps(session.stream, detector, frame.image, options, state.labels)
+        self._tasks[session.id] = SlicedTask("detect", steps, finish, fail)
 
     def _run_slice(self, session: Session) -> None:
         task = self._tasks[session.id]
@@ -371,7 +413,16 @@ class DeviceScheduler:
         def cancel() -> None:
             Session.reply(command, ended_error(session, message))
 
-        steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
+        if isinstance(message, Detect):
+            try:
+                steps = detect_command_steps(
+                    session.detection, self.detectors, session.stream, message
+                )
+            except ProtocolError as exc:
+                fail(exc)
+                return
+        else:
+            steps = auto_seed_steps(session.stream, message)  # type: ignore[arg-type]
         self._tasks[session.id] = SlicedTask(message.type, steps, finish, fail, cancel)
 
     def _execute(self, session: Session, command: Command) -> None:
@@ -386,7 +437,14 @@ class DeviceScheduler:
             Session.reply(command, internal_error(message, exc))
             return
         session.view = tracker_view(session.stream)
+        if isinstance(message, (RemoveObject, Reset)):
+            session.detection.forget(getattr(message, "obj_id", None))
         Session.reply(command, ack_message(message, outcome, session, command.reply_to))
+
+
+def _with_lost(seeded: FrameResult, tracked: FrameResult) -> FrameResult:
+    """The seeded result reports the objects lost on the tracked frame."""
+    return dataclasses.replace(seeded, lost=list(tracked.lost))
 
 
 def _at_session_size(session: Session, frame: VideoFrame) -> VideoFrame:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamer.protocol import DetectOptions
+
 
 class SessionCreate(BaseModel):
     """Request to open a session.
@@ -20,6 +22,8 @@ class SessionCreate(BaseModel):
     max_objects: objects tracked at most (capped by the server's max_objects_per_session).
     max_frames: files only: stop after this many frames.
     non_overlapping: each pixel belongs to at most one object.
+    detect: seed objects with the server's detector on the first frame and every
+        `every_n_frames` frames (`DetectOptions`; needs `serve --detector`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +35,7 @@ class SessionCreate(BaseModel):
     max_objects: int | None = Field(default=None, ge=1)
     max_frames: int | None = Field(default=None, ge=1)
     non_overlapping: bool = False
+    detect: DetectOptions | None = None
 
 
 class SessionInfo(BaseModel):
@@ -58,3 +63,7 @@ class SessionInfo(BaseModel):
     # Seconds until the lifecycle policy closes this session (None: in use, or no TTL
     # applies); see `streamer.sessions.lifecycle`.
     expires_in: float | None = None
+    # The session's capability tokens (docs/protocol.md, "Authorization"): only in the
+    # response to the request that created it, never in info or listings.
+    token: str | None = None
+    viewer_token: str | None = None

@@ -22,9 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sam2_video import FrameResult, StreamingSession
-from streamer.ingest import BackPressure, FrameSource, PushSource, VideoFrame
+from streamer.ingest import BackPressure, FrameSource, PushSource, SourceState, VideoFrame
 from streamer.ingest import source_kind as classify_source
+from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.protocol import Ack, End, Error, ErrorCode, PromptMessage, ServerMessage
+from streamer.sessions.capabilities import SessionTokens
+from streamer.sessions.detection import SessionDetection
 from streamer.sessions.errors import SessionEndedError
 from streamer.sessions.fairness import TokenBucket
 from streamer.sessions.prompts import is_expensive
@@ -93,7 +96,8 @@ def _rate_limited(message: PromptMessage, retry_after: float) -> Error:
 class Session:
     """One stream being tracked. Created by `SessionManager.create`.
 
-    Attributes: `id`, `spec` (the source string), `kind` ("file", "rtsp", "camera", "webrtc"),
+    Attributes: `id`, `spec` (the source string, credentials redacted), `kind` ("file",
+    "rtsp", "camera", "webrtc"),
     `source` (its `FrameSource`), `push_source` (the `PushSource` to feed, for "webrtc"),
     `stream` (the `StreamingSession`, scheduler thread only), `request`.
 
@@ -113,15 +117,22 @@ class Session:
         settings: Settings,
         wake_worker: Callable[[], None],
         device: str = "cpu:0",
+        owner: str = "local",
+        tokens: SessionTokens | None = None,
+        client_commands: TokenBucket | None = None,
     ) -> None:
         self.id = session_id
         self.device = device  # label of the device whose scheduler serves it
+        # Who created it (a client key: address or credential) and its capability tokens.
+        self.owner = owner
+        self.tokens = tokens or SessionTokens.mint()
         self.request = request
-        self.spec = request.source
+        self.spec = redact_url(request.source)  # shown in info, hello, logs: no credentials
         self.kind = classify_source(request.source)
         self.source = source
-        # A paced file waits for its first viewer, so the "live" playback starts at frame 0.
-        self.defer_source = request.start == "on_connect" and request.paced and self.kind == "file"
+        # A waiting source decodes nothing: a paced file's "live" playback starts at frame 0
+        # for its first viewer, and sessions nobody watches hold no decode thread or frames.
+        self.defer_source = request.start == "on_connect" and not isinstance(source, PushSource)
         self.stream = stream  # the model-side state: frames, objects, memory
         self.settings = settings
         self.created_at = time.time()
@@ -133,6 +144,8 @@ class Session:
         self._listeners: list[ResultListener] = []
         self._commands: deque[Command] = deque()
         self.view = TrackerView()
+        # Detector seeding and the labels it gives objects (scheduler thread only).
+        self.detection = SessionDetection(options=request.detect)
         # Counters (written by the worker thread).
         self.processed = 0
         self.inference = Histogram()
@@ -145,6 +158,8 @@ class Session:
             per_minute=settings.expensive_commands_per_minute,
             burst=settings.expensive_commands_burst,
         )
+        # The owner's bucket, shared by all its sessions: many sessions do not multiply it.
+        self.client_commands = client_commands
 
     # --- state -----------------------------------------------------------------------------
 
@@ -175,7 +190,7 @@ class Session:
                 return False
             self._state = new
             if error is not None:
-                self._error = error
+                error = self._error = redact_credentials(error)
         logger.info("session %s: %s%s", self.id, new.value, f" ({error})" if error else "")
         return True
 
@@ -194,7 +209,8 @@ class Session:
         name: str = "subscriber",
     ) -> Subscriber:
         """Receive this session's messages (`frame`, `ack` to own requests, `end`) on `loop`
-        (default: the running loop). Call `unsubscribe` when done."""
+        (default: the running loop). Call `unsubscribe` when done. Joining a finished or
+        failed session gives its `end` (with the error) at once."""
         if self._state is SessionState.CLOSED:
             raise SessionEndedError(f"session {self.id} is closed")
         subscriber = Subscriber(
@@ -208,6 +224,10 @@ class Session:
         )
         with self._lock:
             self._subscribers.append(subscriber)
+            ended = self._state in (SessionState.FINISHED, SessionState.FAILED)
+        if ended:
+            # A late joiner learns at once how (and why) the session ended.
+            subscriber.offer(End(state=self._state.value, error=self._error, frames=self.processed))
         self.start()
         return subscriber
 
@@ -271,6 +291,8 @@ class Session:
         command = Command(message, reply_to, future)
         if is_expensive(message):
             retry_after = self.expensive_commands.take()
+            if retry_after <= 0 and self.client_commands is not None:
+                retry_after = self.client_commands.take()
             if retry_after > 0:
                 self.reply(command, _rate_limited(message, retry_after))
                 return future
@@ -340,9 +362,15 @@ class Session:
                     message=f"session {self.id} was closed",
                 ),
             )
+        end = End(state="closed", frames=self.processed)
+        stats = self.source.stats
+        if stats.state is SourceState.FAILED:
+            # Closed (e.g. by its WHIP publisher) before the worker saw its source fail: the
+            # subscribers still learn why.
+            end = End(state="failed", error=stats.error, frames=self.processed)
         for subscriber in self.subscribers:
             if not was_ended:
-                subscriber.offer(End(state="closed", frames=self.processed))
+                subscriber.offer(end)
             subscriber.close_threadsafe()
         with self._lock:
             self._subscribers.clear()

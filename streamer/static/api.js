@@ -1,7 +1,9 @@
 // HTTP API of the service (docs/protocol.md) with the bearer token.
 //
 // The token is entered once and kept in localStorage; fetches send it as
-// `Authorization: Bearer <token>`, websocket URLs as `?token=<token>` (browsers cannot set
+// `Authorization: Bearer <token>`. A session this page created has its own capability token
+// (the `token` of the POST /sessions answer), sent instead on that session's paths. Websockets
+// carry the token in a `bearer.<token>` subprotocol, never in the URL (browsers cannot set
 // headers on websockets).
 
 const TOKEN_KEY = "sam2-stream.token";
@@ -23,10 +25,24 @@ export function setToken(token) {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
+const sessionTokens = new Map(); // session id -> its capability token (sessions created here)
+
+/** Keep a created session's capability token (from the POST /sessions answer). */
+export function rememberSession(session) {
+  if (session && session.token) sessionTokens.set(session.id, session.token);
+}
+
+/** The token for `path`: the session's own capability on its paths, else the stored one. */
+function tokenFor(path) {
+  const match = /^\/sessions\/([^/?]+)/.exec(path);
+  const id = match && decodeURIComponent(match[1]);
+  return (id && sessionTokens.get(id)) || getToken();
+}
+
 /** fetch() with the token; resolves to the parsed JSON body (null for 204), or throws ApiError. */
 export async function api(method, path, body = undefined, { keepalive = false } = {}) {
   const headers = {};
-  const token = getToken();
+  const token = tokenFor(path);
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
@@ -51,11 +67,14 @@ export async function api(method, path, body = undefined, { keepalive = false } 
   return data;
 }
 
-/** ws:// or wss:// URL of a session's message stream, with the token as a query parameter. */
+/** ws:// or wss:// URL of a session's message stream (no credential in it). */
 export function socketUrl(sessionId) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = new URL(`${scheme}//${location.host}/sessions/${encodeURIComponent(sessionId)}/ws`);
-  const token = getToken();
-  if (token) url.searchParams.set("token", token);
-  return url.toString();
+  return `${scheme}//${location.host}/sessions/${encodeURIComponent(sessionId)}/ws`;
+}
+
+/** Websocket subprotocols carrying the session's token (the server selects "sam2-stream"). */
+export function socketProtocols(sessionId) {
+  const token = tokenFor(`/sessions/${encodeURIComponent(sessionId)}`);
+  return token ? ["sam2-stream", `bearer.${token}`] : [];
 }

@@ -5,7 +5,7 @@
 // here (overlay.js), aligned with the camera frames by pts (sync.js); everything received is
 // kept for the SA-V export (sav.js). docs/client.md describes the page.
 
-import { ApiError, api, getToken, setToken, socketUrl } from "./api.js";
+import { ApiError, api, getToken, rememberSession, setToken, socketProtocols, socketUrl } from "./api.js";
 import { MaskOverlay, cssColor, drawLabels } from "./overlay.js";
 import { PointerGestures } from "./pointer.js";
 import { Peer } from "./rtc.js";
@@ -140,6 +140,7 @@ async function startCamera() {
     video.srcObject = stream;
     await video.play().catch(() => {});
     const session = await api("POST", "/sessions", { source: "webrtc" });
+    rememberSession(session); // its capability token, for its paths and websocket
     state.ownsSession = true;
     await attach(session, { camera: stream });
   } catch (error) {
@@ -175,6 +176,7 @@ async function attach(session, { camera }) {
   updateView();
 
   state.socket = new SessionSocket(() => socketUrl(session.id), {
+    protocols: () => socketProtocols(session.id),
     onMessage: onMessage,
     onState: (value, detail) => {
       setBadge("ws-state", "socket", detail ? `${value} ${detail}` : value);

@@ -100,7 +100,7 @@ export class MaskOverlay {
 }
 
 /**
- * Object ids on dark boxes at their masks' top-left corners, on a canvas of any size (drawn on
+ * Object ids (and detector labels) on dark boxes at their masks' top-left corners, on a canvas of any size (drawn on
  * the display-resolution prompt layer, so the text stays sharp when the frame is small).
  * scale: canvas pixels per frame pixel; width, height: the canvas size.
  */
@@ -111,7 +111,8 @@ export function drawLabels(ctx, objects, { scale, width, height, selected = null
   const pad = Math.max(2, Math.round(size / 5));
   for (const object of objects) {
     if (hidden.has(object.obj_id) || object.area === 0) continue;
-    const text = String(object.obj_id);
+    // A detector's class name follows the id ("3 person"), as the server's masklets carry it.
+    const text = object.label ? `${object.obj_id} ${object.label}` : String(object.obj_id);
     const boxW = ctx.measureText(text).width + 2 * pad;
     const boxH = size + 2 * pad;
     const x = Math.min(Math.max(object.bbox[0] * scale, 0), Math.max(width - boxW, 0));

@@ -12,11 +12,16 @@ const CONNECT_TIMEOUT_MS = 10000;
 
 export class SessionSocket {
   /**
-   * url: () => string, called for every attempt (the token may have changed).
+   * url: () => string, called for every attempt. protocols: () => string[], the
+   * subprotocols (they carry the token, which may have changed).
    * onMessage(message): every parsed server message. onState(state, detail): state changes.
    */
-  constructor(url, { onMessage, onState, minDelay = 500, maxDelay = 8000, requestTimeout = 120000 }) {
+  constructor(
+    url,
+    { onMessage, onState, protocols = () => [], minDelay = 500, maxDelay = 8000, requestTimeout = 120000 },
+  ) {
     this.url = url;
+    this.protocols = protocols;
     this.onMessage = onMessage;
     this.onState = onState;
     this.minDelay = minDelay;
@@ -80,7 +85,8 @@ export class SessionSocket {
   open() {
     clearTimeout(this.timer);
     this.setState("connecting");
-    const ws = new WebSocket(this.url());
+    const protocols = this.protocols();
+    const ws = protocols.length ? new WebSocket(this.url(), protocols) : new WebSocket(this.url());
     this.ws = ws;
     const connectTimer = setTimeout(() => ws.close(), CONNECT_TIMEOUT_MS);
     ws.onopen = () => {

@@ -53,7 +53,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from sam2_video import FrameResult
-from streamer.ingest import VideoFrame
+from streamer.ingest import FrameLimits, VideoFrame
 from streamer.overlay import OverlayStyle
 from streamer.protocol import FrameMessage
 from streamer.sessions import (
@@ -77,6 +77,8 @@ MAX_BUFFERED_BYTES = 1 << 20
 # channel are skipped.
 CHANNEL_OPEN_WAIT_S = 10.0
 MAX_SDP_BYTES = 64 << 10
+# A watchdog tick this much later than due means the server itself stalled (not the peer).
+STALL_SLACK_S = 0.25
 # Timestamps given to frames that arrive without any (RTP's video clock).
 
 
@@ -140,8 +142,10 @@ class WebRTCPeer:
         style: OverlayStyle | None,
         on_closed: Callable[[WebRTCPeer], Awaitable[None]],
         owns_session: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.id = peer_id
+        self.read_only = read_only  # a viewer token's peer: no video in, no prompts
         self.session = session
         self.role = role
         self.settings = settings
@@ -165,6 +169,7 @@ class WebRTCPeer:
         self._closing = False
         self._connected = asyncio.Event()  # ICE/DTLS up (connect_timeout watches it)
         self._last_frame = time.monotonic()  # last video frame in (peer_silence_timeout)
+        self._frame_limits = FrameLimits.from_settings(settings)
 
     # --- negotiation (the service calls this once) -----------------------------------------
 
@@ -204,7 +209,9 @@ class WebRTCPeer:
     async def _watchdog(self) -> None:
         """Close a peer that never connects (`connect_timeout`), or whose client's video
         stops without the track ending (`peer_silence_timeout`: a vanished client, noticed in
-        seconds rather than by the 30 s ICE consent expiry)."""
+        seconds rather than by the 30 s ICE consent expiry). Silence is measured from when the
+        server last could have seen a packet: a stall of the loop or the process (a late
+        tick) restarts it, so a server stall never by itself closes a healthy publisher."""
         connect_timeout = self.settings.connect_timeout
         if connect_timeout:
             try:
@@ -216,10 +223,18 @@ class WebRTCPeer:
         silence = self.settings.peer_silence_timeout
         if not silence:
             return
-        self._last_frame = time.monotonic()
+        tick = min(1.0, silence / 4)
+        self._last_frame = awake = time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, silence / 4))
-            if self.publishing and time.monotonic() - self._last_frame > silence:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - awake > 2 * tick + STALL_SLACK_S:
+                # The loop or the whole process stalled (a long step, SIGSTOP): packets sent
+                # meanwhile are still unread, so silence counts from when we could see again.
+                logger.info("peer %s: the server stalled %.1f s", self.id, now - awake - tick)
+                self._last_frame = max(self._last_frame, now)
+            awake = now
+            if self.publishing and now - self._last_frame > silence:
                 logger.info("peer %s: no video for %.1f s: closing", self.id, silence)
                 self._schedule_close()
                 return
@@ -231,9 +246,11 @@ class WebRTCPeer:
             (t for t in self.pc.getTransceivers() if t.receiver.track is track), None
         )
         if track.kind == "video" and not self.publishing:
-            if not claim_publisher(self):
+            if self.read_only or not claim_publisher(self):
                 reason = (
-                    "another peer publishes to it"
+                    "a viewer token may not publish"
+                    if self.read_only
+                    else "another peer publishes to it"
                     if self.session.push_source is not None
                     else f"its source is {self.session.spec!r}, not webrtc"
                 )
@@ -264,8 +281,19 @@ class WebRTCPeer:
                 self._last_frame = time.monotonic()
                 if not ingesting or source is None:
                     continue
-                image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
-                if not source.push(image, pts=frame.pts, time_base=frame.time_base):
+                if not isinstance(frame, av.VideoFrame):  # aiortc types `recv()` widely
+                    raise TypeError(f"expected a video frame, got {type(frame).__name__}")
+                problem = self._frame_limits.problem(frame.width, frame.height)
+                image = None
+                if problem is not None:
+                    # Refused, not downscaled: converting it would allocate the full frame.
+                    logger.info("peer %s: %s: ending its session's source", self.id, problem)
+                    source.finish(error=f"webrtc video: {problem}")
+                else:
+                    image = await self._loop.run_in_executor(None, _to_rgb, frame)  # (H, W, 3)
+                if image is None or not source.push(
+                    image, pts=frame.pts, time_base=frame.time_base
+                ):
                     logger.info("peer %s: the session's source has ended", self.id)
                     ingesting = False
                     if self._subscriber is None:
@@ -363,7 +391,11 @@ class WebRTCPeer:
         """A client message on the data channel: handled as on the websocket."""
         if self._subscriber is not None:
             handle_client_message(
-                self.session, self._subscriber, data, max_bytes=self.settings.max_message_bytes
+                self.session,
+                self._subscriber,
+                data,
+                max_bytes=self.settings.max_message_bytes,
+                read_only=self.read_only,
             )
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from aiortc import RTCSessionDescription
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
+from streamer.access import access_of
 from streamer.sessions import ServiceNotReadyError, SessionManager
 from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole
 from streamer.webrtc.service import WebRTCService
@@ -88,7 +89,10 @@ def webrtc_router() -> APIRouter:
         if body.type != "offer":
             raise OfferError(f"expected type 'offer', got {body.type!r}")
         peer = await webrtc_service(request).connect(
-            session, RTCSessionDescription(sdp=body.sdp, type="offer"), role=PeerRole.OFFER
+            session,
+            RTCSessionDescription(sdp=body.sdp, type="offer"),
+            role=PeerRole.OFFER,
+            read_only=access_of(request.scope).read_only,
         )
         answer = peer.pc.localDescription
         return SdpAnswer(sdp=answer.sdp, type=answer.type, peer_id=peer.id)

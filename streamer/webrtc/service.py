@@ -63,9 +63,11 @@ class WebRTCService:
         *,
         role: PeerRole,
         owns_session: bool = False,
+        read_only: bool = False,
     ) -> WebRTCPeer:
         """Answer `offer` with a new peer bound to `session` (answer in
         `peer.pc.localDescription`). owns_session: delete the session when the peer goes.
+        read_only: a viewer's peer: it may not publish video nor send prompts.
         Raises SessionEndedError, PeerLimitError, OfferError, PeerConflictError."""
         if session.state not in (SessionState.WAITING, SessionState.RUNNING):
             raise SessionEndedError(f"session {session.id} is {session.state.value}")
@@ -83,6 +85,7 @@ class WebRTCService:
             style=self.style,
             on_closed=self._forget,
             owns_session=owns_session,
+            read_only=read_only,
         )
         self._peers[peer.id] = peer
         try:

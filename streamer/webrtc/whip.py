@@ -2,7 +2,8 @@
 
 - `POST /whip` (body: the SDP offer, `Content-Type: application/sdp`) opens a new "webrtc"
   session fed by the publisher; the session lives as long as the publisher (its id is in the
-  `X-Session-Id` header, for websocket clients: `/sessions/{id}/ws`).
+  `X-Session-Id` header, for websocket clients: `/sessions/{id}/ws`; its capability tokens
+  in `X-Session-Token` and `X-Viewer-Token`).
 - `POST /sessions/{id}/whip` publishes into an existing "webrtc" session (which outlives it).
 
 Both answer `201 Created` with the SDP answer (`application/sdp`) and a `Location` header,
@@ -25,6 +26,7 @@ import asyncio
 from aiortc import RTCSessionDescription
 from fastapi import APIRouter, Request, Response
 
+from streamer.access import access_of
 from streamer.sessions import Session, SessionCreate, SessionManager, SessionNotFoundError
 from streamer.webrtc.peer import MAX_SDP_BYTES, OfferError, PeerRole, WebRTCError
 from streamer.webrtc.routes import session_manager, webrtc_service
@@ -89,11 +91,17 @@ def whip_router() -> APIRouter:
     async def publish_new(request: Request) -> Response:
         offer = await _read_offer(request)  # before creating a session for it
         manager = session_manager(request)
-        session = await asyncio.to_thread(manager.create, SessionCreate(source="webrtc"))
+        owner = access_of(request.scope).client
+        session = await asyncio.to_thread(
+            manager.create, SessionCreate(source="webrtc"), owner=owner
+        )
         published = False
         try:
             # owns_session: once published, the peer deletes the session when it closes.
             response = await _publish(request, session, offer, owns_session=True)
+            # The session's capabilities, for websocket viewers of this publication.
+            response.headers["X-Session-Token"] = session.tokens.control
+            response.headers["X-Viewer-Token"] = session.tokens.viewer
             published = True
             return response
         finally:

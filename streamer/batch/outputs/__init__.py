@@ -6,7 +6,8 @@
     paths = writer.close()
 
 Formats: `coco` (COCO-style JSON), `sav` (SA-V masklet JSON), `png` (DAVIS index PNGs),
-`mp4` (overlay video). Each module's docstring gives its exact layout.
+`mp4` (overlay video), `yolo` (YOLO segmentation labels). Each module's docstring gives its
+exact layout.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
 
 __all__ = ["FORMATS", "MaskWriter", "VideoInfo", "encode_rle", "make_writer", "parse_formats"]
 
-FORMATS = ("coco", "sav", "png", "mp4")
+FORMATS = ("coco", "sav", "png", "mp4", "yolo")
 
 
 def parse_formats(values: list[str] | None) -> list[str]:
@@ -60,4 +61,8 @@ def make_writer(fmt: str, out_dir: Path, info: VideoInfo) -> MaskWriter:
         from streamer.batch.outputs.mp4 import OverlayVideoWriter
 
         return OverlayVideoWriter(out_dir, info)
+    if fmt == "yolo":
+        from streamer.batch.outputs.yolo import YoloWriter
+
+        return YoloWriter(out_dir, info)
     raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")

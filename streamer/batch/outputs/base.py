@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +13,7 @@ import numpy as np
 from pycocotools import mask as mask_api
 
 from sam2_video import FrameResult
+from sam2_video.detect.types import ObjectLabel
 from streamer.ingest.base import VideoFrame
 
 
@@ -43,6 +44,8 @@ class MaskWriter(abc.ABC):
         self.out_dir = Path(out_dir)
         self.info = info
         self.frames_written = 0
+        # obj_id -> what a detector said it is; the tracking driver shares its live mapping.
+        self.labels: Mapping[int, ObjectLabel] = {}
 
     @abc.abstractmethod
     def write(

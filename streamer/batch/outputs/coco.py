@@ -9,7 +9,9 @@
   area, bbox [x, y, w, h] (pycocotools' convention), iscrowd 0, score (object presence
   probability), predicted_iou}. Objects with an empty mask on a frame get no annotation.
 * `tracks`: [{id (= object id), category_id 1, first_frame, frames (frames with a mask)}]
-* `categories`: [{id 1, name "object"}] (SAM 2 masks have no class).
+* `categories`: [{id 1, name "object"}] (SAM 2 masks have no class); with a detector
+  (`--detector`), class c is category c + 1 named by the detector, annotations also carry
+  `label` and `det_score`, and objects no detector named are category 0 "object".
 
 Annotations are streamed to the file as frames arrive, so memory stays flat on long videos.
 """
@@ -40,6 +42,18 @@ class CocoWriter(MaskWriter):
         self._images: list[dict[str, Any]] = []
         self._tracks: dict[int, dict[str, int]] = {}
         self._next_annotation_id = 1
+        self._categories: dict[int, str] = {}  # category id -> name, as used
+
+    def _category(self, obj_id: int) -> int:
+        """Detector class `c` is category `c + 1`; objects no detector named are "object":
+        category 1 in a run without a detector, 0 beside detector classes."""
+        label = self.labels.get(obj_id)
+        if label is not None:
+            cid, name = label.class_id + 1, label.label
+        else:
+            cid, name = (0 if self.labels else 1), "object"
+        self._categories.setdefault(cid, name)
+        return cid
 
     def write(
         self, frame: VideoFrame, result: FrameResult, *, edited: Collection[int] = ()
@@ -72,7 +86,7 @@ class CocoWriter(MaskWriter):
                 "image_id": index,
                 "video_id": 1,
                 "track_id": int(obj_id),
-                "category_id": CATEGORY["id"],
+                "category_id": self._category(int(obj_id)),
                 "segmentation": rle,
                 "area": area,
                 "bbox": bbox,
@@ -82,6 +96,9 @@ class CocoWriter(MaskWriter):
             }
             if self._next_annotation_id > 1:
                 self._file.write(",")
+            label = self.labels.get(int(obj_id))
+            if label is not None:
+                annotation["label"], annotation["det_score"] = label.label, label.det_score
             self._file.write("\n" + json.dumps(annotation))
             self._next_annotation_id += 1
             track = self._tracks.setdefault(int(obj_id), {"first_frame": index, "frames": 0})
@@ -101,11 +118,13 @@ class CocoWriter(MaskWriter):
             "fps": float(self.info.fps),
         }
         tracks = [
-            {"id": obj_id, "category_id": CATEGORY["id"], **fields}
+            {"id": obj_id, "category_id": self._category(obj_id), **fields}
             for obj_id, fields in sorted(self._tracks.items())
         ]
         rest = {"videos": [video], "images": self._images, "tracks": tracks}
-        rest["categories"] = [CATEGORY]
+        rest["categories"] = [
+            {"id": cid, "name": name} for cid, name in sorted(self._categories.items())
+        ] or [CATEGORY]
         self._file.write("\n]")
         for key, value in rest.items():
             self._file.write(f",\n{json.dumps(key)}: {json.dumps(value)}")

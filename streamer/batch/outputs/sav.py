@@ -13,6 +13,7 @@
   `masklet_edited_frame_count` (frames with a prompt from the user), `masklet_type` ("manual"
   when the user prompted it at least once, "auto" for auto-seeded objects).
 * `masklet_num`.
+* with a detector (`--detector`): `masklet_label`, `masklet_class_id`, `masklet_det_score`.
 
 Unlike SA-V (annotated at 6 fps), every frame is annotated. Per-frame masks go to a temporary
 file as frames arrive and are assembled on `close`, so memory stays flat on long videos.
@@ -122,6 +123,11 @@ class SavWriter(MaskWriter):
             "masklet_type": ["manual" if s.edited_frames else "auto" for s in stats],
             "masklet_num": len(ids),
         }
+        if self.labels:  # detector-seeded: each masklet's class (None where none was found)
+            found = [self.labels.get(obj_id) for obj_id in ids]
+            per_masklet["masklet_label"] = [x.label if x else None for x in found]
+            per_masklet["masklet_class_id"] = [x.class_id if x else None for x in found]
+            per_masklet["masklet_det_score"] = [x.det_score if x else None for x in found]
         self._frames.seek(0)
         with self.path.open("w") as out:
             out.write(json.dumps(header)[:-1] + ', "masklet": [')
