@@ -81,6 +81,7 @@ def aggregate(models, clip, args, hw) -> list[dict]:
                 max_sessions=max(count, 8),
                 max_batch=max_batch,
                 max_objects_per_session=max(args.objects, 1),
+                vos_optimized=getattr(args, "vos_optimized", False),
             )
             manager = SessionManager(models=models, settings=settings)
             manager.start()

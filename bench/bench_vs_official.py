@@ -47,6 +47,7 @@ from common import MICRO_CHECKPOINT, REPO, load_model, machine_info, print_table
 from official import OfficialUnavailable, build_official, fit_feature_sizes, import_official
 
 import sam2_video
+from sam2_video.precision import Precision
 from sam2_video.predictors.amg import SAM2AutomaticMaskGenerator
 from sam2_video.predictors.image import SAM2ImagePredictor
 from sam2_video.predictors.video import SAM2VideoPredictor
@@ -227,9 +228,11 @@ def bench_video(
     video: Path,
     frames: dict[str, int],
     tmp: Path,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> list[dict]:
+    """Video rows per config, object count and our precision (the official runs fp32)."""
     rows = []
-    for config in configs:
+    for config, precision in [(c, p) for c in configs for p in precisions]:
         n = frames[config]
         folder = tmp / f"frames_{n}"
         hw = (
@@ -238,13 +241,16 @@ def bench_video(
             else cv2.imread(str(folder / "00000.jpg")).shape[:2]
         )
         ckpt = checkpoint_for(config, tmp)
-        ours = SAM2VideoPredictor(load_model(config, str(ckpt), torch.device("cpu"))[0])
+        model = load_model(config, str(ckpt), torch.device("cpu"))[0]
+        model.precision = Precision(precision)  # bf16: autocast, e.g. on AMX / AVX512-BF16
+        ours = SAM2VideoPredictor(model)
         theirs = build_official(official, config, ckpt, video=True)
         for count in objects:
             r = bench_video_pair(ours, theirs, folder, n, count, hw, warmup=1)
+            suffix = "" if precision == "fp32" else f" ours {precision}"
             rows.append(
                 ratio_row(
-                    f"video {count} obj {config} {hw[1]}x{hw[0]}",
+                    f"video {count} obj {config} {hw[1]}x{hw[0]}{suffix}",
                     r.pop("ours"),
                     r.pop("official"),
                     **r,
@@ -343,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--objects", nargs="+", type=int, default=[1, 16])
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "fp16"],
+        help="our precision(s) in the video rows, side by side (the official runs fp32)",
+    )
     parser.add_argument("--image-repeats", type=int, default=3)
     parser.add_argument("--amg-repeats", type=int, default=1)
     parser.add_argument("--frames-micro", type=int, default=24, help="clip length, micro")
@@ -375,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         video = media_path("bedroom.mp4", args.video)
         frames = {"sam2.1_micro": args.frames_micro, "sam2.1_hiera_t": args.frames_full}
         if "video" in args.sections:
-            rows += bench_video(official, args.configs, args.objects, video, frames, tmp)
+            rows += bench_video(
+                official, args.configs, args.objects, video, frames, tmp, tuple(args.precisions)
+            )
         if "memory" in args.sections:
             rows += bench_memory(video, args.rss_frames, 2, tmp)
         if "compiled" in args.sections:

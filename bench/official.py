@@ -2,7 +2,8 @@
 
 The official code is never part of this repository: `SAM2_SRC` names a checkout of
 facebookresearch/sam2 (commit 2b90b9f was measured), and it needs hydra-core and iopath
-installed (`pip install hydra-core iopath`; they are not dependencies of this project).
+installed (`pip install hydra-core iopath`, or offline from the folder that
+bench/fetch_official_wheels.sh fills; they are not dependencies of this project).
 
 The official package imports torchvision for three transforms and box NMS. Where torchvision
 cannot be imported (this project's CPU-only torch has no matching torchvision build), a
@@ -157,17 +158,18 @@ def build_official(
     checkpoint: Path,
     video: bool,
     vos_optimized: bool = False,
+    device: str = "cpu",
 ) -> Any:
-    """The official image model or video predictor for `config` (micro or hiera_t), on CPU."""
+    """The official image model or video predictor for `config` (micro or hiera_t)."""
     overrides = micro_overrides() if config == "sam2.1_micro" else []
     if video:
         return official["build_sam2_video_predictor"](
             OFFICIAL_CONFIG,
             str(checkpoint),
-            device="cpu",
+            device=device,
             hydra_overrides_extra=overrides,
             vos_optimized=vos_optimized,
         )
     return official["build_sam2"](
-        OFFICIAL_CONFIG, str(checkpoint), device="cpu", hydra_overrides_extra=overrides
+        OFFICIAL_CONFIG, str(checkpoint), device=device, hydra_overrides_extra=overrides
     )

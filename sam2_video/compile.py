@@ -14,15 +14,24 @@ recompiling when the tracker feeds fixed shapes::
     # or: StreamingSession(model, SessionOptions(static_shapes=True))
 
 The first frames compile (seconds to minutes); new object counts compile once per batch bucket
-(1, 2, 4, ... objects). If compiling a part fails (no C compiler, an unsupported op, ...), that
-part logs a warning and runs eagerly from then on: a slower model, never a broken one.
+(1, 2, 4, ... 64 objects, then multiples of 64). `sam2_video.warmup.warm_up` compiles every
+bucket ahead of time (the service does it before it reports ready), and the inductor cache
+lives on disk (`enable_disk_cache`) so that a restart loads the kernels instead of compiling.
+
+If compiling a part fails (no C compiler, out of memory, the recompile limit, ...), that part
+runs eagerly from then on: a slower model, never a broken one; but never silently: the
+failure is logged as an ERROR, `CompiledParts.fallbacks()` lists it (the service shows it in
+/metrics and /readyz), and `compile_model(..., on_failure="raise")` raises instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +41,42 @@ from sam2_video.modeling.sam2 import SAM2Model
 
 logger = logging.getLogger(__name__)
 
-# Graphs one compiled part may keep: 7 batch buckets, plus variants (e.g. a prompt's point
-# count) - above torch's default of 8, after which dynamo silently runs the part eagerly.
+# Graphs one compiled part keeps per batch bucket: tracking, prompts (with and without a mask
+# input, a box) and the frame-batch variants; the prompt's point count P turns symbolic once
+# it varies (dynamic=None parts). Above the limit dynamo would run the part eagerly:
+# `recompile_limit` sizes it from the buckets a deployment can reach.
+GRAPHS_PER_BUCKET = 3
+# Floor of the limit (torch's default is 8).
 RECOMPILE_LIMIT = 16
+
+
+class CompileFailedError(RuntimeError):
+    """A part failed to compile and `compile_model(..., on_failure="raise")` was asked."""
+
+
+def recompile_limit(buckets: Sequence[int]) -> int:
+    """Graphs per compiled part to allow for `buckets` (object-row batch sizes)."""
+    return max(RECOMPILE_LIMIT, GRAPHS_PER_BUCKET * len(buckets) + 4)
+
+
+def enable_disk_cache(directory: str | Path | None = None) -> Path:
+    """Keep inductor's compiled kernels (and FX graphs) on disk, so a restart reuses them.
+
+    directory: default `$TORCHINDUCTOR_CACHE_DIR`, else `~/.cache/sam2-stream/inductor`.
+    Sets the environment variable (read by inductor when it first compiles) and the FX graph
+    cache switch; returns the directory.
+    """
+    path = Path(
+        directory
+        or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        or Path.home() / ".cache" / "sam2-stream" / "inductor"
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    return path
 
 
 @dataclass(frozen=True)
@@ -84,8 +126,9 @@ VOS_OPTIMIZED: tuple[CompileSpec, ...] = (
     ),
     CompileSpec(
         "sam_mask_decoder",
-        dynamic=None,
-        reason="token count follows the prompt's P: symbolic once it varies, tracking stays static",
+        dynamic=False,
+        reason="one graph per shape, as the official compiles it: it reports an accuracy "
+        "regression with dynamic=True; clicks with a new point count compile once more",
     ),
 )
 
@@ -101,15 +144,23 @@ def default_mode(device: torch.device) -> str:
 
 
 class _GuardedForward:
-    """A compiled forward that falls back, for good, to the eager one if compiling fails.
+    """A compiled forward that falls back, for good, to the eager one if compiling fails
+    (logged as an ERROR; or raised with `raise_on_failure`).
 
     Errors raised by the eager forward too (bad inputs) are re-raised and keep the compiled path.
     """
 
-    def __init__(self, name: str, eager: Callable[..., Any], compiled: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        eager: Callable[..., Any],
+        compiled: Callable[..., Any],
+        raise_on_failure: bool = False,
+    ) -> None:
         self.name = name
         self.eager = eager
         self.compiled = compiled
+        self.raise_on_failure = raise_on_failure
         self.error: str | None = None  # why this part fell back to eager, None while compiled
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -121,11 +172,14 @@ class _GuardedForward:
             compile_error = exc
         # Outside the except block: an input error raised here is not chained to the compiler's.
         result = self.eager(*args, **kwargs)
-        self.error = f"{type(compile_error).__name__}: {compile_error}"
-        logger.warning(
-            "torch.compile of %s failed; running it eagerly from now on (%s)",
+        error = f"{type(compile_error).__name__}: {compile_error}"
+        if self.raise_on_failure:
+            raise CompileFailedError(f"torch.compile of {self.name} failed: {error}")
+        self.error = error
+        logger.error(
+            "torch.compile of %s failed; running it EAGERLY from now on (%s)",
             self.name,
-            self.error.splitlines()[0],
+            error.splitlines()[0] if error else type(compile_error).__name__,
         )
         return result
 
@@ -144,6 +198,7 @@ class CompiledParts:
     mode: str
     specs: tuple[CompileSpec, ...]
     _forwards: dict[str, _GuardedForward] = field(default_factory=dict, repr=False)
+    warmup: Any = None  # the `sam2_video.warmup.WarmupReport` of the last warm-up, if any
 
     @property
     def names(self) -> list[str]:
@@ -153,6 +208,16 @@ class CompiledParts:
         """Parts that failed to compile and run eagerly -> the error."""
         return {name: fwd.error for name, fwd in self._forwards.items() if fwd.error is not None}
 
+    def status(self) -> dict[str, Any]:
+        """What /readyz and /metrics report: mode, compiled parts, fallbacks, the warm-up."""
+        warmup = self.warmup
+        return {
+            "mode": self.mode,
+            "parts": self.names,
+            "fallbacks": self.fallbacks(),
+            "warmup": None if warmup is None else warmup.as_dict(),
+        }
+
     def restore(self) -> None:
         """Put the eager forwards back (compiled graphs are dropped with the wrappers)."""
         for name, forward in self._forwards.items():
@@ -160,6 +225,16 @@ class CompiledParts:
             if _guarded_forward(module) is forward:
                 del module.forward
         self._forwards.clear()
+        _HANDLES.pop(self.model, None)
+
+
+# The handle of each compiled model (the service reads it back for /readyz and /metrics).
+_HANDLES: weakref.WeakKeyDictionary[SAM2Model, CompiledParts] = weakref.WeakKeyDictionary()
+
+
+def compiled_parts(model: SAM2Model) -> CompiledParts | None:
+    """The handle `compile_model` returned for `model`, or None for an eager model."""
+    return _HANDLES.get(model)
 
 
 def compile_model(
@@ -168,6 +243,8 @@ def compile_model(
     mode: str | None = None,
     parts: Sequence[CompileSpec] = VOS_OPTIMIZED,
     backend: str | Callable[..., Any] = "inductor",
+    buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    on_failure: str = "eager",
 ) -> CompiledParts:
     """Compile the `forward` of each part of `model` in place (`vos_optimized` by default).
 
@@ -177,9 +254,15 @@ def compile_model(
         device type stay eager (`handle.names` lists the compiled ones).
     backend: `torch.compile` backend: "inductor", or e.g. "eager" to check graphs and guards
         without code generation.
-    Nothing is compiled until the first call. Compiling an already compiled part raises
-    ValueError. Raises torch's limit of graphs per function to `RECOMPILE_LIMIT` (global).
+    buckets: the object-row batch sizes the tracker pads to (`StaticShapes.buckets_up_to`):
+        torch's limit of graphs per function (global) is raised to `recompile_limit(buckets)`.
+    on_failure: "eager" (a failing part runs eagerly; ERROR log, `fallbacks()`) or "raise"
+        (`CompileFailedError` from the call that compiled).
+    Nothing is compiled until the first call (`sam2_video.warmup.warm_up` compiles ahead).
+    Compiling an already compiled part raises ValueError.
     """
+    if on_failure not in ("eager", "raise"):
+        raise ValueError(f"on_failure must be 'eager' or 'raise', got {on_failure!r}")
     mode = mode or default_mode(model.device)
     parts = [spec for spec in parts if model.device.type not in spec.eager_on]
     handle = CompiledParts(model=model, mode=mode, specs=tuple(parts))
@@ -190,7 +273,12 @@ def compile_model(
         if _guarded_forward(children[spec.name]) is not None:
             raise ValueError(f"{spec.name} is already compiled (call restore() first)")
     dynamo_config = torch._dynamo.config
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    limit = recompile_limit(buckets)
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, limit)
+    # Graphs per part over its whole life: a part with a new shape in every bucket must not hit it.
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, limit * len(parts) * 2
+    )
     for spec in parts:
         module = getattr(model, spec.name)
         eager = module.forward  # the class's forward, bound to this module
@@ -201,7 +289,7 @@ def compile_model(
             fullgraph=spec.fullgraph,
             backend=backend,
         )
-        forward = _GuardedForward(spec.name, eager, compiled)
+        forward = _GuardedForward(spec.name, eager, compiled, on_failure == "raise")
         module.forward = forward  # instance attribute: shadows the class method, hooks still run
         handle._forwards[spec.name] = forward
         logger.info(
@@ -212,4 +300,5 @@ def compile_model(
             spec.fullgraph,
             spec.reason,
         )
+    _HANDLES[model] = handle
     return handle

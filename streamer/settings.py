@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     device: str | None = None
     # Compiled (torch.compile) video path of the official "vos_optimized" builder.
     vos_optimized: bool = False
+    # auto: bf16 autocast + TF32 on CUDA (as the official runs), fp32 on the CPU; or force
+    # fp32 / bf16 / fp16 (`sam2_video.precision`; drift figures in docs/serving.md).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # vos_optimized: seconds the start-up warm-up may spend compiling every batch shape before
+    # the service reports ready (shapes left over compile while serving; /readyz lists them),
+    # and where inductor keeps compiled kernels (None: $TORCHINDUCTOR_CACHE_DIR, else
+    # ~/.cache/sam2-stream/inductor), so that a restart is quick.
+    compile_warmup_seconds: float = Field(default=900.0, ge=0)
+    compile_cache_dir: Path | None = None
 
     max_sessions: int = Field(default=8, ge=1)
     max_objects_per_session: int = Field(default=16, ge=1)

@@ -16,6 +16,7 @@ H, W = 96, 128
 def test_chunk_table_and_slices():
     assert object_chunks(64 * 64) == (2, 1)  # 1024 input: chunked (measured)
     assert object_chunks(16 * 16) == (None, None)  # 256 input: one batch
+    assert object_chunks(64 * 64, "cuda") == (None, None)  # CPU-measured: not applied on CUDA
     assert chunk_slices(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
     assert chunk_slices(5, None) == [slice(0, 5)]
     assert chunk_slices(3, 8) == [slice(0, 3)]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from sam2_video.predictors.stream_types import masks_to_boxes
 from sam2_video.predictors.streaming import (
     FrameSizeError,
     NoFrameError,
     SessionOptions,
     StreamingSession,
     TooManyObjectsError,
-    masks_to_boxes,
 )
 from sam2_video.predictors.video import SAM2VideoPredictor, UnknownObjectError
 

@@ -29,6 +29,7 @@ from sam2_video.modeling.memory_encoder import MemoryEncoder
 from sam2_video.modeling.prompt_encoder import PromptEncoder
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.transformer import MLP
+from sam2_video.precision import Precision
 
 # Logit written into every pixel of an object judged absent (object score <= 0).
 NO_OBJECT_LOGIT = -1024.0
@@ -119,6 +120,9 @@ class SAM2Model(nn.Module):
         self.config = config
         hidden, mem = config.hidden_dim, config.mem_dim
         self.image_size = config.image_size
+        # Mixed precision the predictors run this model under (`sam2_video.precision`);
+        # `build_sam2(precision=...)` sets it, fp32 otherwise.
+        self.precision = Precision.FP32
         self.hidden_dim = hidden
         self.mem_dim = mem
         self.num_maskmem = config.num_maskmem

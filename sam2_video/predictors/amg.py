@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sam2_video.modeling.sam2 import ImageFeatures
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.predictors.amg_records import clean_small_regions, to_annotations
 from sam2_video.predictors.image import LOW_RES_LOGIT_CLAMP, SAM2ImagePredictor
 from sam2_video.utils.mask_utils import (
@@ -163,7 +164,12 @@ class SAM2AutomaticMaskGenerator:
         self.multimask_output = multimask_output
         self._low_res_logits = True  # set by `_decode`: whether its logits need `_upscale`
 
-    @torch.inference_mode()
+    @property
+    def model(self) -> SAM2Model | None:
+        """The predictor's model (whose precision the generator runs with)."""
+        return getattr(self.predictor, "model", None)
+
+    @inference_method
     def generate(
         self, image: np.ndarray, features: ImageFeatures | None = None
     ) -> list[dict[str, Any]]:
@@ -195,7 +201,7 @@ class SAM2AutomaticMaskGenerator:
         ]
         return len(crop_boxes) + sum(batches)
 
-    @torch.inference_mode()
+    @inference_method
     def generate_steps(
         self, image: np.ndarray, features: ImageFeatures | None = None
     ) -> Generator[None, None, list[dict[str, Any]]]:

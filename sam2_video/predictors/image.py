@@ -8,6 +8,7 @@ from torch import Tensor
 
 from sam2_video.modeling.resize import resize_bilinear
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.utils.transforms import preprocess, scale_points
 
 # Low-res logits handed back for re-use as a mask prompt are clamped like the official ones.
@@ -51,14 +52,14 @@ class SAM2ImagePredictor:
         self._features = None
         self._orig_hw = None
 
-    @torch.inference_mode()
+    @inference_method
     def set_image(self, image: np.ndarray) -> None:
         """Compute the embedding of `image`: HxWx3 uint8 RGB numpy array of any size."""
         self.reset_predictor()
         model_input = preprocess(image, self.model.image_size, self.device)  # (1, 3, S, S)
         self.set_features(self.model.forward_image(model_input), (image.shape[0], image.shape[1]))
 
-    @torch.inference_mode()
+    @inference_method
     def set_features(self, features: ImageFeatures, orig_hw: tuple[int, int]) -> None:
         """Use backbone features computed elsewhere for an image instead of embedding it.
 
@@ -121,7 +122,7 @@ class SAM2ImagePredictor:
             masks, ious, low_res = masks[0], ious[0], low_res[0]
         return masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.float().cpu().numpy()
 
-    @torch.inference_mode()
+    @inference_method
     def predict_torch(
         self,
         point_coords: Tensor | None,
@@ -154,7 +155,7 @@ class SAM2ImagePredictor:
         """
         return resize_bilinear(low_res, self.original_size)
 
-    @torch.inference_mode()
+    @inference_method
     def predict_low_res_torch(
         self,
         point_coords: Tensor | None,

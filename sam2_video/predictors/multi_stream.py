@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam2_video.precision import autocast, model_precision
 from sam2_video.predictors.stream_types import FrameResult
 
 if TYPE_CHECKING:  # the session's `add_frame` runs this step: no import at run time
@@ -62,15 +63,17 @@ def track_streams(
         ready.append(i)
     if ready:
         model = sessions[ready[0]].model
-        static = sessions[ready[0]].tracker.static_shapes
-        if static is not None and len(images) > 1:
-            # Compiled models see a few batch sizes only: pad the frames to the next bucket
-            # with copies of the last one (their features are never used).
-            images += [images[-1]] * (static.bucket(len(images)) - len(images))
-        features = model.forward_image(torch.cat(images))  # one encoder pass, batch F
-        groups = [sessions[i].track_group(row) for row, i in enumerate(ready)]
-        outputs = sessions[ready[0]].tracker.track_frames(features, groups)
-        for row, (i, outs) in enumerate(zip(ready, outputs)):
-            # Each session keeps its own frame's features (views of the batch's tensors).
-            results[i] = sessions[i].finish_frame(features.select(row), outs, pts[i], seed=seed)
+        # The model's precision (sam2_video.precision): autocast wraps the whole step.
+        with autocast(model_precision(model)):
+            static = sessions[ready[0]].tracker.static_shapes
+            if static is not None and len(images) > 1:
+                # Compiled models see a few batch sizes only: pad the frames to the next bucket
+                # with copies of the last one (their features are never used).
+                images += [images[-1]] * (static.bucket(len(images)) - len(images))
+            features = model.forward_image(torch.cat(images))  # one encoder pass, batch F
+            groups = [sessions[i].track_group(row) for row, i in enumerate(ready)]
+            outputs = sessions[ready[0]].tracker.track_frames(features, groups)
+            for row, (i, outs) in enumerate(zip(ready, outputs)):
+                # Each session keeps its own frame's features (views of the batch's tensors).
+                results[i] = sessions[i].finish_frame(features.select(row), outs, pts[i], seed=seed)
     return results  # type: ignore[return-value]

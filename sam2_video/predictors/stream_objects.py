@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+
 from sam2_video.predictors.stream_types import TooManyObjectsError
 from sam2_video.tracking.dam4sam import new_object_memory
 from sam2_video.tracking.memory_bank import FrameOutput, ObjectMemory
@@ -84,11 +86,13 @@ class StreamObjects:
     ) -> list[int]:
         """Update absence counts from one frame's outputs; returns the ids that became lost
         (absent for exactly `lost_after` frames), removing them with `drop_lost`."""
-        if lost_after is None:
+        if lost_after is None or not outputs:
             return []
         lost = []
-        for obj, out in zip(objects, outputs):
-            absent = float(out.object_score) <= 0
+        # One copy of every score to the host (a device sync), not one per object.
+        scores = torch.stack([out.object_score.reshape(()) for out in outputs]).tolist()
+        for obj, score in zip(objects, scores):
+            absent = score <= 0
             count = self._absent_for.get(obj.obj_id, 0) + 1 if absent else 0
             self._absent_for[obj.obj_id] = count
             if count == lost_after:

@@ -47,26 +47,29 @@ def frame_result(
     if options.non_overlapping:
         logits = non_overlapping(logits)
     masks = logits > 0
+    # Scores, IoUs and boxes travel to the host in one copy: (N, 6) = score, iou, x0 y0 x1 y1.
+    absent = low_res.new_tensor(-1024.0, dtype=torch.float32)  # on the device: stack needs it
+    none = low_res.new_zeros((), dtype=torch.float32)
     scores = torch.stack(
-        [
-            out.object_score.reshape(()) if out is not None else torch.tensor(-1024.0)
-            for out in outputs
-        ]
-    ).float()
+        [out.object_score.reshape(()).float() if out is not None else absent for out in outputs]
+    )
     ious = torch.stack(
         [
-            out.ious.max() if out is not None and out.ious is not None else torch.tensor(0.0)
+            out.ious.max().float() if out is not None and out.ious is not None else none
             for out in outputs
         ]
-    ).float()
+    )
+    summary = torch.cat(
+        [scores[:, None], ious[:, None], masks_to_boxes(masks).float()], dim=1
+    ).cpu()
     return FrameResult(
         frame_idx=frame_idx,
         pts=pts,
         obj_ids=[obj.obj_id for obj in objects],
         masks=masks.cpu().numpy(),
-        object_scores=scores.cpu().numpy(),
-        ious=ious.cpu().numpy(),
-        boxes=masks_to_boxes(masks).cpu().numpy(),
+        object_scores=summary[:, 0].numpy().copy(),
+        ious=summary[:, 1].numpy().copy(),
+        boxes=summary[:, 2:].numpy().copy(),
         logits=logits.float().cpu().numpy() if options.return_logits else None,
         lost=lost,
         promoted=[

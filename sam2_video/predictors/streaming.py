@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.predictors.auto_seed import AutoSeeder, AutoSeedOptions
 from sam2_video.predictors.multi_stream import track_streams
 from sam2_video.predictors.stream_objects import StreamObjects
@@ -124,7 +125,7 @@ class StreamingSession:
         self._objects.remove(obj_id)
 
     # ------------------------------------------------------------------ frames
-    @torch.inference_mode()
+    @inference_method
     def add_frame(self, frame: np.ndarray | Tensor, pts: float | int | None = None) -> FrameResult:
         """Track every object on the next frame.
 
@@ -228,7 +229,7 @@ class StreamingSession:
             raise NoFrameError("no frame yet: prompts apply to the current frame")
         return self.frame_hw
 
-    @torch.inference_mode()
+    @inference_method
     def add_points(
         self,
         obj_id: int | None,
@@ -245,7 +246,12 @@ class StreamingSession:
         """
         features = self._require_frame()
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, self._current_hw(), self.model.image_size
+            points,
+            labels,
+            box,
+            self._current_hw(),
+            self.model.image_size,
+            device=self.tracker.device,
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
@@ -264,7 +270,7 @@ class StreamingSession:
         """A box (4,) xyxy pixels for an object on the current frame."""
         return self.add_points(obj_id, None, None, box=box)
 
-    @torch.inference_mode()
+    @inference_method
     def add_mask(self, obj_id: int | None, mask: np.ndarray | Tensor) -> FrameResult:
         """A mask (H, W) bool at the current frame's size, taken as the object's answer."""
         self._prompt_mask(obj_id, mask)
@@ -286,7 +292,7 @@ class StreamingSession:
         self._objects.prompted(obj)
 
     # ------------------------------------------------------------------ auto-seeding
-    @torch.inference_mode()
+    @inference_method
     def auto_seed(self, options: AutoSeedOptions | None = None) -> FrameResult:
         """Track, as new objects, what the mask generator finds on the current frame.
 
@@ -310,7 +316,7 @@ class StreamingSession:
         """Add one object per kept mask on the current frame; returns the new ids."""
         return drain(self._seed_steps(options))
 
-    @torch.inference_mode()
+    @inference_method
     def auto_seed_steps(
         self, options: AutoSeedOptions | None = None, lost: list[int] | None = None
     ) -> Generator[None, None, FrameResult]:

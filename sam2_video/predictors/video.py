@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
+from sam2_video.precision import inference_method
 from sam2_video.tracking.dam4sam import check_memory_kind, new_object_memory
 from sam2_video.tracking.memory_bank import (
     FrameOutput,
@@ -187,7 +188,7 @@ class SAM2VideoPredictor:
             raise ValueError(f"frame_idx {frame_idx} outside the video (0..{state.num_frames - 1})")
 
     # ------------------------------------------------------------------ prompts
-    @torch.inference_mode()
+    @inference_method
     def add_new_points_or_box(
         self,
         inference_state: VideoInferenceState,
@@ -208,7 +209,7 @@ class SAM2VideoPredictor:
         state = inference_state
         self._check_frame(state, frame_idx)
         coords, point_labels = prepare_point_prompt(
-            points, labels, box, state.video_hw, self.image_size, normalize_coords
+            points, labels, box, state.video_hw, self.image_size, normalize_coords, self.device
         )
         if box is not None and not clear_old_points:
             raise ValueError("a box must come first: use clear_old_points=True with a box")
@@ -223,7 +224,7 @@ class SAM2VideoPredictor:
         self._store_pending(state, obj, frame_idx, output, is_init)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
-    @torch.inference_mode()
+    @inference_method
     def add_new_mask(
         self,
         inference_state: VideoInferenceState,
@@ -263,7 +264,7 @@ class SAM2VideoPredictor:
             masks = non_overlapping(masks)
         return masks[:, None]
 
-    @torch.inference_mode()
+    @inference_method
     def clear_all_prompts_in_frame(
         self,
         inference_state: VideoInferenceState,
@@ -285,7 +286,7 @@ class SAM2VideoPredictor:
             return None
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx)
 
-    @torch.inference_mode()
+    @inference_method
     def remove_object(
         self,
         inference_state: VideoInferenceState,
@@ -320,7 +321,7 @@ class SAM2VideoPredictor:
             if not obj.conditioning:
                 raise ValueError(f"object {obj.obj_id} has no prompt on any frame")
 
-    @torch.inference_mode()
+    @inference_method
     def propagate_in_video(
         self,
         inference_state: VideoInferenceState,

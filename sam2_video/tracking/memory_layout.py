@@ -71,7 +71,7 @@ class MemoryLayout:
             tpos = model.maskmem_tpos_enc.view(model.num_maskmem, 1, mem_dim)
             slot_pos = self._pos_encoding(h, w) + tpos  # (num_maskmem, HW, mem_dim)
             spatial[index] = mems.float()
-            spatial_pos[index] = slot_pos[torch.tensor(frame_slots, device=device)]
+            spatial_pos[index] = slot_pos[torch.tensor(frame_slots, device=device)].float()
             spatial_pad[index] = False
 
         tokens = torch.zeros(batch, num_ptrs, split, mem_dim, device=device)
@@ -84,11 +84,15 @@ class MemoryLayout:
             )
             ptrs = torch.stack(ptr_values)  # (K, C)
             offsets = torch.tensor(ptr_offsets, device=device)
-            tokens[index] = model.pointer_tokens(ptrs[None])[0].unflatten(0, (-1, split))
+            # Under autocast the projections give bf16/fp16: the bank stays float32 (as the
+            # official's torch.cat promotes its bf16 memories), so cast what is written into it.
+            tokens[index] = model.pointer_tokens(ptrs[None])[0].unflatten(0, (-1, split)).float()
             spans = (
                 torch.tensor(ptr_spans, device=device) if len(set(ptr_spans)) > 1 else ptr_spans[0]
             )
-            tokens_pos[index] = model.pointer_temporal_encoding(offsets, spans)  # (K, mem_dim)
+            tokens_pos[index] = model.pointer_temporal_encoding(
+                offsets, spans
+            ).float()  # (K, mem_dim)
             tokens_pad[index] = False
 
         memory = torch.cat([spatial.flatten(1, 2), tokens.flatten(1, 2)], dim=1)  # (B, M, mem_dim)

@@ -17,8 +17,13 @@ OBJECT_CHUNKS: tuple[tuple[int, int | None, int | None], ...] = (
 )
 
 
-def object_chunks(tokens: int) -> tuple[int | None, int | None]:
-    """(decoder chunk, memory-encoder chunk) for frames of `tokens` stride-16 tokens."""
+def object_chunks(tokens: int, device_type: str = "cpu") -> tuple[int | None, int | None]:
+    """(decoder chunk, memory-encoder chunk) for frames of `tokens` stride-16 tokens.
+
+    The table was measured on CPUs (cache sizes): other devices run every object at once
+    until a measurement there says otherwise."""
+    if device_type != "cpu":
+        return None, None
     for min_tokens, decoder, encoder in OBJECT_CHUNKS:
         if tokens >= min_tokens:
             return decoder, encoder

@@ -34,12 +34,14 @@ def prepare_point_prompt(
     frame_hw: tuple[int, int],
     image_size: int,
     normalize_coords: bool = True,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor]:
     """Validate clicks / box in frame pixels -> (coords (1, P, 2), labels (1, P)) model pixels.
 
     points: (P, 2) float (x, y); labels: (P,) 1 positive / 0 negative; box: (4,) xyxy. A box
     becomes two points labelled 2, 3 placed before the clicks. With `normalize_coords=False`
-    the coordinates are already model-input pixels. Returns CPU tensors, float32 and int32.
+    the coordinates are already model-input pixels. Returns float32 and int32 tensors on
+    `device` (the model's: checked on the host, then uploaded once).
     Raises ValueError for anything malformed or outside the frame.
     """
     if (points is None) != (labels is None):
@@ -73,7 +75,7 @@ def prepare_point_prompt(
         raise ValueError(f"coordinates {coords[outside].tolist()} lie outside the {w}x{h} frame")
     if normalize_coords:
         coords = scale_points(coords, frame_hw, image_size)
-    return coords[None], point_labels[None]
+    return coords[None].to(device), point_labels[None].to(device)
 
 
 def prepare_mask_prompt(mask: np.ndarray | Tensor, image_size: int, device: torch.device) -> Tensor:

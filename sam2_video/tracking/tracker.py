@@ -80,7 +80,7 @@ class StaticShapes:
         `(max_conditioning_frames + max_ptrs - 1) * hidden_dim / mem_dim` pointer tokens.
     batch_buckets: object batches are padded up to the next of these sizes (dummy rows copy the
         first object and are dropped), so one graph serves a range of object counts. Larger
-        batches are not padded.
+        batches are padded to a multiple of the largest bucket (65 -> 128 with the default).
     """
 
     max_conditioning_frames: int = 4
@@ -96,7 +96,14 @@ class StaticShapes:
 
     def bucket(self, batch: int) -> int:
         """The padded size of a batch of `batch` rows."""
-        return next((size for size in self.batch_buckets if size >= batch), batch)
+        largest = self.batch_buckets[-1]
+        if batch > largest:
+            return -(-batch // largest) * largest
+        return next(size for size in self.batch_buckets if size >= batch)
+
+    def buckets_up_to(self, rows: int) -> tuple[int, ...]:
+        """Every padded size a batch of 1 to `rows` rows can take (what a warm-up compiles)."""
+        return tuple(sorted({self.bucket(n) for n in range(1, rows + 1)}))
 
 
 class FrameTracker:
@@ -177,7 +184,9 @@ class FrameTracker:
             row_features = features.select(torch.tensor(frame_rows, device=self.device))
             frame_embed = row_features.image_embed  # (B, C, h, w)
         pix_feat = self._attend(features, selections, max_ptrs, frame_rows)
-        decoder_chunk, encoder_chunk = object_chunks(pix_feat.shape[-2] * pix_feat.shape[-1])
+        decoder_chunk, encoder_chunk = object_chunks(
+            pix_feat.shape[-2] * pix_feat.shape[-1], pix_feat.device.type
+        )
         heads = _cat_heads(
             [
                 self.model.forward_sam_heads(
@@ -353,7 +362,7 @@ class FrameTracker:
         high_res = resize_bilinear(low_res, size)
         scores = torch.stack([out.object_score for out in rows])  # (B, 1)
         embed = features.image_embed  # (1, C, h, w)
-        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1])
+        _, encoder_chunk = object_chunks(embed.shape[-2] * embed.shape[-1], embed.device.type)
         maskmem = self._encode_memory(embed, high_res, scores, True, encoder_chunk)
         for out, mem in zip(outputs, maskmem[:batch].to(torch.bfloat16)):
             out.maskmem = mem

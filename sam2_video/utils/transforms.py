@@ -98,12 +98,22 @@ def normalize_uint8(frames: Tensor) -> Tensor:
     return frames.float().div_(255.0).sub_(mean).div_(std)
 
 
+def upload(tensor: Tensor, device: torch.device | str) -> Tensor:
+    """`tensor.to(device)`; a host tensor bound for CUDA goes through pinned memory with
+    `non_blocking`, so the copy overlaps the host work that follows (torch's pinned allocator
+    keeps the staging buffer alive until the copy is done)."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def normalize_uint8_frames(frames: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
     """(T, S, S, 3) uint8 frames already at model size -> (T, 3, S, S) normalised float32.
 
     Matches the official loader bit for bit (see `normalize_uint8`).
     """
-    chw = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
+    chw = upload(torch.from_numpy(np.ascontiguousarray(frames)), device).permute(0, 3, 1, 2)
     return normalize_uint8(chw).contiguous()
 
 
@@ -159,7 +169,7 @@ def preprocess_frame(frame: Tensor, size: int, device: torch.device | str) -> Te
     """
     if frame.dtype != torch.uint8:
         return preprocess(frame, size, device)
-    resized = resize_uint8(frame, size).to(device)
+    resized = upload(resize_uint8(frame, size), device)
     return normalize_uint8(resized)[None]
 
 

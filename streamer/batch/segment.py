@@ -103,12 +103,14 @@ def segment_image(
     checkpoint: Path | None = None,
     download: bool = False,
     device: str | None = None,
+    precision: str = "auto",
     amg_options: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> SegmentResult:
     """Run the automatic mask generator on one image and write `<stem>.json` + overlay PNG.
 
     progress: show a progress bar (stderr) over the generator's slices (crops, point batches).
+    precision: auto | fp32 | bf16 | fp16 (`sam2_video.precision`).
 
     amg_options: SAM2AutomaticMaskGenerator keyword arguments (a subset of AMG_PARAMETERS);
         missing ones keep the generator's defaults.
@@ -130,7 +132,7 @@ def segment_image(
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {out_dir}: {exc}") from exc
 
-    sam = build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
+    sam = build_sam2(model, checkpoint=checkpoint_path, device=torch_device, precision=precision)
     try:
         generator = SAM2AutomaticMaskGenerator(sam, output_mode="coco_rle", **options)
     except ValueError as exc:

@@ -167,13 +167,14 @@ def load_track_model(
     checkpoint: Path | None = None,
     download: bool = False,
     device: str | None = None,
+    precision: str = "auto",
 ) -> SAM2Model:
     """Build the model a tracking worker uses (blocking). Raises DeviceUnavailableError,
     ConfigError and the checkpoint errors of `ensure_checkpoint` / `build_sam2`."""
     check_model(model)
     torch_device = resolve_device(device)
     checkpoint_path = ensure_model_checkpoint(model, checkpoint, download)
-    return build_sam2(model, checkpoint=checkpoint_path, device=torch_device)
+    return build_sam2(model, checkpoint=checkpoint_path, device=torch_device, precision=precision)
 
 
 def track_video(
@@ -189,6 +190,7 @@ def track_video(
     checkpoint: Path | None = None,
     download: bool = False,
     device: str | None = None,
+    precision: str = "auto",
     max_frames: int | None = None,
     progress: bool = True,
     outputs: OutputOptions | None = None,
@@ -203,6 +205,7 @@ def track_video(
     max_objects: objects tracked at most. max_frames: stop after this many frames.
     outputs: PNG layout, frames as JPEGs (`OutputOptions`).
     detect: seed (and label) objects with a detector (`BatchDetect`).
+    precision: auto | fp32 | bf16 | fp16 (`sam2_video.precision`).
     Raises ValueError subclasses for bad input (VideoInputError, PromptsFileError,
     DeviceUnavailableError, ConfigError, TrackOptionError), checkpoint errors
     from `ensure_checkpoint` / `build_sam2`, and OSError when an output cannot be written.
@@ -222,7 +225,7 @@ def track_video(
     info = probe_video(video)  # input problems are found before the model is loaded
     if prompts is not None:
         _check_png_ids(plan, load_prompts(prompts, width=info.width, height=info.height))
-    sam = load_track_model(model, checkpoint, download, device)
+    sam = load_track_model(model, checkpoint, download, device, precision)
     summary = track_with_model(
         sam, video, out_dir=out_dir, plan=plan, prompts=prompts, progress=progress
     )

@@ -31,8 +31,8 @@ class TrackJob:
     """What every worker needs to track any video of the run (picklable, sent to Ray actors).
 
     plan: checked tracking options. prompts_dir: `<prompts_dir>/<stem>.json` per video (None:
-    auto-seeding). model/checkpoint: the model every worker loads. threads: torch threads per
-    worker (None: torch's default).
+    auto-seeding). model/checkpoint/precision: the model every worker loads. threads: torch
+    threads per worker (None: torch's default).
     """
 
     plan: TrackPlan
@@ -40,6 +40,7 @@ class TrackJob:
     model: str = "sam2.1_hiera_t"
     checkpoint: Path | None = None
     threads: int | None = None
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class VideoWorker:
         self.job = job
         self.device = device
         self.name = name or f"{socket.gethostname()}:{os.getpid()} {device}"
-        self.model = load_track_model(job.model, job.checkpoint, device=device)
+        self.model = load_track_model(
+            job.model, job.checkpoint, device=device, precision=job.precision
+        )
 
     def process(
         self,

@@ -11,10 +11,12 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
+# sam2_video.precision.PRECISION_CHOICES, spelled out so that `--help` does not import torch.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --download: shared by the commands that load a model."""
+    """--model, --checkpoint, --download, --precision: shared by the commands that load a model."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -31,6 +33,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--download", action="store_true", help="download the official checkpoint if missing"
+    )
+    add_precision_option(parser)
+
+
+def add_precision_option(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--precision: auto (bf16 autocast + TF32 on CUDA, fp32 on the CPU), fp32, bf16, fp16."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=default,
+        help="auto: bf16 autocast + TF32 on CUDA as the official runs, fp32 on the CPU "
+        "(default: auto)",
     )
 
 

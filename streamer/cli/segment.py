@@ -85,6 +85,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
+            precision=args.precision,
             amg_options=amg_options,
         )
     except (

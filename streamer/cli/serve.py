@@ -10,6 +10,7 @@ from streamer.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
+    add_precision_option,
     report_error,
 )
 
@@ -63,6 +64,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="compile the video path with torch.compile (the official vos_optimized mode)",
     )
+    add_precision_option(parser, default=None)
     parser.add_argument(
         "--download",
         action="store_true",
@@ -111,6 +113,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             vos_optimized=args.vos_optimized,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            precision=args.precision,
         )
         check_tls_files(settings.tls_cert, settings.tls_key)
     except (ValidationError, ValueError) as exc:

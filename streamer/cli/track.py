@@ -146,6 +146,7 @@ def _run_track(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             download=args.download,
             device=args.device,
+            precision=args.precision,
             max_frames=args.max_frames,
             progress=not args.no_progress,
             outputs=output_options(args),
@@ -270,6 +271,7 @@ def _run_track_many(args: argparse.Namespace) -> int:
             model=model_arg(args),
             checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
             threads=args.threads,
+            precision=args.precision,
         )
         ray_options = {"address": args.address, "pool_size": args.pool_size,
                        "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,

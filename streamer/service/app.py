@@ -34,7 +34,7 @@ from streamer.service.limits import (
     validation_error_handler,
 )
 from streamer.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streamer.service.metrics import render_service_metrics
+from streamer.service.metrics import compile_status, render_service_metrics
 from streamer.service.redact import install_log_redaction
 from streamer.service.startup import startup_line
 from streamer.sessions import (
@@ -82,13 +82,44 @@ def load_model(settings: Settings, device: str | None = None) -> SAM2Model:
 
     # Never serve random weights: a missing checkpoint is an error that says how to get one.
     checkpoint = ensure_checkpoint(str(settings.model), settings.checkpoint, download=False)
-    model = build_sam2(settings.model, checkpoint=checkpoint, device=device or settings.device)
+    model = build_sam2(
+        settings.model,
+        checkpoint=checkpoint,
+        device=device or settings.device,
+        precision=settings.precision,
+    )
     if settings.vos_optimized:
-        from sam2_video.compile import compile_model
-
-        parts = compile_model(model)
-        logger.info("vos_optimized: %s compile on first use (mode %s)", parts.names, parts.mode)
+        compile_and_warm_up(model, settings)
     return model
+
+
+def compile_and_warm_up(model: SAM2Model, settings: Settings) -> None:
+    """`vos_optimized`: compile the model's parts for every shape this service can meet
+    (object rows up to `max_objects_per_session` x the device's `max_batch`), before it reports
+    ready, with the inductor cache on disk. Fallbacks and the warm-up show in /readyz and
+    /metrics (`compile_status`)."""
+    from sam2_video.compile import compile_model, enable_disk_cache
+    from sam2_video.tracking.tracker import StaticShapes
+    from sam2_video.warmup import warm_up
+    from streamer.sessions.scheduler import DEFAULT_MAX_BATCH
+
+    cache = enable_disk_cache(settings.compile_cache_dir)
+    max_batch = settings.max_batch or DEFAULT_MAX_BATCH.get(model.device.type, 1)
+    rows = settings.max_objects_per_session * max_batch
+    parts = compile_model(model, buckets=StaticShapes().buckets_up_to(rows))
+    logger.info(
+        "vos_optimized: compiling %s (mode %s, cache %s) for up to %d object rows",
+        parts.names,
+        parts.mode,
+        cache,
+        rows,
+    )
+    warm_up(
+        model,
+        max_objects=settings.max_objects_per_session,
+        max_batch=max_batch,
+        time_budget=settings.compile_warmup_seconds,
+    )
 
 
 def load_models(settings: Settings, model: SAM2Model | None = None) -> dict[DeviceSpec, SAM2Model]:
@@ -227,6 +258,8 @@ def _http_routes() -> APIRouter:
         body: dict[str, Any] = {"ready": ready, "draining": draining}
         if manager is not None and manager.errors:
             body["errors"] = manager.errors
+        if manager is not None and (compiled := compile_status(manager)):
+            body["compile"] = compiled
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics")

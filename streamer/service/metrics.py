@@ -51,6 +51,7 @@ class ServiceCollector:
         """Every service, device and session metric family, at scrape time."""
         yield from _service_metrics(self.manager)
         yield from _device_metrics(self.manager)
+        yield from _compile_metrics(self.manager)
         yield from _session_metrics(self.manager)
 
 
@@ -104,6 +105,49 @@ def _service_metrics(manager: SessionManager) -> Iterator[Metric]:
         "sam2_stream_worker_busy_seconds",
         "seconds the schedulers spent running the model (all devices)",
         value=sum(s.busy_seconds for s in schedulers),
+    )
+
+
+def compile_status(manager: SessionManager) -> dict[str, Any]:
+    """Per device label: the compiled parts, fallbacks to eager and the warm-up report."""
+    from sam2_video.compile import compiled_parts  # loaded with the model: nothing new
+
+    status = {}
+    for label, scheduler in manager.schedulers.items():
+        parts = compiled_parts(scheduler.model)
+        if parts is not None:
+            status[label] = parts.status()
+    return status
+
+
+def _compile_metrics(manager: SessionManager) -> Iterator[Metric]:
+    status = compile_status(manager)
+    if not status:
+        return
+    yield _labelled(
+        GaugeMetricFamily(
+            "sam2_stream_compile_fallbacks",
+            "compiled parts running eagerly because compiling them failed (should be 0)",
+            labels=["device"],
+        ),
+        [([label], len(s["fallbacks"])) for label, s in status.items()],
+    )
+    warmed = {label: s["warmup"] for label, s in status.items() if s["warmup"] is not None}
+    yield _labelled(
+        GaugeMetricFamily(
+            "sam2_stream_compile_warmup_seconds",
+            "seconds the start-up warm-up spent compiling",
+            labels=["device"],
+        ),
+        [([label], w["seconds"]) for label, w in warmed.items()],
+    )
+    yield _labelled(
+        GaugeMetricFamily(
+            "sam2_stream_compile_warmup_complete",
+            "1 if the warm-up compiled every batch shape within its time budget",
+            labels=["device"],
+        ),
+        [([label], 1 if w["complete"] else 0) for label, w in warmed.items()],
     )
 
 
