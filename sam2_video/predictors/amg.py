@@ -76,7 +76,7 @@ class SAM2AutomaticMaskGenerator:
 
     def __init__(
         self,
-        predictor_or_model: SAM2ImagePredictor | torch.nn.Module,
+        predictor_or_model: SAM2ImagePredictor | SAM2Model,
         *,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
@@ -132,6 +132,8 @@ class SAM2AutomaticMaskGenerator:
             grids = build_all_layer_point_grids(
                 points_per_side, crop_n_layers, crop_n_points_downscale_factor
             )
+        elif point_grids is None:
+            raise ValueError("give points_per_side or point_grids")
         else:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) < crop_n_layers + 1:
@@ -146,7 +148,7 @@ class SAM2AutomaticMaskGenerator:
                     raise ValueError("point_grids must hold normalised (x, y) in [0, 1]")
         self.point_grids: list[np.ndarray] = grids
 
-        if isinstance(predictor_or_model, torch.nn.Module):
+        if not isinstance(predictor_or_model, SAM2ImagePredictor):
             predictor_or_model = SAM2ImagePredictor(predictor_or_model)
         self.predictor = predictor_or_model
         self.points_per_batch = points_per_batch

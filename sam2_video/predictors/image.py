@@ -111,7 +111,7 @@ class SAM2ImagePredictor:
         boxes = self._check_box(box, frame_hw)
         masks_in = self._check_mask_input(mask_input)
         batched = coords is not None and coords.ndim == 3 and coords.shape[0] > 1
-        if coords is not None and coords.ndim == 2:
+        if coords is not None and labels is not None and coords.ndim == 2:
             coords, labels = coords[None], labels[None]
         if masks_in is not None and masks_in.ndim == 3:
             masks_in = masks_in[None]
@@ -172,6 +172,8 @@ class SAM2ImagePredictor:
         size = self.model.image_size
         coords, labels = None, None
         if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_coords and point_labels must be given together")
             coords = point_coords.to(self.device, torch.float32)
             labels = point_labels.to(self.device, torch.int32)
             if normalize_coords:
@@ -183,7 +185,7 @@ class SAM2ImagePredictor:
             corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=self.device)
             corner_labels = corner_labels.expand(corners.shape[0], 2)
             # SAM 2 feeds a box as two labelled points placed before the clicks.
-            if coords is None:
+            if coords is None or labels is None:
                 coords, labels = corners, corner_labels
             else:
                 coords = torch.cat([corners, coords], dim=1)

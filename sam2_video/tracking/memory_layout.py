@@ -51,6 +51,7 @@ class MemoryLayout:
                 frame_rows.append(row)
                 frame_places.append(place)
                 frame_slots.append(slot)
+                assert out.maskmem is not None  # `ObjectMemory.select` keeps encoded frames only
                 frame_mems.append(out.maskmem)
             for place, (offset, out) in enumerate(selection.pointers):
                 ptr_rows.append(row)
