@@ -89,6 +89,7 @@ def add_track_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    """--memory: which past frames each object remembers (`SessionOptions.memory`)."""
     parser.add_argument(
         "--memory",
         choices=("sam2", "dam4sam"),
