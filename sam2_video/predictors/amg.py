@@ -148,7 +148,7 @@ class SAM2AutomaticMaskGenerator:
                     raise ValueError("point_grids must hold normalised (x, y) in [0, 1]")
         self.point_grids: list[np.ndarray] = grids
 
-        if not isinstance(predictor_or_model, SAM2ImagePredictor):
+        if isinstance(predictor_or_model, torch.nn.Module):  # a model (compiled ones too)
             predictor_or_model = SAM2ImagePredictor(predictor_or_model)
         self.predictor = predictor_or_model
         self.points_per_batch = points_per_batch

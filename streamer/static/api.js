@@ -41,11 +41,16 @@ function tokenFor(path) {
 
 /** fetch() with the token; resolves to the parsed JSON body (null for 204), or throws ApiError. */
 export async function api(method, path, body = undefined, { keepalive = false } = {}) {
+  return fetchJson(path, method, path, tokenFor(path), body, { keepalive });
+}
+
+/** One HTTP request to `url` (`path` names it in errors) with a bearer `token` (or none):
+ * the parsed JSON body (null for 204), or an ApiError with the server's code and message. */
+export async function fetchJson(url, method, path, token, body = undefined, { keepalive = false } = {}) {
   const headers = {};
-  const token = tokenFor(path);
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
+  const response = await fetch(url, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -15,7 +15,7 @@
 // HTTP answers >= 400 reject with ApiError (status, code); websocket requests resolve with
 // their `ack` and reject with their `error` (error.code). Masks are COCO RLE: rle.js decodes.
 
-import { ApiError } from "./api.js";
+import { ApiError, fetchJson } from "./api.js";
 import { SessionSocket } from "./socket.js";
 
 export { ApiError, SessionSocket };
@@ -46,30 +46,8 @@ export class Sam2StreamClient {
 
   /** fetch() with the token; resolves to the JSON body (null for 204), or throws ApiError. */
   async request(method, path, body = undefined, { keepalive = false } = {}) {
-    const headers = {};
-    const token = this.tokenFor(path);
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(this.baseUrl + path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      keepalive,
-    });
-    if (response.status === 204) return null;
-    const text = await response.text();
-    let data = null;
-    try {
-      data = text ? JSON.parse(text) : null;
-    } catch {
-      data = null;
-    }
-    if (!response.ok) {
-      const code = (data && data.code) || String(response.status);
-      const message = (data && (data.message || JSON.stringify(data.detail))) || text;
-      throw new ApiError(response.status, code, `${method} ${path}: ${response.status} ${message}`);
-    }
-    return data;
+    const url = this.baseUrl + path;
+    return fetchJson(url, method, path, this.tokenFor(path), body, { keepalive });
   }
 
   /** Open a session: source "webrtc", a file path the server can read, "rtsp://...", a
