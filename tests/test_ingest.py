@@ -21,8 +21,8 @@ from streamer.ingest import (
     open_source,
     source_kind,
 )
-from streamer.ingest.base import PendingFrame
 from streamer.ingest.file import FileSource
+from streamer.ingest.slot import PendingFrame
 
 WAIT = 10.0  # every wait is bounded
 

@@ -210,7 +210,7 @@ def test_an_rtsp_stream_of_oversized_frames_fails_without_reconnecting(tmp_path)
 
 
 def test_decoding_ahead_is_bounded_across_slots_and_never_starves_one():
-    from streamer.ingest.base import BackPressure, DecodeBudget, FrameSlot, VideoFrame
+    from streamer.ingest.slot import BackPressure, DecodeBudget, FrameSlot, VideoFrame
 
     def frame(i: int) -> VideoFrame:
         return VideoFrame(image=np.zeros((10, 10, 3), np.uint8), index=i)  # 300 bytes

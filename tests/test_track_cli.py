@@ -25,7 +25,7 @@ from streamer.batch.outputs import VideoInfo, parse_formats
 from streamer.batch.outputs.mp4 import OverlayVideoWriter
 from streamer.batch.outputs.png import davis_palette
 from streamer.cli import _SEED_VALUE_OPTIONS, EXIT_BAD_INPUT, main
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 TESTS = Path(__file__).parent
 BEDROOM = TESTS / "data" / "bedroom.mp4"

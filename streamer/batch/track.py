@@ -42,9 +42,10 @@ from streamer.batch.prompts_file import Prompt, PromptsFileError, load_prompts
 from streamer.batch.seed_progress import track_frame
 from streamer.batch.segment import resolve_device
 from streamer.batch.staging import final_path, named_error, publish, staging_folder
-from streamer.ingest.base import SourceState, VideoFrame
+from streamer.ingest.base import SourceState
 from streamer.ingest.file import FileSource
 from streamer.ingest.limits import FrameLimits
+from streamer.ingest.slot import VideoFrame
 
 logger = logging.getLogger(__name__)
 

@@ -16,20 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from streamer.ingest.base import (
-    END_OF_STREAM,
-    BackPressure,
-    FrameSlot,
     FrameSource,
     InvalidTransitionError,
     PushSource,
-    SlotClosedError,
     SourceError,
     SourceState,
     SourceStats,
-    VideoFrame,
 )
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
 from streamer.ingest.policy import source_scheme
+from streamer.ingest.slot import END_OF_STREAM, BackPressure, FrameSlot, SlotClosedError, VideoFrame
 
 __all__ = [
     "END_OF_STREAM",

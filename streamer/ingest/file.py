@@ -11,18 +11,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamer.ingest.base import (
-    BackPressure,
-    DecodeBudget,
-    FrameSource,
-    PendingFrame,
-    SourceError,
-    SourceState,
-    VideoFrame,
-)
+from streamer.ingest.base import FrameSource, SourceError, SourceState
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
 from streamer.ingest.orientation import upright_rgb
+from streamer.ingest.slot import BackPressure, DecodeBudget, PendingFrame, VideoFrame
 
 if TYPE_CHECKING:
     from av.container import InputContainer

@@ -23,17 +23,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from streamer.ingest.base import (
-    BackPressure,
-    FrameSource,
-    PendingFrame,
-    SourceError,
-    SourceState,
-    VideoFrame,
-)
+from streamer.ingest.base import FrameSource, SourceError, SourceState
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.limits import FrameLimits, FrameTooLargeError
 from streamer.ingest.orientation import upright_rgb
+from streamer.ingest.slot import BackPressure, PendingFrame, VideoFrame
 
 __all__ = ["Backoff", "ReconnectingSource", "RtspSource", "redact_url"]
 

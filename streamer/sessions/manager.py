@@ -13,10 +13,11 @@ from sam2_video import SAM2Model, SessionOptions, StreamingSession
 from sam2_video.predictors.auto_seed import AutoSeedOptions
 from streamer.ingest import FrameLimits, open_source
 from streamer.ingest import source_kind as classify_source
-from streamer.ingest.base import DecodeBudget, SourceError
+from streamer.ingest.base import SourceError
 from streamer.ingest.credentials import redact_credentials, redact_url
 from streamer.ingest.file import is_url, probe_video
 from streamer.ingest.policy import SourcePolicy
+from streamer.ingest.slot import DecodeBudget
 from streamer.safejson import clip
 from streamer.session_ids import mint_session_id
 from streamer.sessions.devices import DeviceLoad, DeviceSpec, least_loaded

@@ -14,7 +14,7 @@ from pycocotools import mask as mask_api
 
 from sam2_video import FrameResult
 from sam2_video.detect.types import ObjectLabel
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import IO, Any
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle, rle_area_and_bbox
 from streamer.batch.outputs.frames import frame_file_name
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 CATEGORY = {"id": 1, "name": "object"}
 

@@ -10,7 +10,7 @@ import cv2
 
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 JPEG_QUALITY = 95
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 from streamer.overlay import draw_overlay
 
 # Good-looking defaults: x264 at constant quality; mpeg4 has no CRF, so a generous bit rate.

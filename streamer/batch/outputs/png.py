@@ -28,7 +28,7 @@ from PIL import Image
 
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, OutputOptions, VideoInfo
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 MAX_INDEXED_ID = 255  # one byte per pixel, 0 is background
 PNG_LAYOUTS = ("indexed", "per-object")

@@ -37,7 +37,7 @@ import numpy as np
 
 from sam2_video import FrameResult
 from streamer.batch.outputs.base import MaskWriter, VideoInfo, encode_rle
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 _SMALL, _LARGE = 32**2, 96**2
 

@@ -19,7 +19,7 @@ import yaml
 from sam2_video import FrameResult
 from sam2_video.utils.polygons import yolo_segment_line
 from streamer.batch.outputs.base import MaskWriter, VideoInfo
-from streamer.ingest.base import VideoFrame
+from streamer.ingest.slot import VideoFrame
 
 
 class YoloWriter(MaskWriter):
