@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.batch.manifest import ManifestRow
+from streamer.batch.staging import PARTIAL_MARK
 from streamer.batch.track import TrackPlan, load_track_model, track_with_model
 
 logger = logging.getLogger(__name__)
-
-# Suffix of a video's temporary output folder (`<name>.partial-<hex>`).
-PARTIAL_MARK = ".partial-"
 
 
 @dataclass(frozen=True)
