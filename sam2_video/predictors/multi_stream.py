@@ -9,27 +9,48 @@ session's state stays in its own `StreamingSession`; the batch only carries tens
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sam2_video.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2_video.precision import autocast, model_precision
 from sam2_video.predictors.stream_types import FrameResult
+from sam2_video.tracking.memory_bank import FrameOutput
+from sam2_video.tracking.tracker import FrameTracker, TrackGroup
 
-if TYPE_CHECKING:  # the session's `add_frame` runs this step: no import at run time
-    from sam2_video.predictors.streaming import StreamingSession
+
+class SteppedSession(Protocol):
+    """What the step needs of a session: its model and tracker, and the three phases of a
+    frame. `StreamingSession` is one (its `add_frame` runs this step with itself alone)."""
+
+    model: SAM2Model
+    tracker: FrameTracker
+
+    def prepare_frame(self, frame: np.ndarray | Tensor) -> Tensor: ...
+
+    def track_group(self, frame_row: int) -> TrackGroup: ...
+
+    def finish_frame(
+        self,
+        features: ImageFeatures,
+        outputs: list[FrameOutput],
+        pts: float | int | None = None,
+        *,
+        seed: bool = True,
+    ) -> FrameResult: ...
 
 
-def batch_key(session: StreamingSession) -> tuple:
+def batch_key(session: SteppedSession) -> tuple:
     """Sessions with equal keys can share a step (same model and tracking-step options)."""
     return (id(session.model), session.tracker.options, session.tracker.static_shapes)
 
 
 @torch.inference_mode()
 def track_streams(
-    sessions: Sequence[StreamingSession],
+    sessions: Sequence[SteppedSession],
     frames: Sequence[np.ndarray | Tensor],
     pts: Sequence[float | int | None] | None = None,
     *,

@@ -29,6 +29,7 @@ from streamer.client.errors import (
     SessionEndedError,
     http_error,
 )
+from streamer.client.whip import WhipPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class AsyncSession:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._frames: asyncio.Queue[Any] = asyncio.Queue()
         self._reader: asyncio.Task | None = None
-        self._publisher: Any = None
+        self._publisher: WhipPublisher | None = None
 
     @classmethod
     async def connect(cls, client: AsyncClient, info: dict[str, Any]) -> AsyncSession:
@@ -285,8 +286,6 @@ class AsyncSession:
     async def publish(self, track: Any) -> None:
         """Publish an aiortc video track (`aiortc.MediaStreamTrack`, e.g. from
         `aiortc.contrib.media.MediaPlayer`) into this "webrtc" session over WHIP."""
-        from streamer.client.whip import WhipPublisher
-
         if self._publisher is not None:
             raise ClientError("this session already publishes")
         publisher = WhipPublisher(self.client, self.id)

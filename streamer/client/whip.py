@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import httpx
 
 from streamer.client.errors import ClientError
 
-if TYPE_CHECKING:
-    from streamer.client.aio import AsyncClient
+
+class Requester(Protocol):
+    """The client's HTTP call with the session's credential (`AsyncClient.request`)."""
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 
 
 class WhipPublisher:
     """One aiortc peer connection sending `track` to `/sessions/{id}/whip`."""
 
-    def __init__(self, client: AsyncClient, session_id: str) -> None:
+    def __init__(self, client: Requester, session_id: str) -> None:
         self.client = client
         self.session_id = session_id
         self.location: str | None = None
