@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import MICRO_CHECKPOINT
 from PIL import Image
-from test_detect_service import FRAMES, GREEN_FROM, SIZE, _frame
+from test_detect_service import FRAMES, GREEN_FROM, write_walk_in
 from ultralytics_env import import_ultralytics
 
 from streamer.cli import main
@@ -22,16 +21,7 @@ MICRO = ["--model", "sam2.1_micro", "--checkpoint", str(MICRO_CHECKPOINT)]
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("detect_cli") / "walk_in.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        for i in range(FRAMES):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_walk_in(tmp_path_factory.mktemp("detect_cli") / "walk_in.mp4")
 
 
 def test_track_with_a_detector_writes_labels(clip: Path, tmp_path: Path) -> None:

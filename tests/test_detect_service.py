@@ -34,7 +34,11 @@ def _frame(i: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("detect") / "walk_in.mp4"
+    return write_walk_in(tmp_path_factory.mktemp("detect") / "walk_in.mp4")
+
+
+def write_walk_in(path: Path) -> Path:
+    """FRAMES frames of `_frame` as an H.264 mp4 at 10 fps."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
