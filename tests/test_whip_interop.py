@@ -20,7 +20,6 @@ import re
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import av
 import httpx
@@ -28,6 +27,7 @@ import pytest
 import test_webrtc
 from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import SRTP_PROFILES
+from certificates import self_signed
 from conftest import DATA
 from gst_whip_publisher import SCRIPT, SYSTEM_PYTHON, unavailable_reason
 from OpenSSL import SSL
@@ -186,39 +186,6 @@ class FFmpegPublisher(threading.Thread):
         self.join(timeout=30)
 
 
-def p256_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed ECDSA P-256 certificate and key (PEM) for FFmpeg's cert_file/key_file."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "whip-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "whip.crt", folder / "whip.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def create_session(base: str) -> str:
     response = httpx.post(f"{base}/sessions", json={"source": "webrtc"}, headers=AUTH, timeout=10)
     assert response.status_code == 201, response.text
@@ -230,7 +197,7 @@ def test_ffmpeg_whip_publisher_gets_masklets(server, tmp_path):
         pytest.skip(f"PyAV {av.__version__}'s FFmpeg has no whip muxer")
     base, _ = server
     session_id = create_session(base)  # its id is known before FFmpeg publishes
-    cert_file, key_file = p256_certificate(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     publisher = FFmpegPublisher(
         f"{base}/sessions/{session_id}/whip", cert_file=str(cert_file), key_file=str(key_file)
     )

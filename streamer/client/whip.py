@@ -13,7 +13,9 @@ from streamer.client.errors import ClientError
 class Requester(Protocol):
     """The client's HTTP call with the session's credential (`AsyncClient.request`)."""
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request; raises the typed `ClientError` of an error answer."""
+        ...
 
 
 class WhipPublisher:
